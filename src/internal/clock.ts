@@ -1,0 +1,84 @@
+/**
+ * Time for every time-dependent component. Components take `clock?: Clock` and read `clock.now()`
+ * instead of `Date.now()`, so tests and the simulator can drive time without sleeping.
+ */
+
+/** A source of time in milliseconds. Only differences between readings are meaningful. */
+export interface Clock {
+  now(): number;
+}
+
+/** The default clock: monotonic (never jumps with NTP or DST), sub-millisecond resolution. */
+export const systemClock: Clock = { now: () => performance.now() };
+
+interface Timer {
+  at: number;
+  seq: number;
+  fn: () => void;
+}
+
+/**
+ * A clock that moves only when told to. `sleep(ms)` resolves when `advance` moves time past it, so
+ * simulated work can "take" time; timers fire in time order, and each callback's microtasks run before
+ * the next timer fires.
+ *
+ * @example
+ * const clock = new ManualClock();
+ * const done = clock.sleep(100);
+ * await clock.advance(100); // `done` has resolved, clock.now() === 100
+ */
+export class ManualClock implements Clock {
+  #now: number;
+  #seq = 0;
+  #timers: Timer[] = [];
+
+  constructor(start = 0) {
+    this.#now = start;
+  }
+
+  now(): number {
+    return this.#now;
+  }
+
+  /** A promise that resolves once the clock has advanced `ms` past now. */
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.schedule(ms, resolve));
+  }
+
+  /** Runs `fn` once the clock has advanced `ms` past now. */
+  schedule(ms: number, fn: () => void): void {
+    const timer = { at: this.#now + Math.max(0, ms), seq: this.#seq++, fn };
+    // Insert keeping (at, seq) order; timers are few in the tests that use this.
+    let i = this.#timers.length;
+    while (i > 0 && this.#timers[i - 1]!.at > timer.at) i--;
+    this.#timers.splice(i, 0, timer);
+  }
+
+  /** Timers not yet fired. */
+  get pending(): number {
+    return this.#timers.length;
+  }
+
+  /**
+   * Moves time forward by `ms`, firing due timers in order; after each, lets promise callbacks settle so
+   * work that a timer resumes can schedule its own timers within the same advance.
+   */
+  async advance(ms: number): Promise<void> {
+    const target = this.#now + ms;
+    await settle();
+    for (;;) {
+      const next = this.#timers[0];
+      if (next === undefined || next.at > target) break;
+      this.#timers.shift();
+      this.#now = Math.max(this.#now, next.at);
+      next.fn();
+      await settle();
+    }
+    this.#now = target;
+  }
+}
+
+/** Lets pending promise callbacks (several hops deep) run. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 8; i++) await Promise.resolve();
+}
