@@ -1,0 +1,632 @@
+/**
+ * `Tracer`: the seed's convenience surface (`startSpan`, `endSpan`, `setTag`, `log`, `withSpan`) on the
+ * OpenTelemetry JS SDK. Spans are OpenTelemetry spans with nanosecond-resolution times; the active span
+ * travels with async work through `AsyncLocalStorage`, so nested calls become children without a parent
+ * being passed by hand; every span is exported when it ends, so the tracer holds no span after that.
+ *
+ * @module
+ */
+import {
+  type Tracer as ApiTracer,
+  type AttributeValue,
+  type Context,
+  context,
+  INVALID_SPAN_CONTEXT,
+  isSpanContextValid,
+  ProxyTracerProvider,
+  propagation,
+  type Span,
+  type SpanContext,
+  type SpanOptions,
+  SpanStatusCode,
+  type TracerProvider,
+  trace,
+} from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import {
+  CompositePropagator,
+  type ExportResult,
+  ExportResultCode,
+  W3CBaggagePropagator,
+  W3CTraceContextPropagator,
+} from '@opentelemetry/core';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
+import {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  ConsoleSpanExporter,
+  InMemorySpanExporter,
+  ParentBasedSampler,
+  type ReadableSpan,
+  SimpleSpanProcessor,
+  type SpanExporter,
+  type SpanProcessor,
+  TraceIdRatioBasedSampler,
+} from '@opentelemetry/sdk-trace-base';
+import { ClosedError } from '../errors.ts';
+import { integer, object, oneOf, ratio } from '../internal/options.ts';
+
+/** Instrumentation scope name of every span clawperf starts. */
+export const TRACER_SCOPE = 'clawperf';
+/** Where the OTLP/HTTP exporter sends spans: an OpenTelemetry Collector's default HTTP receiver. */
+export const DEFAULT_OTLP_URL = 'http://localhost:4318/v1/traces';
+/** The exporter used when none is given. */
+export const DEFAULT_EXPORTER = 'otlp';
+/** Share of new root traces recorded. */
+export const DEFAULT_SAMPLE_RATIO = 1;
+/** Ended spans the batch processor holds before it drops new ones. */
+export const DEFAULT_MAX_QUEUE_SIZE = 2048;
+/** Spans sent in one export. */
+export const DEFAULT_MAX_EXPORT_BATCH_SIZE = 512;
+/** Delay between two scheduled batch exports, ms. */
+export const DEFAULT_SCHEDULED_DELAY_MS = 5000;
+/** How long one export may take before it is abandoned, ms. */
+export const DEFAULT_EXPORT_TIMEOUT_MS = 10_000;
+
+const EXPORTERS = ['otlp', 'console', 'memory'] as const;
+
+/** Options of {@link Tracer}. */
+export interface TracerOptions {
+  /** `service.name` of every span's resource. Required. */
+  serviceName: string;
+  /** `service.version` of the resource, when given. */
+  serviceVersion?: string;
+  /** More resource attributes (`deployment.environment.name`, ...). */
+  resourceAttributes?: Record<string, AttributeValue>;
+  /**
+   * Where ended spans go: `'otlp'` (OTLP/HTTP JSON to {@link TracerOptions.otlpUrl}), `'console'`,
+   * `'memory'` (kept for {@link Tracer.getFinishedSpans}, for tests) or any OpenTelemetry `SpanExporter`.
+   * @default 'otlp'
+   */
+  exporter?: 'otlp' | 'console' | 'memory' | SpanExporter;
+  /** OTLP/HTTP traces endpoint. @default 'http://localhost:4318/v1/traces' */
+  otlpUrl?: string;
+  /** Extra HTTP headers sent with every OTLP export (an API key, ...). */
+  otlpHeaders?: Record<string, string>;
+  /**
+   * Head sampling: the share of new root traces recorded; a span with a parent follows its parent's
+   * decision (parent-based), so a trace is recorded whole or not at all, across services too.
+   * @default 1
+   */
+  sampleRatio?: number;
+  /**
+   * `'batch'` queues ended spans and exports them in the background (bounded by `maxQueueSize`; spans
+   * beyond it are dropped, never blocking the caller); `'simple'` exports each span as it ends.
+   * @default 'simple' for the 'memory' and 'console' exporters, 'batch' otherwise
+   */
+  processor?: 'batch' | 'simple';
+  /** Bound of the batch processor's queue. @default 2048 */
+  maxQueueSize?: number;
+  /** Spans per export, at most `maxQueueSize`. @default 512 */
+  maxExportBatchSize?: number;
+  /** Delay between scheduled batch exports, ms. @default 5000 */
+  scheduledDelayMs?: number;
+  /** Bound on one export, ms. @default 10000 */
+  exportTimeoutMs?: number;
+  /**
+   * Make this tracer the one behind the global OpenTelemetry API (`trace.getTracer()`, and so `@Trace`
+   * without a `tracer` and every area's spans), and install the `AsyncLocalStorage` context manager and
+   * the W3C propagators globally if none is installed. The most recently constructed registered tracer
+   * that is still open receives the global spans. With `false` nothing global changes: the tracer keeps
+   * its own context manager, and only spans started through it link to each other.
+   * @default true
+   */
+  registerGlobal?: boolean;
+}
+
+/** Options of {@link Tracer.startSpan} and {@link Tracer.withSpan}. */
+export interface StartSpanOptions extends SpanOptions {
+  /**
+   * The parent: a span, a span context (e.g. from another process) or a context (e.g. from
+   * `extractTraceContext`). Defaults to the active span. A missing, invalid or ended parent is never an
+   * error: an invalid one is ignored and the active span is used.
+   */
+  parent?: Span | SpanContext | Context | null;
+}
+
+/** Counters of a {@link Tracer}; every field only grows. */
+export interface TracerStats {
+  /** Recorded (sampled) spans started. */
+  spansStarted: number;
+  /** Recorded spans ended. */
+  spansEnded: number;
+  /** Spans the exporter accepted. */
+  spansExported: number;
+  /** Spans whose export failed (collector down, timeout, rejected). */
+  spansExportFailed: number;
+}
+
+/** `context` from `@opentelemetry/api` or a context manager of our own: what running in a span needs. */
+interface ContextRunner {
+  active(): Context;
+  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
+    context: Context,
+    fn: F,
+    thisArg?: ThisParameterType<F>,
+    ...args: A
+  ): ReturnType<F>;
+}
+
+const NOOP_TRACER: ApiTracer = new ProxyTracerProvider().getTracer(TRACER_SCOPE);
+
+/**
+ * Marks `span` failed with `error`: an exception event, ERROR status and `error.type`. A thrown value that
+ * is not an `Error` is described by its type only, since it may hold anything.
+ */
+export function recordError(span: Span, error: unknown): void {
+  try {
+    if (error instanceof Error) {
+      span.recordException(error);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
+      span.setAttribute('error.type', error.name);
+    } else {
+      span.setStatus({ code: SpanStatusCode.ERROR });
+      span.setAttribute('error.type', error === null ? 'null' : typeof error);
+    }
+  } catch {
+    // A span implementation that throws must not replace the caller's error.
+  }
+}
+
+/** Ends `span` when `result` settles (now, if it is not a promise) and hands `result` back unchanged. */
+function settle<T>(span: Span, result: T): T {
+  if (
+    result !== null &&
+    (typeof result === 'object' || typeof result === 'function') &&
+    typeof (result as { then?: unknown }).then === 'function'
+  ) {
+    return (result as unknown as PromiseLike<unknown>).then(
+      (value) => {
+        span.end();
+        return value;
+      },
+      (error: unknown) => {
+        recordError(span, error);
+        span.end();
+        throw error;
+      },
+    ) as T;
+  }
+  span.end();
+  return result;
+}
+
+function invokeWithSpan<T>(fn: (span: Span) => T, span: Span): T {
+  let result: T;
+  try {
+    result = fn(span);
+  } catch (error) {
+    recordError(span, error);
+    span.end();
+    throw error;
+  }
+  return settle(span, result);
+}
+
+/** Starts a span, falling back to a non-recording one if the SDK throws: telemetry never breaks the call. */
+function safeStart(otel: ApiTracer, name: string, options: SpanOptions | undefined, ctx: Context): Span {
+  try {
+    return otel.startSpan(name, options, ctx);
+  } catch {
+    return trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+  }
+}
+
+/**
+ * Runs `fn` in a new span, child of `parent`, that is active for everything `fn` starts, sync or async;
+ * the span ends when the result settles (at once for a plain value) and records a thrown or rejected
+ * error. `Tracer`, the `@Trace` decorator and the GenAI helper share it.
+ */
+export function runInSpan<T>(
+  otel: ApiTracer,
+  runner: ContextRunner,
+  name: string,
+  options: SpanOptions | undefined,
+  parent: Context,
+  fn: (span: Span) => T,
+): T {
+  const span = safeStart(otel, name, options, parent);
+  return runner.with(trace.setSpan(parent, span), invokeWithSpan<T>, undefined, fn, span);
+}
+
+/** A counting wrapper, so `stats()` can tell how many spans reached the collector. */
+class CountingExporter implements SpanExporter {
+  readonly #inner: SpanExporter;
+  readonly #counts: TracerStats;
+
+  constructor(inner: SpanExporter, counts: TracerStats) {
+    this.#inner = inner;
+    this.#counts = counts;
+  }
+
+  export(spans: ReadableSpan[], done: (result: ExportResult) => void): void {
+    const counts = this.#counts;
+    try {
+      this.#inner.export(spans, (result) => {
+        if (result.code === ExportResultCode.SUCCESS) counts.spansExported += spans.length;
+        else counts.spansExportFailed += spans.length;
+        done(result);
+      });
+    } catch (error) {
+      counts.spansExportFailed += spans.length;
+      done({
+        code: ExportResultCode.FAILED,
+        error: error instanceof Error ? error : new Error(String(error)),
+      });
+    }
+  }
+
+  shutdown(): Promise<void> {
+    return this.#inner.shutdown();
+  }
+
+  forceFlush(): Promise<void> {
+    return this.#inner.forceFlush?.() ?? Promise.resolve();
+  }
+}
+
+function countingProcessor(counts: TracerStats): SpanProcessor {
+  return {
+    onStart: () => {
+      counts.spansStarted++;
+    },
+    onEnd: () => {
+      counts.spansEnded++;
+    },
+    forceFlush: () => Promise.resolve(),
+    shutdown: () => Promise.resolve(),
+  };
+}
+
+/**
+ * The global tracer provider clawperf installs, once per process. It forwards every span to the most
+ * recently constructed registered `Tracer` that is still open (a no-op when there is none), so a new
+ * `Tracer` takes over the global API without `trace.disable()`, and closing one hands back to the previous.
+ */
+class ForwardingProvider implements TracerProvider {
+  readonly open: BasicTracerProvider[] = [];
+
+  getTracer(name: string, version?: string, options?: { schemaUrl?: string }): ApiTracer {
+    let target: BasicTracerProvider | undefined;
+    let delegate = NOOP_TRACER;
+    const resolve = (): ApiTracer => {
+      const current = this.open.at(-1);
+      if (current !== target) {
+        target = current;
+        delegate = current === undefined ? NOOP_TRACER : current.getTracer(name, version, options);
+      }
+      return delegate;
+    };
+    return {
+      startSpan: (spanName, spanOptions, ctx) => resolve().startSpan(spanName, spanOptions, ctx),
+      startActiveSpan: (...args: unknown[]) => {
+        const t = resolve();
+        return (t.startActiveSpan as (...a: unknown[]) => unknown).apply(t, args);
+      },
+    } as ApiTracer;
+  }
+}
+
+let forwarding: ForwardingProvider | undefined;
+let globalProviderInstalled = false;
+let globalContextInstalled = false;
+
+function installGlobals(): ForwardingProvider | undefined {
+  if (!globalContextInstalled) {
+    globalContextInstalled = true;
+    // Each returns false (and changes nothing) when the application installed its own first.
+    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+    propagation.setGlobalPropagator(
+      new CompositePropagator({ propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()] }),
+    );
+  }
+  if (forwarding === undefined) {
+    forwarding = new ForwardingProvider();
+    globalProviderInstalled = trace.setGlobalTracerProvider(forwarding);
+  }
+  return globalProviderInstalled ? forwarding : undefined;
+}
+
+function isContext(value: object): value is Context {
+  return (
+    typeof (value as Context).getValue === 'function' && typeof (value as Context).setValue === 'function'
+  );
+}
+
+function stringOption(name: string, value: unknown, required: boolean): string | undefined {
+  if (value === undefined && !required) return undefined;
+  if (typeof value === 'string' && value.length > 0) return value;
+  throw new TypeError(
+    `${name} must be a non-empty string, got ${value === undefined ? 'undefined' : (JSON.stringify(value) ?? String(value))}`,
+  );
+}
+
+function booleanOption(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value === 'boolean') return value;
+  throw new TypeError(
+    `${name} must be a boolean, got ${typeof value === 'string' ? JSON.stringify(value) : String(value)}`,
+  );
+}
+
+function exporterOption(value: unknown): 'otlp' | 'console' | 'memory' | SpanExporter {
+  if (value === undefined) return DEFAULT_EXPORTER;
+  if (value !== null && typeof value === 'object' && typeof (value as SpanExporter).export === 'function') {
+    return value as SpanExporter;
+  }
+  if (typeof value === 'string') return oneOf('exporter', value, EXPORTERS);
+  throw new TypeError(
+    `exporter must be one of "otlp", "console", "memory" or a SpanExporter, got ${value === null ? 'null' : typeof value}`,
+  );
+}
+
+function urlOption(value: unknown): string {
+  const url = stringOption('otlpUrl', value, false) ?? DEFAULT_OTLP_URL;
+  if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol)) {
+    throw new TypeError(`otlpUrl must be an http(s) URL, got ${JSON.stringify(url)}`);
+  }
+  return url;
+}
+
+/**
+ * A tracer on the OpenTelemetry SDK with the seed's convenience surface.
+ *
+ * Constructing one (with `registerGlobal`, the default) registers it behind the global OpenTelemetry API
+ * and installs the `AsyncLocalStorage` context manager and W3C propagators when the application has not
+ * installed its own. Telemetry never throws into the caller: exporter failures are counted in
+ * {@link Tracer.stats}, and after {@link Tracer.close} spans are non-recording while the work still runs.
+ *
+ * @example
+ * ```ts
+ * const tracer = new Tracer({ serviceName: 'gateway' });   // OTLP/HTTP to localhost:4318
+ * await tracer.withSpan('chat', async () => {
+ *   await tracer.withSpan('cache.get', () => cache.get(key));   // a child, no parent passed
+ * });
+ * await tracer.close();
+ * ```
+ */
+export class Tracer {
+  /** Fields of {@link Tracer.stats} that only grow (all of them). */
+  readonly statsCounters: readonly string[] = [
+    'spansStarted',
+    'spansEnded',
+    'spansExported',
+    'spansExportFailed',
+  ];
+  /** `service.name` of the spans. */
+  readonly serviceName: string;
+
+  readonly #provider: BasicTracerProvider;
+  readonly #memory: InMemorySpanExporter | undefined;
+  readonly #runner: ContextRunner;
+  readonly #forwarding: ForwardingProvider | undefined;
+  readonly #counts: TracerStats = { spansStarted: 0, spansEnded: 0, spansExported: 0, spansExportFailed: 0 };
+  #otel: ApiTracer;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: TracerOptions) {
+    const o = object<Partial<TracerOptions>>('options', options);
+    this.serviceName = stringOption('serviceName', o.serviceName, true)!;
+    const serviceVersion = stringOption('serviceVersion', o.serviceVersion, false);
+    const extra = object<Record<string, AttributeValue>>('resourceAttributes', o.resourceAttributes);
+    const exporterChoice = exporterOption(o.exporter);
+    const otlpUrl = urlOption(o.otlpUrl);
+    const otlpHeaders = object<Record<string, string>>('otlpHeaders', o.otlpHeaders);
+    for (const [key, value] of Object.entries(otlpHeaders)) stringOption(`otlpHeaders.${key}`, value, true);
+    const sampleRatio =
+      o.sampleRatio === undefined ? DEFAULT_SAMPLE_RATIO : ratio('sampleRatio', o.sampleRatio);
+    const simpleByDefault = exporterChoice === 'memory' || exporterChoice === 'console';
+    const processor =
+      o.processor === undefined
+        ? simpleByDefault
+          ? 'simple'
+          : 'batch'
+        : oneOf('processor', o.processor, ['batch', 'simple'] as const);
+    const maxQueueSize =
+      o.maxQueueSize === undefined ? DEFAULT_MAX_QUEUE_SIZE : integer('maxQueueSize', o.maxQueueSize, 1);
+    const maxExportBatchSize =
+      o.maxExportBatchSize === undefined
+        ? Math.min(DEFAULT_MAX_EXPORT_BATCH_SIZE, maxQueueSize)
+        : integer('maxExportBatchSize', o.maxExportBatchSize, 1);
+    if (maxExportBatchSize > maxQueueSize) {
+      throw new TypeError(
+        `maxExportBatchSize must be at most maxQueueSize (${maxQueueSize}), got ${maxExportBatchSize}`,
+      );
+    }
+    const scheduledDelayMs =
+      o.scheduledDelayMs === undefined
+        ? DEFAULT_SCHEDULED_DELAY_MS
+        : integer('scheduledDelayMs', o.scheduledDelayMs, 1);
+    const exportTimeoutMs =
+      o.exportTimeoutMs === undefined
+        ? DEFAULT_EXPORT_TIMEOUT_MS
+        : integer('exportTimeoutMs', o.exportTimeoutMs, 1);
+    const registerGlobal = booleanOption('registerGlobal', o.registerGlobal, true);
+
+    this.#memory = exporterChoice === 'memory' ? new InMemorySpanExporter() : undefined;
+    const base =
+      exporterChoice === 'memory'
+        ? this.#memory!
+        : exporterChoice === 'console'
+          ? new ConsoleSpanExporter()
+          : exporterChoice === 'otlp'
+            ? new OTLPTraceExporter({ url: otlpUrl, headers: otlpHeaders, timeoutMillis: exportTimeoutMs })
+            : exporterChoice;
+    const exporter = new CountingExporter(base, this.#counts);
+    const spanProcessor =
+      processor === 'simple'
+        ? new SimpleSpanProcessor(exporter)
+        : new BatchSpanProcessor(exporter, {
+            maxQueueSize,
+            maxExportBatchSize,
+            scheduledDelayMillis: scheduledDelayMs,
+            exportTimeoutMillis: exportTimeoutMs,
+          });
+    this.#provider = new BasicTracerProvider({
+      resource: defaultResource().merge(
+        resourceFromAttributes({
+          ...extra,
+          'service.name': this.serviceName,
+          ...(serviceVersion === undefined ? {} : { 'service.version': serviceVersion }),
+        }),
+      ),
+      sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(sampleRatio) }),
+      spanProcessors: [countingProcessor(this.#counts), spanProcessor],
+    });
+    this.#otel = this.#provider.getTracer(TRACER_SCOPE);
+    this.#forwarding = registerGlobal ? installGlobals() : undefined;
+    this.#forwarding?.open.push(this.#provider);
+    this.#runner = registerGlobal ? context : new AsyncLocalStorageContextManager().enable();
+  }
+
+  /** The underlying OpenTelemetry tracer (scope `clawperf`), for code that speaks the OpenTelemetry API. */
+  get otelTracer(): ApiTracer {
+    return this.#otel;
+  }
+
+  /** Whether the global OpenTelemetry API currently sends its spans to this tracer. */
+  get isGlobal(): boolean {
+    return this.#forwarding !== undefined && this.#forwarding.open.at(-1) === this.#provider;
+  }
+
+  /** The active span in this tracer's context, if any. */
+  activeSpan(): Span | undefined {
+    return trace.getSpan(this.#runner.active());
+  }
+
+  /** The context `startSpan` and `withSpan` start from by default (the active one). */
+  activeContext(): Context {
+    return this.#runner.active();
+  }
+
+  /**
+   * Starts a span and returns it; it does not become active (use {@link Tracer.withSpan} for that). Its
+   * parent is `options.parent` when that is a usable span, span context or context, else the active span.
+   * End it with {@link Tracer.endSpan} (or `span.end()`).
+   */
+  startSpan(name: string, options?: StartSpanOptions): Span {
+    return safeStart(this.#otel, name, options, this.#parentContext(options?.parent));
+  }
+
+  /** Ends `span`. Ending a span twice or passing nothing is harmless. */
+  endSpan(span: Span | undefined, error?: unknown): void {
+    if (span === undefined || span === null) return;
+    try {
+      if (error !== undefined) recordError(span, error);
+      span.end();
+    } catch {
+      // Telemetry never throws into the caller.
+    }
+  }
+
+  /** Sets an attribute on `span` (the seed's tag). Values that are not valid attribute values are dropped. */
+  setTag(span: Span | undefined, key: string, value: AttributeValue): void {
+    try {
+      span?.setAttribute(key, value);
+    } catch {
+      // Telemetry never throws into the caller.
+    }
+  }
+
+  /** Adds a timestamped event named `message` to `span` (the seed's log). */
+  log(span: Span | undefined, message: string, attributes?: Record<string, AttributeValue>): void {
+    try {
+      span?.addEvent(message, attributes);
+    } catch {
+      // Telemetry never throws into the caller.
+    }
+  }
+
+  /**
+   * Runs `fn` in a new span that is active for all the work it starts (awaits, timers, `Promise.all`), so
+   * spans started inside are its children. The span ends when `fn`'s promise settles; a thrown or
+   * rejected error is recorded on it (exception event, ERROR status) and passed on unchanged.
+   */
+  withSpan<T>(name: string, fn: (span: Span) => T | Promise<T>, options?: StartSpanOptions): Promise<T> {
+    try {
+      return Promise.resolve(this.run(name, fn, options));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Like {@link Tracer.withSpan}, but hands back `fn`'s result as it is: a synchronous `fn` stays
+   * synchronous (its span ends when it returns or throws), a promise is returned with the span ending when
+   * it settles.
+   */
+  run<T>(name: string, fn: (span: Span) => T, options?: StartSpanOptions): T {
+    const parent =
+      options?.parent === undefined ? this.#runner.active() : this.#parentContext(options.parent);
+    return runInSpan(this.#otel, this.#runner, name, options, parent, fn);
+  }
+
+  /** Runs `fn` with this tracer's span context set to `ctx` (e.g. one extracted from request headers). */
+  withContext<T>(ctx: Context, fn: () => T): T {
+    return this.#runner.with(ctx, fn);
+  }
+
+  /** Spans ended so far, with the `'memory'` exporter (an empty array with any other); `close()` clears them. */
+  getFinishedSpans(): ReadableSpan[] {
+    return this.#memory?.getFinishedSpans() ?? [];
+  }
+
+  /** Forgets the spans {@link Tracer.getFinishedSpans} holds. */
+  resetFinishedSpans(): void {
+    this.#memory?.reset();
+  }
+
+  /** Counters; see {@link TracerStats}. */
+  stats(): TracerStats {
+    return { ...this.#counts };
+  }
+
+  /**
+   * Exports every ended span now. Resolves even when the export fails (the failure is counted in
+   * `spansExportFailed`); rejects with `ClosedError` after {@link Tracer.close}.
+   */
+  async flush(): Promise<void> {
+    if (this.#closing !== undefined) throw new ClosedError('Tracer');
+    try {
+      await this.#provider.forceFlush();
+    } catch {
+      // Counted by the exporter wrapper.
+    }
+  }
+
+  /**
+   * Exports what is queued (bounded by `exportTimeoutMs`), shuts the SDK down and hands the global API
+   * back to the previously registered tracer. Idempotent. Spans started afterwards are non-recording.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown();
+    return this.#closing;
+  }
+
+  async #shutdown(): Promise<void> {
+    this.#otel = NOOP_TRACER;
+    const open = this.#forwarding?.open;
+    const at = open?.indexOf(this.#provider) ?? -1;
+    if (at >= 0) open!.splice(at, 1);
+    try {
+      await this.#provider.shutdown();
+    } catch {
+      // Counted by the exporter wrapper.
+    }
+  }
+
+  #parentContext(parent: StartSpanOptions['parent']): Context {
+    const active = this.#runner.active();
+    if (parent === undefined || parent === null || typeof parent !== 'object') return active;
+    try {
+      if (typeof (parent as Span).spanContext === 'function') return trace.setSpan(active, parent as Span);
+      if (isContext(parent)) return parent;
+      if (isSpanContextValid(parent as SpanContext))
+        return trace.setSpanContext(active, parent as SpanContext);
+    } catch {
+      // An object that only looks like a span: fall back to the active context.
+    }
+    return active;
+  }
+}
