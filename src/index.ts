@@ -1,8 +1,14 @@
 /**
  * clawperf: the performance layer for TypeScript AI agent gateways. Each area is also its own entry point
- * (`clawperf/resources`, ...); this root re-exports them with the error classes and the clock.
+ * (`clawperf/resources`, `clawperf/tracing`, ...); this root re-exports them with the error classes and the
+ * clock.
  *
  * @module
  */
 export * from './errors.ts';
 export { type Clock, ManualClock, systemClock } from './internal/clock.ts';
+export * from './resources/index.ts';
+export * from './tracing/index.ts';
+
+// Names more than one area defines: the root takes the resources one; each area's own entry point has its own.
+export { DEFAULT_MAX_QUEUE_SIZE } from './resources/index.ts';
