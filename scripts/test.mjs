@@ -9,6 +9,9 @@ import { join } from 'node:path';
 const SERVERS = [
   ['redis-server', 'redis-server'],
   ['redis-cli', 'redis-tools'],
+  ['prometheus', 'prometheus'],
+  ['promtool', 'prometheus'],
+  ['influxd', 'influxdb'],
 ];
 
 const has = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;

@@ -1,12 +1,14 @@
 /**
  * clawperf: the performance layer for TypeScript AI agent gateways. Each area is also its own entry point
- * (`clawperf/resources`, `clawperf/tracing`, ...); this root re-exports them with the error classes and the
+ * (`clawperf/metrics`, `clawperf/resources`, ...); this root re-exports them with the error classes and the
  * clock.
  *
  * @module
  */
 export * from './errors.ts';
 export { type Clock, ManualClock, systemClock } from './internal/clock.ts';
+export * from './metrics/index.ts';
+export * from './profiling/index.ts';
 export * from './resources/index.ts';
 export * from './tracing/index.ts';
 
