@@ -7,6 +7,7 @@
  */
 export * from './errors.ts';
 export { type Clock, ManualClock, systemClock } from './internal/clock.ts';
+export * from './cache/index.ts';
 export * from './metrics/index.ts';
 export * from './profiling/index.ts';
 export * from './resources/index.ts';

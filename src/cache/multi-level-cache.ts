@@ -1,0 +1,1201 @@
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { type Span, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
+import {
+  ClosedError,
+  InvalidKeyError,
+  SerializationError,
+  StoreError,
+  ValueTooLargeError,
+} from '../errors.ts';
+import { CircuitBreaker } from '../internal/circuit-breaker.ts';
+import { type Clock, systemClock } from '../internal/clock.ts';
+import * as check from '../internal/options.ts';
+import type { RedisInput } from '../internal/redis.ts';
+import { type BusMessage, type InvalidationBus, RedisBus } from './bus.ts';
+import { jsonSerializer, type Serializer } from './serializer.ts';
+import { DiskStore, type DiskStoreOptions } from './stores/disk.ts';
+import { type MemoryEntry, MemoryStore, type MemoryStoreOptions, sizeOf } from './stores/memory.ts';
+import { DEFAULT_NAMESPACE, DEFAULT_TOMBSTONE_MS, RedisStore } from './stores/redis.ts';
+import type { StoredEntry } from './stores/store.ts';
+
+/** @default 3600000 (1 hour) */
+export const DEFAULT_TTL_MS = 3_600_000;
+/** @default 0 (no stale serving) */
+export const DEFAULT_STALE_WHILE_REVALIDATE_MS = 0;
+/** @default 0 (no jitter) */
+export const DEFAULT_TTL_JITTER = 0;
+/** @default 4194304 (4 MiB) */
+export const DEFAULT_MAX_VALUE_BYTES = 4 * 1024 * 1024;
+/** @default 10000 */
+export const DEFAULT_LOCK_LEASE_MS = 10_000;
+/** @default 10000 */
+export const DEFAULT_LOCK_WAIT_MS = 10_000;
+/** @default 1000 */
+export const DEFAULT_COMMAND_TIMEOUT_MS = 1_000;
+
+const NAME = 'MultiLevelCache';
+/** Recent invalidations remembered to decide whether an in-flight read or write may still fill L1/L3. */
+const RECENT = 256;
+
+export interface MultiLevelCacheOptions {
+  /** L1 memory bounds, or `false` for no L1. @default { maxEntries: 10000, maxBytes: 64 MiB } */
+  l1?: Omit<MemoryStoreOptions, 'clock'> | false;
+  /** L2: an ioredis `Redis` or `Cluster` (not closed by the cache) or a `redis://` URL. Also carries the bus. */
+  redis?: RedisInput;
+  /** L2 as a ready-made {@link RedisStore} (closed by the cache), instead of `redis`. */
+  l2?: RedisStore;
+  /**
+   * The invalidation bus. @default a {@link RedisBus} on the L2 client when there is an L2, else none;
+   * `false` for none
+   */
+  bus?: InvalidationBus | false;
+  /** L3 on disk: options, a ready-made {@link DiskStore} (closed by the cache), or `false`. @default false */
+  disk?: Omit<DiskStoreOptions, 'clock'> | DiskStore | false;
+  /** Prefix of every Redis key and of the bus channel. @default 'clawperf' */
+  namespace?: string;
+  /** TTL when a call gives none, ms. @default 3600000 */
+  defaultTtlMs?: number;
+  /**
+   * After an entry's TTL, how long `getOrSet` may still serve it while one refresh runs in the background
+   * (and keeps serving it if that refresh fails), ms. `get` never returns stale values. @default 0
+   */
+  staleWhileRevalidateMs?: number;
+  /** Each TTL is shortened by a random part of up to this ratio, so entries set together expire apart. @default 0 */
+  ttlJitter?: number;
+  /** Largest serialized value accepted, bytes. @default 4194304 */
+  maxValueBytes?: number;
+  /** How values are turned into strings for Redis and disk. @default {@link jsonSerializer} */
+  serializer?: Serializer;
+  /** `getOrSet` takes a Redis lease so the factory runs once across nodes. @default false */
+  lock?: boolean;
+  /** Lease length, ms: longer than a factory call takes. @default 10000 */
+  lockLeaseMs?: number;
+  /** How long `getOrSet` waits for another node's factory before running its own, ms. @default 10000 */
+  lockWaitMs?: number;
+  /** Redis command timeout for a client created from a URL, ms. @default 1000 */
+  commandTimeoutMs?: number;
+  /** How long deletes and invalidations are remembered in Redis against slower writes, ms. @default 3600000 */
+  tombstoneMs?: number;
+  /** Circuit breaker over L2. @default { failureThreshold: 5, cooldownMs: 5000 } */
+  breaker?: { failureThreshold?: number; cooldownMs?: number };
+  /** This node's id on the bus. @default a random UUID per instance */
+  nodeId?: string;
+  clock?: Clock;
+  /** Random source in [0, 1) for TTL jitter. @default Math.random */
+  random?: () => number;
+}
+
+/** What {@link MultiLevelCache.stats} returns: numbers only, one flat level. */
+export type MultiLevelCacheStats = {
+  l1_hits: number;
+  l1_misses: number;
+  l2_hits: number;
+  l2_misses: number;
+  l3_hits: number;
+  l3_misses: number;
+  hits: number;
+  misses: number;
+  hit_rate: number;
+  l1_backfills: number;
+  l2_backfills: number;
+  l1_entries: number;
+  l1_bytes: number;
+  l1_evictions: number;
+  l3_entries: number;
+  l3_bytes: number;
+  l3_evictions: number;
+  l3_corrupt: number;
+  sets: number;
+  deletes: number;
+  tag_invalidations: number;
+  writes_refused: number;
+  factory_calls: number;
+  factory_errors: number;
+  coalesced: number;
+  stale_served: number;
+  lock_acquired: number;
+  lock_waits: number;
+  l2_up: number;
+  l2_errors: number;
+  l2_skipped: number;
+  l3_errors: number;
+  bus_published: number;
+  bus_received: number;
+  bus_reconnects: number;
+  bus_errors: number;
+  breaker_state: number;
+  breaker_opens: number;
+};
+
+export interface SetOptions {
+  /** Lifetime, ms; `0` means "do not cache" (and drops what was cached). @default the cache's defaultTtlMs */
+  ttlMs?: number;
+  /** Tags for {@link MultiLevelCache.invalidateByTag}. */
+  tags?: readonly string[];
+  /** Overrides the cache's `staleWhileRevalidateMs`. */
+  staleWhileRevalidateMs?: number;
+}
+
+export interface GetOrSetOptions extends SetOptions {
+  /** Overrides the cache's `lock`. */
+  lock?: boolean;
+  /** Stops this caller's wait (the factory keeps running for the others); rejects with `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/** Where a hit was served from. */
+export type CacheLevel = 'l1' | 'l2' | 'l3';
+
+export interface MultiLevelCacheEvents {
+  hit: [key: string, level: CacheLevel];
+  miss: [key: string];
+  /** A store failed; emitted once per outage, with the first error. */
+  degraded: [store: 'redis' | 'disk', error: StoreError];
+  /** The store answered again after an outage. */
+  recovered: [store: 'redis' | 'disk'];
+  /** Anything else that was contained: a failed background refresh, a bus publish, a corrupt value. */
+  error: [error: Error];
+}
+
+interface Found<T> {
+  value: T;
+  fresh: boolean;
+}
+
+interface WriteOptions {
+  ttlMs: number;
+  graceMs: number;
+  tags: readonly string[];
+}
+
+interface Invalidation {
+  kind: 0 | 1 | 2;
+  name: string;
+}
+
+const DOWN = Symbol('down');
+const NO_TAGS: readonly string[] = Object.freeze([]);
+
+/**
+ * A three-level cache: memory (L1, true LRU bounded by entries and bytes), Redis (L2, shared by every node)
+ * and disk (L3, survives restarts). Reads fall through the levels and back-fill the faster ones with the
+ * entry's remaining TTL. Writes are versioned in Redis, so a slow writer or a write racing a delete or tag
+ * invalidation never brings invalidated data back; a bus tells every node to drop its L1 copies. When
+ * Redis fails the cache keeps serving from memory and disk, a circuit breaker stops paying the timeout,
+ * and L2 comes back by itself.
+ *
+ * `undefined` is the only miss: `null`, `0`, `''` and `false` are values.
+ *
+ * @example
+ * const cache = new MultiLevelCache<string>({ redis: 'redis://127.0.0.1:6379', disk: { dir: '/var/cache/app' } });
+ * const answer = await cache.getOrSet('q:42', () => callModel('42'), { ttlMs: 60_000, tags: ['model:a'] });
+ * await cache.invalidateByTag('model:a');
+ */
+export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEvents> {
+  /** The `stats()` fields that only grow. */
+  readonly statsCounters: readonly (keyof MultiLevelCacheStats)[] = [
+    'l1_hits',
+    'l1_misses',
+    'l2_hits',
+    'l2_misses',
+    'l3_hits',
+    'l3_misses',
+    'hits',
+    'misses',
+    'l1_backfills',
+    'l2_backfills',
+    'l1_evictions',
+    'l3_evictions',
+    'l3_corrupt',
+    'sets',
+    'deletes',
+    'tag_invalidations',
+    'writes_refused',
+    'factory_calls',
+    'factory_errors',
+    'coalesced',
+    'stale_served',
+    'lock_acquired',
+    'lock_waits',
+    'l2_errors',
+    'l2_skipped',
+    'l3_errors',
+    'bus_published',
+    'bus_received',
+    'bus_reconnects',
+    'bus_errors',
+    'breaker_opens',
+  ];
+
+  readonly #l1: MemoryStore<T> | undefined;
+  readonly #l2: RedisStore | undefined;
+  readonly #l3: DiskStore | undefined;
+  readonly #bus: InvalidationBus | undefined;
+  readonly #busReady: Promise<void>;
+  readonly #breaker: CircuitBreaker;
+  readonly #clock: Clock;
+  readonly #wallOffset: number;
+  readonly #serializer: Serializer;
+  readonly #random: () => number;
+  readonly #defaultTtlMs: number;
+  readonly #staleMs: number;
+  readonly #jitter: number;
+  readonly #maxValueBytes: number;
+  readonly #lock: boolean;
+  readonly #leaseMs: number;
+  readonly #lockWaitMs: number;
+  readonly #nodeId: string;
+  readonly #inflight = new Map<string, Promise<T>>();
+  readonly #refreshing = new Set<string>();
+  readonly #waiters = new Map<string, Set<() => void>>();
+  readonly #recent: (Invalidation | undefined)[] = new Array(RECENT);
+  #seq = 0;
+  #fences = 0;
+  #closed = false;
+  #listenHit = false;
+  #listenMiss = false;
+  #redisDown = false;
+  #diskDown = false;
+
+  #l1Hits = 0;
+  #l1Misses = 0;
+  #l2Hits = 0;
+  #l2Misses = 0;
+  #l3Hits = 0;
+  #l3Misses = 0;
+  #misses = 0;
+  #l1Backfills = 0;
+  #l2Backfills = 0;
+  #sets = 0;
+  #deletes = 0;
+  #tagInvalidations = 0;
+  #refused = 0;
+  #factoryCalls = 0;
+  #factoryErrors = 0;
+  #coalesced = 0;
+  #staleServed = 0;
+  #lockAcquired = 0;
+  #lockWaits = 0;
+  #l2Errors = 0;
+  #l2Skipped = 0;
+  #l3Errors = 0;
+  #busPublished = 0;
+  #busReceived = 0;
+  #busReconnects = 0;
+  #busErrors = 0;
+
+  constructor(options: MultiLevelCacheOptions = {}) {
+    super();
+    check.object('options', options);
+    this.#clock = options.clock === undefined ? systemClock : check.clock('options.clock', options.clock);
+    this.#wallOffset = performance.timeOrigin;
+    this.#defaultTtlMs = check.integer('options.defaultTtlMs', options.defaultTtlMs ?? DEFAULT_TTL_MS, 1);
+    this.#staleMs = check.integer(
+      'options.staleWhileRevalidateMs',
+      options.staleWhileRevalidateMs ?? DEFAULT_STALE_WHILE_REVALIDATE_MS,
+    );
+    this.#jitter = check.ratio('options.ttlJitter', options.ttlJitter ?? DEFAULT_TTL_JITTER);
+    this.#maxValueBytes = check.integer(
+      'options.maxValueBytes',
+      options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
+      1,
+    );
+    this.#lock = options.lock ?? false;
+    if (typeof this.#lock !== 'boolean')
+      throw new TypeError(`options.lock must be a boolean, got ${this.#lock}`);
+    this.#leaseMs = check.integer('options.lockLeaseMs', options.lockLeaseMs ?? DEFAULT_LOCK_LEASE_MS, 1);
+    this.#lockWaitMs = check.integer('options.lockWaitMs', options.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS);
+    this.#random = options.random === undefined ? Math.random : check.fn('options.random', options.random);
+    this.#serializer = options.serializer ?? jsonSerializer;
+    if (
+      typeof this.#serializer?.serialize !== 'function' ||
+      typeof this.#serializer.deserialize !== 'function'
+    ) {
+      throw new TypeError(
+        'options.serializer must have serialize() and deserialize() methods, got an object',
+      );
+    }
+    const namespace = options.namespace ?? DEFAULT_NAMESPACE;
+    if (typeof namespace !== 'string' || namespace.length === 0 || /[{}]/.test(namespace)) {
+      throw new TypeError(
+        `options.namespace must be a non-empty string without braces, got ${String(namespace)}`,
+      );
+    }
+    const breaker = check.object<NonNullable<MultiLevelCacheOptions['breaker']>>(
+      'options.breaker',
+      options.breaker,
+    );
+
+    this.#l1 =
+      options.l1 === false
+        ? undefined
+        : new MemoryStore<T>({
+            ...check.object<MemoryStoreOptions>('options.l1', options.l1),
+            clock: this.#clock,
+          });
+
+    if (options.l2 !== undefined && options.redis !== undefined) {
+      throw new TypeError('options.l2 and options.redis are alternatives, got both');
+    }
+    if (options.l2 !== undefined) {
+      if (!(options.l2 instanceof RedisStore))
+        throw new TypeError('options.l2 must be a RedisStore, got an object');
+      this.#l2 = options.l2;
+    } else if (options.redis !== undefined) {
+      this.#l2 = new RedisStore({
+        redis: options.redis,
+        namespace,
+        clock: this.#clock,
+        commandTimeoutMs: check.integer(
+          'options.commandTimeoutMs',
+          options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
+          1,
+        ),
+        tombstoneMs: check.integer('options.tombstoneMs', options.tombstoneMs ?? DEFAULT_TOMBSTONE_MS, 1),
+      });
+    }
+
+    const disk = options.disk ?? false;
+    if (disk === false) this.#l3 = undefined;
+    else if (disk instanceof DiskStore) this.#l3 = disk;
+    else
+      this.#l3 = new DiskStore({
+        ...check.object<DiskStoreOptions>('options.disk', disk),
+        clock: this.#clock,
+      });
+
+    this.#breaker = new CircuitBreaker({
+      name: 'redis',
+      clock: this.#clock,
+      ...(breaker.failureThreshold === undefined ? {} : { failureThreshold: breaker.failureThreshold }),
+      ...(breaker.cooldownMs === undefined ? {} : { cooldownMs: breaker.cooldownMs }),
+    });
+
+    if (options.bus === false) this.#bus = undefined;
+    else if (options.bus !== undefined) this.#bus = options.bus;
+    else if (this.#l2 !== undefined) {
+      this.#bus = new RedisBus({
+        client: this.#l2.client,
+        channel: `${namespace}:bus`,
+        ...(options.nodeId === undefined ? {} : { nodeId: options.nodeId }),
+      });
+    }
+    this.#nodeId = this.#bus?.nodeId ?? options.nodeId ?? randomUUID();
+    this.#busReady =
+      this.#bus === undefined
+        ? Promise.resolve()
+        : this.#bus
+            .subscribe({
+              message: (message) => this.#onBusMessage(message),
+              reconnected: () => this.#onBusReconnected(),
+            })
+            .catch((error: unknown) => {
+              this.#busErrors++;
+              this.#report(error);
+            });
+
+    const events = this as EventEmitter;
+    events.on('newListener', (event: string) => {
+      if (event === 'hit') this.#listenHit = true;
+      else if (event === 'miss') this.#listenMiss = true;
+    });
+    events.on('removeListener', () => {
+      this.#listenHit = this.listenerCount('hit') > 0;
+      this.#listenMiss = this.listenerCount('miss') > 0;
+    });
+  }
+
+  /** This node's id on the invalidation bus. */
+  get nodeId(): string {
+    return this.#nodeId;
+  }
+
+  /** Resolves once the bus is subscribed and Redis time is known (or they failed, which is counted). */
+  async ready(): Promise<void> {
+    await this.#busReady;
+    if (this.#l2 !== undefined) await this.#l2.syncTime().catch(() => undefined);
+  }
+
+  /**
+   * The value, or `undefined` on a miss. Tries L1, then L2, then L3; a hit below L1 back-fills the faster
+   * levels with the entry's remaining TTL. Store failures are counted, never thrown.
+   *
+   * @throws {InvalidKeyError} `key` is not a non-empty string.
+   * @throws {ClosedError} after `close()`.
+   */
+  get(key: string): Promise<T | undefined> {
+    if (this.#closed) return Promise.reject(new ClosedError(NAME));
+    if (typeof key !== 'string' || key.length === 0) return Promise.reject(invalidKey(key));
+    const l1 = this.#l1;
+    if (l1 !== undefined) {
+      const entry = l1.get(key);
+      if (entry !== undefined && (entry.grace === 0 || entry.freshUntil > this.#clock.now())) {
+        this.#l1Hits++;
+        if (this.#listenHit) this.#emitSafe('hit', key, 'l1');
+        return Promise.resolve(entry.value);
+      }
+      this.#l1Misses++;
+    }
+    return this.#lower(key, false, true).then(foundValue);
+  }
+
+  /** Several values at once, in the order of `keys`; the L2 misses of L1 cost one Redis round trip. */
+  async getMany(keys: readonly string[]): Promise<(T | undefined)[]> {
+    this.#assertOpen();
+    if (!Array.isArray(keys)) throw new TypeError(`keys must be an array, got ${typeof keys}`);
+    for (const key of keys) if (typeof key !== 'string' || key.length === 0) throw invalidKey(key);
+    const values: (T | undefined)[] = new Array(keys.length);
+    const missing: number[] = [];
+    const now = this.#clock.now();
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      const entry = this.#l1?.get(key);
+      if (entry !== undefined && (entry.grace === 0 || entry.freshUntil > now)) {
+        this.#l1Hits++;
+        if (this.#listenHit) this.#emitSafe('hit', key, 'l1');
+        values[i] = entry.value;
+      } else {
+        if (this.#l1 !== undefined) this.#l1Misses++;
+        missing.push(i);
+      }
+    }
+    if (missing.length === 0) return values;
+    const since = this.#seq;
+    const missingKeys = missing.map((i) => keys[i]!);
+    const fromL2 = await this.#readL2((l2) => l2.getMany(missingKeys));
+    const l2Up = fromL2 !== DOWN;
+    const below: number[] = [];
+    for (let j = 0; j < missing.length; j++) {
+      const index = missing[j]!;
+      const entry = l2Up ? fromL2[j] : undefined;
+      const found = entry === undefined ? undefined : this.#accept(keys[index]!, entry, 'l2', since, false);
+      if (found !== undefined) {
+        values[index] = found.value;
+        continue;
+      }
+      if (l2Up) this.#l2Misses++;
+      if (this.#l3 !== undefined) below.push(index);
+      else {
+        values[index] = undefined;
+        this.#countMiss(keys[index]!);
+      }
+    }
+    await Promise.all(
+      below.map(async (index) => {
+        const key = keys[index]!;
+        const found = await this.#readL3(key, l2Up, since, false);
+        if (found === undefined) this.#countMiss(key);
+        values[index] = found?.value;
+      }),
+    );
+    return values;
+  }
+
+  /** Whether `key` holds a fresh value (served and back-filled like {@link get}). */
+  async has(key: string): Promise<boolean> {
+    return (await this.get(key)) !== undefined;
+  }
+
+  /**
+   * Stores `value` in every level. `ttlMs: 0` means "do not cache": whatever was cached for the key is
+   * dropped instead. If a newer write, a delete or a tag invalidation reaches Redis first, this write is
+   * refused there and not kept anywhere.
+   *
+   * @throws {InvalidKeyError} `key` is not a non-empty string.
+   * @throws {SerializationError} the value cannot be serialized.
+   * @throws {ValueTooLargeError} the serialized value is over `maxValueBytes`.
+   */
+  async set(key: string, value: T, options: SetOptions = {}): Promise<void> {
+    this.#assertOpen();
+    if (typeof key !== 'string' || key.length === 0) throw invalidKey(key);
+    const write = this.#writeOptions(options);
+    if (write.ttlMs === 0) return this.del(key);
+    if (value === undefined)
+      throw new SerializationError(key, 'undefined is the miss marker and cannot be stored');
+    const data = this.#encode(key, value);
+    const since = this.#seq;
+    this.#sets++;
+    await spanned('clawperf.cache.set', async () => {
+      const version = await this.#version();
+      await this.#write(key, value, data, version, write, since, '');
+    });
+  }
+
+  /** Removes `key` from every level and every node's L1. */
+  async del(key: string): Promise<void> {
+    this.#assertOpen();
+    if (typeof key !== 'string' || key.length === 0) throw invalidKey(key);
+    this.#deletes++;
+    this.#note(0, key);
+    this.#l1?.delete(key);
+    await spanned('clawperf.cache.del', async () => {
+      await this.#useL2((l2) => l2.delete(key));
+      await this.#useL3((l3) => l3.delete(key));
+      await this.#publish({ keys: [key] });
+    });
+  }
+
+  /**
+   * Removes every entry set with `tag` from Redis, disk and every node's L1. A write of such an entry that
+   * started before this call and lands after it is refused.
+   */
+  async invalidateByTag(tag: string): Promise<void> {
+    this.#assertOpen();
+    if (typeof tag !== 'string' || tag.length === 0) {
+      throw new TypeError(`tag must be a non-empty string, got ${typeof tag}`);
+    }
+    this.#tagInvalidations++;
+    this.#note(1, tag);
+    this.#l1?.deleteTag(tag);
+    await spanned('clawperf.cache.invalidate_tag', async () => {
+      await this.#useL2((l2) => l2.invalidateTag(tag));
+      await this.#useL3((l3) => l3.invalidateTag(tag));
+      await this.#publish({ tag });
+    });
+  }
+
+  /** Removes every entry of this cache's namespace from every level and every node's L1. */
+  async clear(): Promise<void> {
+    this.#assertOpen();
+    this.#note(2, '');
+    this.#l1?.clear();
+    await spanned('clawperf.cache.clear', async () => {
+      await this.#useL2((l2) => l2.clear());
+      await this.#useL3((l3) => l3.clear());
+      await this.#publish({ all: true });
+    });
+  }
+
+  /**
+   * The cached value, or the factory's result, cached. The factory runs once per key at a time in this
+   * process (other callers wait for it); with `lock` once across nodes (a Redis lease). A failing factory
+   * rejects every waiter and caches nothing. With `staleWhileRevalidateMs`, an expired value inside that
+   * window is served at once while one refresh runs, and keeps being served if the refresh fails.
+   * A factory result of `undefined` is returned but not cached.
+   */
+  getOrSet(key: string, factory: () => Promise<T> | T, options: GetOrSetOptions = {}): Promise<T> {
+    if (this.#closed) return Promise.reject(new ClosedError(NAME));
+    if (typeof key !== 'string' || key.length === 0) return Promise.reject(invalidKey(key));
+    let write: WriteOptions;
+    let lock: boolean;
+    try {
+      check.fn('factory', factory);
+      write = this.#writeOptions(options);
+      lock = options.lock ?? this.#lock;
+      if (typeof lock !== 'boolean')
+        throw new TypeError(`options.lock must be a boolean, got ${String(lock)}`);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const entry = this.#l1?.get(key);
+    if (entry !== undefined && (entry.grace === 0 || entry.freshUntil > this.#clock.now())) {
+      this.#l1Hits++;
+      if (this.#listenHit) this.#emitSafe('hit', key, 'l1');
+      return Promise.resolve(entry.value);
+    }
+    let pending = this.#inflight.get(key);
+    if (pending === undefined) {
+      if (this.#l1 !== undefined) this.#l1Misses++;
+      pending = this.#load(key, factory, write, lock, entry);
+      this.#inflight.set(key, pending);
+      const done = () => {
+        if (this.#inflight.get(key) === pending) this.#inflight.delete(key);
+      };
+      pending.then(done, done);
+    } else {
+      this.#coalesced++;
+    }
+    return options.signal === undefined ? pending : abortable(pending, options.signal);
+  }
+
+  /** Counters and gauges, numbers only. */
+  stats(): MultiLevelCacheStats {
+    const hits = this.#l1Hits + this.#l2Hits + this.#l3Hits;
+    const breaker = this.#breaker.stats();
+    return {
+      l1_hits: this.#l1Hits,
+      l1_misses: this.#l1Misses,
+      l2_hits: this.#l2Hits,
+      l2_misses: this.#l2Misses,
+      l3_hits: this.#l3Hits,
+      l3_misses: this.#l3Misses,
+      hits,
+      misses: this.#misses,
+      hit_rate: hits + this.#misses === 0 ? 0 : hits / (hits + this.#misses),
+      l1_backfills: this.#l1Backfills,
+      l2_backfills: this.#l2Backfills,
+      l1_entries: this.#l1?.entries ?? 0,
+      l1_bytes: this.#l1?.bytes ?? 0,
+      l1_evictions: this.#l1?.evictions ?? 0,
+      l3_entries: this.#l3?.entries ?? 0,
+      l3_bytes: this.#l3?.bytes ?? 0,
+      l3_evictions: this.#l3?.evictions ?? 0,
+      l3_corrupt: this.#l3?.corrupt ?? 0,
+      sets: this.#sets,
+      deletes: this.#deletes,
+      tag_invalidations: this.#tagInvalidations,
+      writes_refused: this.#refused,
+      factory_calls: this.#factoryCalls,
+      factory_errors: this.#factoryErrors,
+      coalesced: this.#coalesced,
+      stale_served: this.#staleServed,
+      lock_acquired: this.#lockAcquired,
+      lock_waits: this.#lockWaits,
+      l2_up: this.#l2 !== undefined && !this.#redisDown ? 1 : 0,
+      l2_errors: this.#l2Errors,
+      l2_skipped: this.#l2Skipped,
+      l3_errors: this.#l3Errors,
+      bus_published: this.#busPublished,
+      bus_received: this.#busReceived,
+      bus_reconnects: this.#busReconnects,
+      bus_errors: this.#busErrors,
+      breaker_state: breaker.state,
+      breaker_opens: breaker.opens,
+    };
+  }
+
+  /** Stops the bus and closes the stores (and a Redis client made from a URL). Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const waiters of this.#waiters.values()) for (const wake of [...waiters]) wake();
+    await this.#busReady;
+    await this.#bus?.close().catch(() => undefined);
+    await this.#l2?.close().catch(() => undefined);
+    await this.#l3?.close().catch(() => undefined);
+  }
+
+  /**
+   * Reads L2, then L3, back-filling; `undefined` when neither has a usable value (counted as a miss when
+   * `countMiss`).
+   */
+  async #lower(key: string, allowStale: boolean, countMiss: boolean): Promise<Found<T> | undefined> {
+    const since = this.#seq;
+    const l2 = this.#l2;
+    let l2Up = false;
+    // The L2 read is written out rather than going through #readL2: this is the L2 hit path.
+    if (l2 !== undefined) {
+      if (this.#breaker.tryAcquire()) {
+        let entry: StoredEntry | undefined;
+        try {
+          entry = await l2.get(key);
+          l2Up = true;
+        } catch (error) {
+          this.#redisFailed(error);
+        }
+        if (l2Up) {
+          this.#redisOk();
+          if (entry !== undefined) {
+            const found = this.#accept(key, entry, 'l2', since, allowStale);
+            if (found !== undefined) return found;
+          }
+          this.#l2Misses++;
+        }
+      } else {
+        this.#l2Skipped++;
+      }
+    }
+    const found = this.#l3 === undefined ? undefined : await this.#readL3(key, l2Up, since, allowStale);
+    if (found === undefined && countMiss) this.#countMiss(key);
+    return found;
+  }
+
+  /** An L2 read through the breaker: its result, or DOWN when L2 is absent, open or failing. */
+  async #readL2<R>(read: (l2: RedisStore) => Promise<R>): Promise<R | typeof DOWN> {
+    const l2 = this.#l2;
+    if (l2 === undefined) return DOWN;
+    if (!this.#breaker.tryAcquire()) {
+      this.#l2Skipped++;
+      return DOWN;
+    }
+    try {
+      const result = await read(l2);
+      this.#redisOk();
+      return result;
+    } catch (error) {
+      this.#redisFailed(error);
+      return DOWN;
+    }
+  }
+
+  /**
+   * Reads L3. When L2 is up the entry is first written back to L2 with its own version: if Redis refuses it
+   * (deleted or invalidated while this node was not listening), the disk copy is stale and is dropped.
+   */
+  async #readL3(
+    key: string,
+    l2Up: boolean,
+    since: number,
+    allowStale: boolean,
+  ): Promise<Found<T> | undefined> {
+    const l3 = this.#l3;
+    if (l3 === undefined) return undefined;
+    let entry: StoredEntry | undefined;
+    try {
+      entry = await l3.get(key);
+      this.#diskOk();
+    } catch (error) {
+      this.#diskFailed(error);
+      return undefined;
+    }
+    if (entry === undefined || (entry.ttlMs <= 0 && !allowStale)) {
+      this.#l3Misses++;
+      return undefined;
+    }
+    if (l2Up && entry.ttlMs > 0) {
+      const accepted = await this.#readL2((l2) => l2.set(key, entry));
+      if (accepted === false) {
+        this.#l3Misses++;
+        await this.#useL3((disk) => disk.delete(key));
+        return undefined;
+      }
+      if (accepted === true) this.#l2Backfills++;
+    }
+    const found = this.#accept(key, entry, 'l3', since, allowStale);
+    if (found === undefined) this.#l3Misses++;
+    return found;
+  }
+
+  /** Decodes a stored entry, counts the hit and back-fills L1 unless an invalidation overtook the read. */
+  #accept(
+    key: string,
+    entry: StoredEntry,
+    level: 'l2' | 'l3',
+    since: number,
+    allowStale: boolean,
+  ): Found<T> | undefined {
+    const fresh = entry.ttlMs > 0;
+    if (!fresh && !allowStale) return undefined;
+    let value: T;
+    try {
+      value = this.#serializer.deserialize(entry.data) as T;
+    } catch (error) {
+      this.#report(new SerializationError(key, 'a stored value could not be read back', { cause: error }));
+      return undefined;
+    }
+    if (level === 'l2') this.#l2Hits++;
+    else this.#l3Hits++;
+    if (this.#listenHit) this.#emitSafe('hit', key, level);
+    if (fresh && this.#l1 !== undefined && this.#untouched(key, entry.tags, since)) {
+      this.#fillL1(key, value, entry.tags, entry.ttlMs, entry.graceMs);
+      this.#l1Backfills++;
+    }
+    return { value, fresh };
+  }
+
+  async #load(
+    key: string,
+    factory: () => Promise<T> | T,
+    write: WriteOptions,
+    lock: boolean,
+    l1Entry: MemoryEntry<T> | undefined,
+  ): Promise<T> {
+    // An L1 entry that is still here but past its fresh time is inside its stale window.
+    if (l1Entry !== undefined) {
+      this.#staleServed++;
+      this.#refresh(key, factory, write, lock);
+      return l1Entry.value;
+    }
+    const found = await this.#lower(key, write.graceMs > 0, true);
+    if (found !== undefined) {
+      if (found.fresh) return found.value;
+      this.#staleServed++;
+      this.#refresh(key, factory, write, lock);
+      return found.value;
+    }
+    return this.#produce(key, factory, write, lock);
+  }
+
+  #refresh(key: string, factory: () => Promise<T> | T, write: WriteOptions, lock: boolean): void {
+    if (this.#refreshing.has(key)) return;
+    this.#refreshing.add(key);
+    this.#produce(key, factory, write, lock)
+      .catch((error: unknown) => this.#report(error))
+      .finally(() => this.#refreshing.delete(key));
+  }
+
+  /** Runs the factory (under the Redis lease when `lock`) and caches its result. */
+  #produce(key: string, factory: () => Promise<T> | T, write: WriteOptions, lock: boolean): Promise<T> {
+    return spanned('clawperf.cache.load', (span) => {
+      span.setAttribute('clawperf.cache.lock', lock);
+      return this.#produceIn(key, factory, write, lock);
+    });
+  }
+
+  async #produceIn(
+    key: string,
+    factory: () => Promise<T> | T,
+    write: WriteOptions,
+    lock: boolean,
+  ): Promise<T> {
+    let fence = '';
+    if (lock && this.#l2 !== undefined) {
+      const got = await this.#acquire(key);
+      if ('value' in got) return got.value;
+      fence = got.fence;
+    }
+    let published = false;
+    try {
+      const since = this.#seq;
+      const version = await this.#version();
+      this.#factoryCalls++;
+      let value: T;
+      try {
+        value = await factory();
+      } catch (error) {
+        this.#factoryErrors++;
+        throw error;
+      }
+      if (value !== undefined && write.ttlMs > 0) {
+        const data = this.#encode(key, value);
+        published = await this.#write(key, value, data, version, write, since, fence);
+      }
+      return value;
+    } finally {
+      if (fence !== '') {
+        const held = fence;
+        await this.#useL2((l2) => l2.unlock(key, held));
+        // Nodes waiting on the lease wake on a message about the key; send one if the write did not.
+        if (!published) await this.#publish({ keys: [key] });
+      }
+    }
+  }
+
+  /**
+   * Takes the key's Redis lease, or waits for its holder's result (woken by the bus message its write
+   * sends, or by the lease running out). Gives up waiting after `lockWaitMs` and returns no fence, so the
+   * caller runs the factory itself: a lease never blocks a caller for longer than that.
+   */
+  async #acquire(key: string): Promise<{ fence: string } | { value: T }> {
+    const deadline = Date.now() + this.#lockWaitMs;
+    for (;;) {
+      const fence = `${this.#nodeId}:${++this.#fences}`;
+      const woken = this.#waitForKey(key, Math.max(0, Math.min(this.#leaseMs, deadline - Date.now())));
+      const got = await this.#readL2((l2) => l2.lock(key, fence, this.#leaseMs));
+      if (got === DOWN) {
+        woken.cancel();
+        return { fence: '' };
+      }
+      if (got) {
+        woken.cancel();
+        this.#lockAcquired++;
+        // The previous holder may have finished between our miss and our lease.
+        const found = await this.#lower(key, false, false);
+        if (found !== undefined) {
+          await this.#useL2((l2) => l2.unlock(key, fence));
+          return { value: found.value };
+        }
+        return { fence };
+      }
+      this.#lockWaits++;
+      await woken.promise;
+      if (this.#closed) throw new ClosedError(NAME);
+      const found = await this.#lower(key, false, false);
+      if (found !== undefined) return { value: found.value };
+      if (Date.now() >= deadline) return { fence: '' };
+    }
+  }
+
+  #waitForKey(key: string, ms: number): { promise: Promise<void>; cancel: () => void } {
+    let waiters = this.#waiters.get(key);
+    if (waiters === undefined) {
+      waiters = new Set();
+      this.#waiters.set(key, waiters);
+    }
+    const set = waiters;
+    let wake!: () => void;
+    const promise = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => wake(), ms);
+      timer.unref();
+      wake = () => {
+        clearTimeout(timer);
+        set.delete(wake);
+        if (set.size === 0 && this.#waiters.get(key) === set) this.#waiters.delete(key);
+        resolve();
+      };
+    });
+    set.add(wake);
+    return { promise, cancel: wake };
+  }
+
+  /**
+   * Writes L2 first (versioned), then, if Redis took it and no invalidation of the key or its tags arrived
+   * since `since`, L1 and L3; tells other nodes. Returns whether a bus message went out.
+   */
+  async #write(
+    key: string,
+    value: T,
+    data: string,
+    version: number,
+    write: WriteOptions,
+    since: number,
+    fence: string,
+  ): Promise<boolean> {
+    const entry: StoredEntry = {
+      data,
+      version,
+      ttlMs: write.ttlMs,
+      graceMs: write.graceMs,
+      tags: write.tags,
+    };
+    const accepted = await this.#readL2((l2) =>
+      fence === '' ? l2.set(key, entry) : l2.setFenced(key, entry, fence),
+    );
+    if (accepted === false) {
+      this.#refused++;
+      this.#l1?.delete(key);
+      return false;
+    }
+    if (!this.#untouched(key, write.tags, since)) {
+      this.#refused++;
+      return false;
+    }
+    if (this.#l1 !== undefined) this.#fillL1(key, value, write.tags, write.ttlMs, write.graceMs);
+    await this.#useL3((l3) => l3.set(key, entry));
+    if (accepted === DOWN) return false;
+    await this.#publish({ keys: [key] });
+    return true;
+  }
+
+  #fillL1(key: string, value: T, tags: readonly string[], ttlMs: number, graceMs: number): void {
+    const entry: MemoryEntry<T> = {
+      value,
+      tags: tags.length === 0 ? NO_TAGS : tags,
+      freshUntil: this.#clock.now() + ttlMs,
+      grace: graceMs > 0 ? 1 : 0,
+    };
+    this.#l1!.set(key, entry, ttlMs + graceMs, sizeOf(value));
+  }
+
+  /** A version for a write starting now: Redis time when there is an L2, else Unix time. */
+  async #version(): Promise<number> {
+    const l2 = this.#l2;
+    if (l2 === undefined) return this.#clock.now() + this.#wallOffset;
+    if (!l2.synced && this.#breaker.state === 'closed') await l2.syncTime().catch(() => undefined);
+    return l2.now();
+  }
+
+  /** Runs an L2 operation whose result is not needed; failures are counted and contained. */
+  async #useL2(op: (l2: RedisStore) => Promise<unknown>): Promise<void> {
+    await this.#readL2(op);
+  }
+
+  async #useL3(op: (l3: DiskStore) => Promise<unknown>): Promise<void> {
+    const l3 = this.#l3;
+    if (l3 === undefined) return;
+    try {
+      await op(l3);
+      this.#diskOk();
+    } catch (error) {
+      this.#diskFailed(error);
+    }
+  }
+
+  async #publish(message: BusMessage): Promise<void> {
+    const bus = this.#bus;
+    if (bus === undefined || this.#breaker.state === 'open') return;
+    try {
+      await bus.publish(message);
+      this.#busPublished++;
+    } catch (error) {
+      this.#busErrors++;
+      this.#report(error);
+    }
+  }
+
+  #onBusMessage(message: BusMessage): void {
+    this.#busReceived++;
+    if ('all' in message) {
+      this.#note(2, '');
+      this.#l1?.clear();
+      return;
+    }
+    if ('tag' in message) {
+      this.#note(1, message.tag);
+      this.#l1?.deleteTag(message.tag);
+      void this.#useL3((l3) => l3.invalidateTag(message.tag));
+      return;
+    }
+    for (const key of message.keys) {
+      this.#note(0, key);
+      this.#l1?.delete(key);
+      void this.#useL3((l3) => l3.delete(key));
+      const waiters = this.#waiters.get(key);
+      if (waiters !== undefined) for (const wake of [...waiters]) wake();
+    }
+  }
+
+  #onBusReconnected(): void {
+    // Messages sent while the subscription was down are lost: nothing in L1 can be trusted any more.
+    this.#busReconnects++;
+    this.#note(2, '');
+    this.#l1?.clear();
+  }
+
+  /** Records an invalidation so in-flight reads and writes that started before it do not fill L1 or L3. */
+  #note(kind: 0 | 1 | 2, name: string): void {
+    this.#seq++;
+    this.#recent[this.#seq % RECENT] = { kind, name };
+  }
+
+  /** Whether no invalidation since `since` touched `key` or one of `tags`. */
+  #untouched(key: string, tags: readonly string[], since: number): boolean {
+    const seq = this.#seq;
+    if (seq === since) return true;
+    if (seq - since >= RECENT) return false;
+    for (let s = since + 1; s <= seq; s++) {
+      const r = this.#recent[s % RECENT]!;
+      if (r.kind === 2 || (r.kind === 0 ? r.name === key : tags.includes(r.name))) return false;
+    }
+    return true;
+  }
+
+  #writeOptions(options: SetOptions): WriteOptions {
+    check.object('options', options);
+    let ttlMs = check.integer('options.ttlMs', options.ttlMs ?? this.#defaultTtlMs);
+    const graceMs = check.integer(
+      'options.staleWhileRevalidateMs',
+      options.staleWhileRevalidateMs ?? this.#staleMs,
+    );
+    let tags = NO_TAGS;
+    if (options.tags !== undefined) {
+      if (!Array.isArray(options.tags))
+        throw new TypeError(`options.tags must be an array, got ${typeof options.tags}`);
+      for (const tag of options.tags) {
+        if (typeof tag !== 'string' || tag.length === 0) {
+          throw new TypeError(
+            `options.tags must hold non-empty strings, got ${typeof tag === 'string' ? '""' : typeof tag}`,
+          );
+        }
+      }
+      if (options.tags.length > 0) tags = [...new Set(options.tags)];
+    }
+    if (this.#jitter > 0 && ttlMs > 0)
+      ttlMs = Math.max(1, ttlMs - Math.floor(ttlMs * this.#jitter * this.#random()));
+    return { ttlMs, graceMs, tags };
+  }
+
+  #encode(key: string, value: T): string {
+    let data: string;
+    try {
+      data = this.#serializer.serialize(value);
+    } catch (error) {
+      throw new SerializationError(key, error instanceof Error ? error.message : String(error), {
+        cause: error,
+      });
+    }
+    if (typeof data !== 'string') throw new SerializationError(key, 'the serializer did not return a string');
+    const bytes = data.length > this.#maxValueBytes / 3 ? Buffer.byteLength(data) : data.length;
+    if (bytes > this.#maxValueBytes) throw new ValueTooLargeError(key, bytes, this.#maxValueBytes);
+    return data;
+  }
+
+  #countMiss(key: string): void {
+    this.#misses++;
+    if (this.#listenMiss) this.#emitSafe('miss', key);
+  }
+
+  #redisOk(): void {
+    this.#breaker.success();
+    if (!this.#redisDown) return;
+    this.#redisDown = false;
+    this.#emitSafe('recovered', 'redis');
+  }
+
+  #redisFailed(error: unknown): void {
+    this.#l2Errors++;
+    this.#breaker.failure();
+    if (this.#redisDown) return;
+    this.#redisDown = true;
+    this.#emitSafe('degraded', 'redis', toStoreError('redis', error));
+  }
+
+  #diskOk(): void {
+    if (!this.#diskDown) return;
+    this.#diskDown = false;
+    this.#emitSafe('recovered', 'disk');
+  }
+
+  #diskFailed(error: unknown): void {
+    this.#l3Errors++;
+    if (this.#diskDown) return;
+    this.#diskDown = true;
+    this.#emitSafe('degraded', 'disk', toStoreError('disk', error));
+  }
+
+  #report(error: unknown): void {
+    if (this.listenerCount('error') === 0) return;
+    this.#emitSafe('error', error instanceof Error ? error : new Error(String(error)));
+  }
+
+  #emitSafe<K extends keyof MultiLevelCacheEvents>(event: K, ...args: MultiLevelCacheEvents[K]): void {
+    try {
+      (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args);
+    } catch {
+      // A listener that throws must not break the cache call that emitted.
+    }
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new ClosedError(NAME);
+  }
+}
+
+let cachedTracer: Tracer | undefined;
+function tracer(): Tracer {
+  cachedTracer ??= trace.getTracer('clawperf');
+  return cachedTracer;
+}
+
+/**
+ * Runs `fn` inside a span. Only cache I/O that is not a read hit is spanned (writes, deletes, invalidations,
+ * factory runs), so hits stay at memory and Redis speed.
+ */
+async function spanned<R>(name: string, fn: (span: Span) => Promise<R>): Promise<R> {
+  return tracer().startActiveSpan(name, async (span) => {
+    try {
+      return await fn(span);
+    } catch (error) {
+      span.recordException(error instanceof Error ? error : String(error));
+      span.setStatus({ code: SpanStatusCode.ERROR });
+      throw error;
+    } finally {
+      span.end();
+    }
+  });
+}
+
+function foundValue<T>(found: Found<T> | undefined): T | undefined {
+  return found?.value;
+}
+
+function invalidKey(key: unknown): InvalidKeyError {
+  return new InvalidKeyError(
+    key,
+    typeof key === 'string' ? 'a key must not be empty' : 'a key must be a string',
+  );
+}
+
+function toStoreError(store: string, error: unknown): StoreError {
+  if (error instanceof StoreError) return error;
+  return new StoreError(store, error instanceof Error ? error.message : String(error), { cause: error });
+}
+
+function abortable<R>(promise: Promise<R>, signal: AbortSignal): Promise<R> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<R>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
