@@ -8,7 +8,16 @@ interface Command {
   run(args: string[]): Promise<number>;
 }
 
-const COMMANDS: Record<string, Command> = {};
+const COMMANDS: Record<string, Command> = {
+  gateway: {
+    summary: 'run the OpenAI-compatible performance gateway (clawperf gateway --help)',
+    async run(args) {
+      // Loaded on demand, so `clawperf --help` starts without Fastify, Redis or OpenTelemetry.
+      const { runGateway } = await import('./gateway/cli.ts');
+      return runGateway(args);
+    },
+  },
+};
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
