@@ -2,23 +2,29 @@
 // `npm test [-- paths...]`: makes sure the server binaries the suite runs against are installed, then runs
 // every test/**/*.test.ts (or the files under the given paths) with node's test runner through tsx.
 import { spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
-// Binaries the suite starts, with the Debian package that provides each.
+// Binaries the suite starts, with the Debian package that provides each. PostgreSQL's server binaries are
+// not on PATH: they live in /usr/lib/postgresql/<version>/bin.
 const SERVERS = [
   ['redis-server', 'redis-server'],
   ['redis-cli', 'redis-tools'],
   ['prometheus', 'prometheus'],
   ['promtool', 'prometheus'],
   ['influxd', 'influxdb'],
+  ['postgresql/initdb', 'postgresql'],
 ];
 
-const has = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
+const onPath = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
+const postgresBin = () =>
+  existsSync('/usr/lib/postgresql') &&
+  readdirSync('/usr/lib/postgresql').some((v) => existsSync(`/usr/lib/postgresql/${v}/bin/initdb`));
+const has = (bin) => (bin === 'postgresql/initdb' ? postgresBin() : onPath(bin));
 
 const missing = [...new Set(SERVERS.filter(([bin]) => !has(bin)).map(([, pkg]) => pkg))];
 if (missing.length > 0) {
-  const canInstall = process.getuid?.() === 0 && has('apt-get');
+  const canInstall = process.getuid?.() === 0 && onPath('apt-get');
   if (!canInstall) {
     console.error(
       `The test suite needs these Debian packages, which are not installed: ${missing.join(' ')}\n` +

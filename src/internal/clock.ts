@@ -8,6 +8,14 @@ export interface Clock {
   now(): number;
 }
 
+/**
+ * A clock that can also run a callback later, as {@link ManualClock} can. Components whose clock has
+ * `schedule` run their timers on it, so tests and simulations drive them without sleeping.
+ */
+export interface SchedulingClock extends Clock {
+  schedule(ms: number, fn: () => void): void;
+}
+
 /** The default clock: monotonic (never jumps with NTP or DST), sub-millisecond resolution. */
 export const systemClock: Clock = { now: () => performance.now() };
 
@@ -27,7 +35,7 @@ interface Timer {
  * const done = clock.sleep(100);
  * await clock.advance(100); // `done` has resolved, clock.now() === 100
  */
-export class ManualClock implements Clock {
+export class ManualClock implements SchedulingClock {
   #now: number;
   #seq = 0;
   #timers: Timer[] = [];

@@ -1,5 +1,8 @@
 import { ClosedError, OverloadedError, QueueTimeoutError } from '../errors.ts';
-import { type Clock, systemClock } from '../internal/clock.ts';
+import { type Clock, type SchedulingClock, systemClock } from '../internal/clock.ts';
+
+export type { SchedulingClock };
+
 import * as check from '../internal/options.ts';
 import { AdaptiveLimit, type AdaptiveLimitOptions } from './adaptive-limit.ts';
 
@@ -18,11 +21,6 @@ const NONE = -1;
 const WAIT_EWMA_WEIGHT = 0.1;
 // Queue operations that may share one reading of the system clock within one callback.
 const CLOCK_REUSE = 31;
-
-/** A clock that can also run a callback later, as `ManualClock` can; the queue-timeout timer then uses it. */
-export interface SchedulingClock extends Clock {
-  schedule(ms: number, fn: () => void): void;
-}
 
 /** Options of {@link BackpressureController}. */
 export interface BackpressureOptions {
