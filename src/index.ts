@@ -7,6 +7,7 @@
  */
 
 export * from './cache/index.ts';
+export * from './concurrency/index.ts';
 export * from './errors.ts';
 export { type Clock, ManualClock, type SchedulingClock, systemClock } from './internal/clock.ts';
 export * from './metrics/index.ts';

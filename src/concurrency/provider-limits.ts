@@ -1,0 +1,471 @@
+/**
+ * The client side of rate limits: read what a provider says about its limits (OpenAI's
+ * `x-ratelimit-*` headers, Anthropic's `anthropic-ratelimit-*`, `Retry-After`) and pace outbound calls
+ * with it, so a gateway slows down before the provider answers 429.
+ *
+ * @example
+ * const outbound = new OutboundLimiter({ maxWaitMs: 30_000 });
+ * const res = await outbound.run(() => fetch(url, init), { tokens: estimate, signal });
+ */
+import { ClosedError, RateLimitedError } from '../errors.ts';
+import { type Clock, systemClock } from '../internal/clock.ts';
+import * as check from '../internal/options.ts';
+
+/** Headers as fetch (`Headers`), node:http / undici (a record) or anything with `get(name)` give them. */
+export type HeadersLike =
+  | { get(name: string): string | null | undefined }
+  | Record<string, string | string[] | number | undefined>;
+
+/** One quota as a provider reported it. */
+export interface ProviderQuota {
+  limit?: number;
+  remaining?: number;
+  /** Ms until the quota is fully back. */
+  resetMs?: number;
+}
+
+export interface ProviderLimits {
+  requests?: ProviderQuota;
+  tokens?: ProviderQuota;
+  /** From `retry-after-ms` or `Retry-After` (seconds or an HTTP date). */
+  retryAfterMs?: number;
+}
+
+const UNIT_MS: Record<string, number> = {
+  ns: 1e-6,
+  us: 1e-3,
+  µs: 1e-3,
+  ms: 1,
+  s: 1e3,
+  m: 6e4,
+  h: 3.6e6,
+  d: 8.64e7,
+};
+
+/**
+ * Parses a Go-style duration as OpenAI sends it (`12ms`, `1s`, `1.5s`, `6m0s`, `1h30m`) into ms. A bare
+ * number is seconds. Returns `undefined` for anything else (never NaN or a negative number).
+ */
+export function parseDuration(text: string | undefined | null): number | undefined {
+  if (typeof text !== 'string') return undefined;
+  const s = text.trim();
+  if (s.length === 0) return undefined;
+  if (/^\d+(\.\d+)?$/.test(s)) return Number(s) * 1000;
+  const re = /(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s|d)/gy;
+  let total = 0;
+  let end = 0;
+  for (let m = re.exec(s); m !== null; m = re.exec(s)) {
+    total += Number(m[1]) * UNIT_MS[m[2]!]!;
+    end = re.lastIndex;
+  }
+  return end === s.length && end > 0 ? total : undefined;
+}
+
+/** Parses `Retry-After`: delay seconds or an HTTP date (relative to `nowMs`, epoch). */
+export function parseRetryAfter(value: string | undefined | null, nowMs = Date.now()): number | undefined {
+  if (typeof value !== 'string' || value.trim().length === 0) return undefined;
+  const v = value.trim();
+  if (/^\d+(\.\d+)?$/.test(v)) return Number(v) * 1000;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - nowMs);
+}
+
+function header(headers: HeadersLike, name: string): string | undefined {
+  if (typeof (headers as { get?: unknown }).get === 'function') {
+    return (headers as { get(name: string): string | null | undefined }).get(name) ?? undefined;
+  }
+  const record = headers as Record<string, string | string[] | number | undefined>;
+  let v = record[name];
+  if (v === undefined) {
+    for (const k in record) {
+      if (k.toLowerCase() === name) {
+        v = record[k];
+        break;
+      }
+    }
+  }
+  if (Array.isArray(v)) v = v[0];
+  return v === undefined ? undefined : String(v);
+}
+
+function count(value: string | undefined): number | undefined {
+  if (value === undefined || !/^\s*\d+(\.\d+)?\s*$/.test(value)) return undefined;
+  return Number(value);
+}
+
+function quota(limit: number | undefined, remaining: number | undefined, resetMs: number | undefined) {
+  if (limit === undefined && remaining === undefined && resetMs === undefined) return undefined;
+  const q: ProviderQuota = {};
+  if (limit !== undefined) q.limit = limit;
+  if (remaining !== undefined) q.remaining = remaining;
+  if (resetMs !== undefined) q.resetMs = resetMs;
+  return q;
+}
+
+/** Reads a provider's rate-limit headers. Missing or malformed headers are left out, never guessed. */
+export function parseRateLimitHeaders(headers: HeadersLike, nowMs = Date.now()): ProviderLimits {
+  const out: ProviderLimits = {};
+  for (const dim of ['requests', 'tokens'] as const) {
+    // OpenAI: x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests (duration).
+    let q = quota(
+      count(header(headers, `x-ratelimit-limit-${dim}`)),
+      count(header(headers, `x-ratelimit-remaining-${dim}`)),
+      parseDuration(header(headers, `x-ratelimit-reset-${dim}`)),
+    );
+    if (q === undefined) {
+      // Anthropic: anthropic-ratelimit-requests-limit / -remaining / -reset (RFC 3339 time).
+      const reset = header(headers, `anthropic-ratelimit-${dim}-reset`);
+      const at = reset === undefined ? Number.NaN : Date.parse(reset);
+      q = quota(
+        count(header(headers, `anthropic-ratelimit-${dim}-limit`)),
+        count(header(headers, `anthropic-ratelimit-${dim}-remaining`)),
+        Number.isNaN(at) ? undefined : Math.max(0, at - nowMs),
+      );
+    }
+    if (q !== undefined) out[dim] = q;
+  }
+  const ms = count(header(headers, 'retry-after-ms'));
+  const retry = ms ?? parseRetryAfter(header(headers, 'retry-after'), nowMs);
+  if (retry !== undefined) out.retryAfterMs = retry;
+  return out;
+}
+
+/** @default 60000 */
+export const DEFAULT_OUTBOUND_MAX_WAIT_MS = 60_000;
+/** Assumed time to the next reset when a provider gives none, ms. @default 1000 */
+export const DEFAULT_OUTBOUND_RESET_MS = 1_000;
+/** Waiting callers accepted before new ones are refused at once. @default 10000 */
+export const DEFAULT_OUTBOUND_MAX_QUEUE = 10_000;
+
+export interface OutboundLimiterOptions {
+  /** Longest a caller waits for budget before rejecting with `RateLimitedError`, ms. @default 60000 */
+  maxWaitMs?: number;
+  /** Time to assume until a quota resets when the provider does not say, ms. @default 1000 */
+  defaultResetMs?: number;
+  /** Bound on waiting callers. @default 10000 */
+  maxQueue?: number;
+  /** Monotonic time source for deadlines and resets. @default systemClock */
+  clock?: Clock;
+}
+
+export interface OutboundAcquireOptions {
+  /** Tokens the call will use (estimate), checked against the tokens quota. @default 0 */
+  tokens?: number;
+  signal?: AbortSignal;
+}
+
+/** Held budget for one call; report how it went with `done`. */
+export interface OutboundPermit {
+  /** Learns from the response (its headers, and a 429) and releases the budget. Idempotent. */
+  done(response?: { status?: number; headers?: HeadersLike }): void;
+}
+
+/**
+ * What the limiter believes about one quota (requests or tokens), in units.
+ *
+ * After each reset (and at the start) the quota is "probing": one call goes, and its answer gives the
+ * provider's real count for the new window, including calls of earlier windows that the provider counted
+ * late. Calls of an earlier window that finish after the reset are charged to the new window, since the
+ * provider may have counted them there. This keeps the estimate at or below the provider's figure however
+ * late answers arrive.
+ */
+class Budget {
+  /** `undefined` until the first answer; `false` when the provider does not report this quota. */
+  tracked: boolean | undefined = undefined;
+  limit = 0;
+  remaining = 0;
+  resetAt = 0;
+  gen = 0;
+  probing = true;
+  probeInFlight = false;
+  /** Units of earlier windows finished while probing, charged when the probe answers. */
+  lateDone = 0;
+  inFlight = 0;
+
+  roll(now: number): void {
+    if (this.tracked === true && !this.probing && now >= this.resetAt) {
+      this.gen++;
+      this.probing = true;
+      this.probeInFlight = false;
+      this.lateDone = 0;
+    }
+  }
+
+  fits(units: number): boolean {
+    if (this.tracked === false) return true;
+    if (this.probing) return !this.probeInFlight;
+    return this.remaining - this.inFlight >= Math.min(units, this.limit);
+  }
+
+  /** Ms until the clock alone can make room (0 when only an answer can). */
+  waitUntil(now: number, units: number): number {
+    if (
+      this.tracked !== true ||
+      this.probing ||
+      this.remaining - this.inFlight >= Math.min(units, this.limit)
+    ) {
+      return now;
+    }
+    return this.resetAt;
+  }
+
+  take(units: number): number {
+    this.inFlight += units;
+    if (this.probing && this.tracked !== false) this.probeInFlight = true;
+    return this.gen;
+  }
+
+  done(units: number, gen: number, q: ProviderQuota | undefined, now: number, fallbackMs: number): void {
+    this.inFlight -= units;
+    if (gen !== this.gen) {
+      if (this.probing) this.lateDone += units;
+      else this.remaining -= units;
+      return;
+    }
+    if (q === undefined) {
+      if (this.tracked === undefined) this.tracked = false;
+      // No figures: the provider may still have counted the call.
+      if (!this.probing) this.remaining -= units;
+      this.probeInFlight = false;
+      return;
+    }
+    this.tracked = true;
+    if (q.limit !== undefined) this.limit = q.limit;
+    if (this.probing) {
+      this.remaining = (q.remaining ?? this.limit) - this.lateDone;
+      this.resetAt = now + (q.resetMs ?? fallbackMs);
+      this.lateDone = 0;
+      this.probing = false;
+      this.probeInFlight = false;
+      return;
+    }
+    if (q.remaining !== undefined) this.remaining = Math.min(this.remaining, q.remaining);
+    // Answers of one window name the same reset; the latest-arriving is the safest estimate.
+    if (q.resetMs !== undefined) this.resetAt = Math.max(this.resetAt, now + q.resetMs);
+  }
+}
+
+interface Waiter {
+  tokens: number;
+  resolve: (permit: OutboundPermit) => void;
+  reject: (error: unknown) => void;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * Paces calls to a provider from the limits it reports. Until the first answer, and again after each
+ * reported reset, one call goes at a time (a probe) and its answer gives the provider's count; in
+ * between, calls go while the reported remaining quota, less what is already in flight, covers them;
+ * when it does not, callers wait (FIFO, bounded by `maxWaitMs` and their `signal`) until the reported
+ * reset. A 429 stops every call until its `Retry-After`. Conservative by design: a call in flight is
+ * counted against the budget even when the provider's figure may already include it.
+ */
+export class OutboundLimiter {
+  readonly statsCounters: readonly string[] = ['dispatched', 'waited', 'rejected', 'limitedResponses'];
+  readonly #maxWaitMs: number;
+  readonly #defaultResetMs: number;
+  readonly #maxQueue: number;
+  readonly #clock: Clock;
+  readonly #requests = new Budget();
+  readonly #tokens = new Budget();
+  readonly #queue: Waiter[] = [];
+  #blockedUntil = 0;
+  #wake: NodeJS.Timeout | undefined;
+  #wakeAt = Number.POSITIVE_INFINITY;
+  #closed = false;
+  #dispatched = 0;
+  #waited = 0;
+  #rejected = 0;
+  #limitedResponses = 0;
+
+  constructor(options: OutboundLimiterOptions = {}) {
+    const o = check.object<OutboundLimiterOptions>('options', options);
+    this.#maxWaitMs = check.integer('options.maxWaitMs', o.maxWaitMs ?? DEFAULT_OUTBOUND_MAX_WAIT_MS);
+    this.#defaultResetMs = check.integer(
+      'options.defaultResetMs',
+      o.defaultResetMs ?? DEFAULT_OUTBOUND_RESET_MS,
+      1,
+    );
+    this.#maxQueue = check.integer('options.maxQueue', o.maxQueue ?? DEFAULT_OUTBOUND_MAX_QUEUE);
+    this.#clock = o.clock === undefined ? systemClock : check.clock<Clock>('options.clock', o.clock);
+  }
+
+  /** Waits for budget (FIFO), then holds it until the permit's `done`. */
+  acquire(options: OutboundAcquireOptions = {}): Promise<OutboundPermit> {
+    if (this.#closed) return Promise.reject(new ClosedError('OutboundLimiter'));
+    const tokens = options.tokens === undefined ? 0 : check.number('options.tokens', options.tokens);
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const now = this.#clock.now();
+    this.#roll(now);
+    if (this.#queue.length === 0 && this.#fits(tokens, now)) return Promise.resolve(this.#dispatch(tokens));
+    const wait = this.#waitEstimate(now, tokens);
+    if (wait > this.#maxWaitMs || this.#queue.length >= this.#maxQueue) {
+      this.#rejected++;
+      return Promise.reject(
+        new RateLimitedError({ key: 'outbound', limit: this.#requests.limit, retryAfterMs: Math.ceil(wait) }),
+      );
+    }
+    this.#waited++;
+    return new Promise<OutboundPermit>((resolve, reject) => {
+      const waiter: Waiter = { tokens, resolve, reject, signal, onAbort: undefined, timer: undefined };
+      waiter.timer = setTimeout(() => {
+        this.#remove(waiter);
+        this.#rejected++;
+        reject(
+          new RateLimitedError({
+            key: 'outbound',
+            limit: this.#requests.limit,
+            retryAfterMs: Math.ceil(this.#waitEstimate(this.#clock.now(), tokens)),
+          }),
+        );
+      }, this.#maxWaitMs);
+      if (signal !== undefined) {
+        waiter.onAbort = () => {
+          this.#remove(waiter);
+          reject(signal.reason);
+        };
+        signal.addEventListener('abort', waiter.onAbort, { once: true });
+      }
+      this.#queue.push(waiter);
+      this.#schedule(now);
+    });
+  }
+
+  /**
+   * Runs `call` under a permit and learns from its response (anything with `status` and `headers`, like a
+   * fetch `Response`). A call that throws releases its budget and rethrows.
+   */
+  async run<R extends { status?: number; headers?: HeadersLike }>(
+    call: () => Promise<R>,
+    options: OutboundAcquireOptions = {},
+  ): Promise<R> {
+    const permit = await this.acquire(options);
+    let response: R;
+    try {
+      response = await call();
+    } catch (error) {
+      permit.done();
+      throw error;
+    }
+    permit.done(response);
+    return response;
+  }
+
+  stats() {
+    return {
+      dispatched: this.#dispatched,
+      waited: this.#waited,
+      rejected: this.#rejected,
+      limitedResponses: this.#limitedResponses,
+      queued: this.#queue.length,
+      inFlight: this.#requests.inFlight,
+      remainingRequests: this.#requests.tracked && !this.#requests.probing ? this.#requests.remaining : -1,
+      remainingTokens: this.#tokens.tracked && !this.#tokens.probing ? this.#tokens.remaining : -1,
+    };
+  }
+
+  /** Rejects every waiter with `ClosedError`; later acquires reject with it too. Idempotent. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#wake !== undefined) clearTimeout(this.#wake);
+    for (const w of this.#queue.splice(0)) {
+      this.#cleanup(w);
+      w.reject(new ClosedError('OutboundLimiter'));
+    }
+  }
+
+  #roll(now: number): void {
+    this.#requests.roll(now);
+    this.#tokens.roll(now);
+  }
+
+  #fits(tokens: number, now: number): boolean {
+    return now >= this.#blockedUntil && this.#requests.fits(1) && this.#tokens.fits(tokens);
+  }
+
+  /** Ms until budget for a call of `tokens` can come back by the clock (0: only an answer frees it). */
+  #waitEstimate(now: number, tokens: number): number {
+    return (
+      Math.max(
+        this.#blockedUntil,
+        this.#requests.waitUntil(now, 1),
+        this.#tokens.waitUntil(now, tokens),
+        now,
+      ) - now
+    );
+  }
+
+  #dispatch(tokens: number): OutboundPermit {
+    this.#dispatched++;
+    const r = this.#requests;
+    const t = this.#tokens;
+    const rGen = r.take(1);
+    const tGen = t.take(tokens);
+    let open = true;
+    return {
+      done: (response) => {
+        if (!open) return;
+        open = false;
+        const now = this.#clock.now();
+        const limits = response?.headers === undefined ? {} : parseRateLimitHeaders(response.headers);
+        r.done(1, rGen, limits.requests, now, this.#defaultResetMs);
+        t.done(tokens, tGen, limits.tokens, now, this.#defaultResetMs);
+        if (response?.status === 429) {
+          this.#limitedResponses++;
+          const wait = limits.retryAfterMs ?? limits.requests?.resetMs ?? this.#defaultResetMs;
+          this.#blockedUntil = Math.max(this.#blockedUntil, now + wait);
+        }
+        this.#pump();
+      },
+    };
+  }
+
+  #pump(): void {
+    const now = this.#clock.now();
+    this.#roll(now);
+    while (this.#queue.length > 0) {
+      const head = this.#queue[0]!;
+      if (!this.#fits(head.tokens, now)) break;
+      this.#queue.shift();
+      this.#cleanup(head);
+      head.resolve(this.#dispatch(head.tokens));
+    }
+    if (this.#queue.length > 0) this.#schedule(now);
+  }
+
+  /** One timer, at the earliest moment budget can come back. */
+  #schedule(now: number): void {
+    const wait = this.#waitEstimate(now, this.#queue[0]?.tokens ?? 0);
+    // Nothing to wait for on the clock (budget is held by calls in flight): their `done` pumps.
+    if (wait <= 0) return;
+    const at = now + wait;
+    if (this.#wake !== undefined && this.#wakeAt <= at) return;
+    if (this.#wake !== undefined) clearTimeout(this.#wake);
+    this.#wakeAt = at;
+    // Not unref()ed: callers are awaiting this wake-up, and it is bounded by their maxWaitMs.
+    this.#wake = setTimeout(() => {
+      this.#wake = undefined;
+      this.#wakeAt = Number.POSITIVE_INFINITY;
+      this.#pump();
+    }, Math.ceil(wait));
+  }
+
+  #remove(waiter: Waiter): void {
+    const i = this.#queue.indexOf(waiter);
+    if (i >= 0) this.#queue.splice(i, 1);
+    this.#cleanup(waiter);
+    if (this.#queue.length === 0 && this.#wake !== undefined) {
+      clearTimeout(this.#wake);
+      this.#wake = undefined;
+      this.#wakeAt = Number.POSITIVE_INFINITY;
+    }
+  }
+
+  #cleanup(waiter: Waiter): void {
+    if (waiter.timer !== undefined) clearTimeout(waiter.timer);
+    if (waiter.onAbort !== undefined) waiter.signal?.removeEventListener('abort', waiter.onAbort);
+  }
+}

@@ -1,0 +1,414 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { trace } from '@opentelemetry/api';
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
+import { Cluster, Redis } from 'ioredis';
+import { type Algorithm, RateLimiter, type RateLimitResult } from '../../src/concurrency/rate-limiter.ts';
+import { ManualClock } from '../../src/internal/clock.ts';
+import { type RedisCluster, type RedisServer, startRedis, startRedisCluster } from '../helpers/redis.ts';
+
+const ALL: Algorithm[] = ['fixed-window', 'sliding-window', 'sliding-log', 'token-bucket', 'gcra'];
+const here = dirname(fileURLToPath(import.meta.url));
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+let redis: RedisServer;
+let client: Redis;
+let prefixSeq = 0;
+const prefix = () => `t${++prefixSeq}`;
+
+before(async () => {
+  redis = await startRedis();
+  client = new Redis(redis.url, { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
+});
+
+after(async () => {
+  client.disconnect();
+  await redis.stop();
+});
+
+describe('checks on Redis are exact under concurrency', () => {
+  for (const algorithm of ALL) {
+    it(`${algorithm}: 100 concurrent checks on one key with limit 30 admit exactly 30`, async () => {
+      // An hour: no refill or window roll-over while the test runs.
+      const l = new RateLimiter({
+        algorithm,
+        windowMs: 3_600_000,
+        maxRequests: 30,
+        redis: client,
+        keyPrefix: prefix(),
+      });
+      const results = await Promise.all(Array.from({ length: 100 }, () => l.allow('k')));
+      assert.equal(results.filter((r) => r.allowed).length, 30);
+      assert.ok(results.every((r) => r.status !== 'store-error'));
+      const refused = results.find((r) => !r.allowed)!;
+      // The sliding-window approximation can ask for up to two windows.
+      assert.ok(refused.retryAfterMs! > 0 && refused.retryAfterMs! <= 7_200_000);
+      await l.close();
+    });
+  }
+
+  it('several policies of a key are checked in one script, all-or-nothing', async () => {
+    const l = new RateLimiter({
+      policies: [
+        { name: 'rpm', algorithm: 'gcra', windowMs: 86_400_000, limit: 60 },
+        { name: 'tpm', algorithm: 'sliding-log', windowMs: 60_000, limit: 1_000, unit: 'tokens' },
+        { name: 'tpd', algorithm: 'token-bucket', windowMs: 86_400_000, limit: 5_000, unit: 'tokens' },
+      ],
+      redis: client,
+      keyPrefix: prefix(),
+    });
+    assert.equal((await l.allow('u', { tokens: 900 })).allowed, true);
+    const refused = await Promise.all(Array.from({ length: 20 }, () => l.allow('u', { tokens: 200 })));
+    assert.ok(refused.every((r) => !r.allowed && r.policy === 'tpm'));
+    const next = await l.allow('u', { tokens: 100 });
+    assert.equal(next.allowed, true);
+    assert.equal(next.policies!.rpm!.remaining, 58, 'refused calls consumed no request');
+    assert.equal(next.policies!.tpd!.remaining, 4_000);
+    await l.close();
+  });
+
+  it('reserve and settle correct the count in Redis', async () => {
+    for (const algorithm of ALL) {
+      const l = new RateLimiter({
+        // A day: refill while the test runs stays below one token.
+        policies: [{ name: 'tpd', algorithm, windowMs: 86_400_000, limit: 10_000, unit: 'tokens' }],
+        redis: client,
+        keyPrefix: prefix(),
+      });
+      const r = await l.reserve('u', { tokens: 8_000 });
+      assert.equal(r.allowed, true, algorithm);
+      assert.equal((await l.allow('u', { tokens: 5_000 })).allowed, false, algorithm);
+      await r.settle({ tokens: 2_000 });
+      const after = await l.allow('u', { tokens: 5_000 });
+      assert.equal(after.allowed, true, algorithm);
+      assert.ok(after.remaining >= 2_999 && after.remaining <= 3_001, `${algorithm}: ${after.remaining}`);
+      const c = await l.reserve('u', { tokens: 3_000 });
+      await c.cancel();
+      assert.equal((await l.allow('u', { tokens: 2_990 })).allowed, true, `${algorithm}: cancel refunded`);
+      await l.close();
+    }
+  });
+
+  it('fractional and whole charges mix on one counter', async () => {
+    for (const algorithm of ALL) {
+      const l = new RateLimiter({
+        policies: [{ name: 'tpd', algorithm, windowMs: 86_400_000, limit: 10, unit: 'tokens' }],
+        redis: client,
+        keyPrefix: prefix(),
+      });
+      assert.equal((await l.allow('k', { tokens: 2 })).allowed, true, algorithm);
+      assert.equal((await l.allow('k', { tokens: 1.5 })).allowed, true, algorithm);
+      const r = await l.allow('k', { tokens: 3 });
+      assert.equal(r.status, 'allowed', algorithm);
+      assert.equal(r.remaining, 3, algorithm);
+      assert.equal((await l.allow('k', { tokens: 4 })).allowed, false, algorithm);
+      await l.close();
+    }
+  });
+
+  it('reset deletes every Redis key of the limited key', async () => {
+    const keyPrefix = prefix();
+    const l = new RateLimiter({
+      policies: [
+        { name: 'a', windowMs: 60_000, limit: 1 },
+        { name: 'b', algorithm: 'sliding-log', windowMs: 60_000, limit: 10 },
+      ],
+      redis: client,
+      keyPrefix,
+    });
+    await l.allow('k');
+    assert.ok((await client.keys(`${keyPrefix}:*`)).length >= 3);
+    await l.reset('k');
+    assert.deepEqual(await client.keys(`${keyPrefix}:*`), []);
+    assert.equal((await l.allow('k')).allowed, true);
+    await l.close();
+  });
+
+  it('keys carry a hash tag around the limited key and expire', async () => {
+    const keyPrefix = prefix();
+    const l = new RateLimiter({ windowMs: 60_000, maxRequests: 5, redis: client, keyPrefix });
+    await l.allow('user:{7}');
+    const keys = await client.keys(`${keyPrefix}:*`);
+    assert.deepEqual(keys, [`${keyPrefix}:{user:_7_}:default:0`]);
+    assert.ok((await client.pttl(keys[0]!)) > 0);
+    await l.close();
+  });
+});
+
+describe('tracing', () => {
+  it('each Redis check is a span, a failed one marked as an error', async () => {
+    const exporter = new InMemorySpanExporter();
+    trace.setGlobalTracerProvider(
+      new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }),
+    );
+    const server = await startRedis();
+    const l = new RateLimiter({
+      windowMs: 60_000,
+      maxRequests: 5,
+      redis: server.url,
+      onStoreError: 'fail-open',
+    });
+    try {
+      await l.allow('k');
+      await server.kill();
+      await l.allow('k');
+      const spans = exporter.getFinishedSpans().filter((s) => s.name === 'clawperf.rate_limit.check');
+      assert.equal(spans.length, 2);
+      assert.equal(spans[0]!.attributes['db.system'], 'redis');
+      assert.equal(spans[0]!.attributes['clawperf.rate_limit.allowed'], true);
+      assert.equal(spans[1]!.status.code, 2);
+    } finally {
+      trace.disable();
+      await l.close();
+      await server.stop();
+    }
+  });
+});
+
+describe('refused calls are not counted (seed: a client that retries was locked out for good)', () => {
+  it('a client retrying through its refusals is admitted again once the window has passed', async () => {
+    const keyPrefix = prefix();
+    const l = new RateLimiter({
+      algorithm: 'sliding-log',
+      windowMs: 400,
+      maxRequests: 5,
+      redis: client,
+      keyPrefix,
+    });
+    let admitted = 0;
+    for (let i = 0; i < 5; i++) if ((await l.allow('retrier')).allowed) admitted++;
+    assert.equal(admitted, 5);
+    let readmitted = false;
+    for (let i = 0; i < 40 && !readmitted; i++) {
+      const r = await l.allow('retrier');
+      readmitted = r.allowed;
+      if (!readmitted) {
+        assert.equal(await client.zcard(`${keyPrefix}:{retrier}:default:2:log`), 5, 'refusals left no entry');
+        await sleep(25);
+      }
+    }
+    assert.ok(readmitted, 'admitted again after the window');
+    await l.close();
+  });
+});
+
+describe('time comes from Redis, not from each node (seed: each node used its own clock)', () => {
+  it('two limiters whose clocks are a day apart share one exact limit', async () => {
+    const keyPrefix = prefix();
+    const options = {
+      algorithm: 'sliding-log' as const,
+      windowMs: 3_600_000,
+      maxRequests: 20,
+      redis: client,
+      keyPrefix,
+    };
+    const a = new RateLimiter({ ...options, clock: new ManualClock(0) });
+    const b = new RateLimiter({ ...options, clock: new ManualClock(86_400_000) });
+    const results = await Promise.all(
+      Array.from({ length: 60 }, (_, i) => (i % 2 === 0 ? a : b).allow('shared')),
+    );
+    assert.equal(results.filter((r) => r.allowed).length, 20);
+    await a.close();
+    await b.close();
+  });
+});
+
+describe('exact across processes', () => {
+  it('4 processes x 60 calls on one key with limit 50 admit exactly 50', async () => {
+    const run = promisify(execFile);
+    const key = `multi:${Date.now()}`;
+    const startAt = Date.now() + 4_000;
+    const outputs = await Promise.all(
+      Array.from({ length: 4 }, () =>
+        run(
+          process.execPath,
+          [
+            '--import',
+            'tsx',
+            join(here, 'fixtures', 'redis-limiter-worker.ts'),
+            redis.url,
+            key,
+            '60',
+            '50',
+            String(startAt),
+          ],
+          { timeout: 30_000 },
+        ),
+      ),
+    );
+    const counts = outputs.map((o) => JSON.parse(o.stdout.trim()) as { admitted: number; errors: number });
+    assert.deepEqual(
+      counts.map((c) => c.errors),
+      [0, 0, 0, 0],
+    );
+    assert.equal(
+      counts.reduce((sum, c) => sum + c.admitted, 0),
+      50,
+    );
+  });
+});
+
+describe('Redis Cluster', () => {
+  let cluster: RedisCluster;
+  let clusterClient: Cluster;
+
+  before(async () => {
+    cluster = await startRedisCluster(3);
+    clusterClient = new Cluster(cluster.startupNodes, { enableAutoPipelining: true });
+  });
+
+  after(async () => {
+    clusterClient.disconnect();
+    await cluster.stop();
+  });
+
+  it('keys spread over the 3 masters; each key is exact with all its policies in one slot', async () => {
+    const l = new RateLimiter({
+      policies: [
+        { name: 'rph', algorithm: 'sliding-window', windowMs: 3_600_000, limit: 5 },
+        { name: 'rpm', windowMs: 60_000, limit: 100 },
+        { name: 'log', algorithm: 'sliding-log', windowMs: 60_000, limit: 100 },
+        { name: 'tpm', algorithm: 'gcra', windowMs: 60_000, limit: 10_000, unit: 'tokens' },
+      ],
+      redis: clusterClient,
+    });
+    const keys = Array.from({ length: 30 }, (_, i) => `tenant-${i}`);
+    const results = await Promise.all(
+      keys.flatMap((key) =>
+        Array.from({ length: 8 }, () => l.allow(key, { tokens: 10 }).then((r) => [key, r] as const)),
+      ),
+    );
+    for (const key of keys) {
+      const mine = results.filter(([k]) => k === key).map(([, r]) => r);
+      assert.ok(
+        mine.every((r) => r.status !== 'store-error'),
+        key,
+      );
+      assert.equal(mine.filter((r) => r.allowed).length, 5, key);
+    }
+    const sizes = cluster.nodes.map((n) => Number(n.cli('dbsize')));
+    assert.ok(sizes.filter((s) => s > 0).length >= 2, `keys per node: ${sizes}`);
+    await l.close();
+  });
+});
+
+describe('Redis killed mid-traffic: each onStoreError mode degrades and recovers', () => {
+  for (const mode of ['fail-open', 'fail-closed', 'memory'] as const) {
+    it(`${mode}: no call throws, the outage is reported as such, and Redis is used again after restart`, async () => {
+      const server = await startRedis();
+      const l = new RateLimiter({
+        windowMs: 60_000,
+        maxRequests: 1_000,
+        redis: server.url,
+        commandTimeoutMs: 500,
+        onStoreError: mode,
+        expectedNodes: 4,
+        failureThreshold: 3,
+        cooldownMs: 200,
+      });
+      const events: string[] = [];
+      l.on('store-error', () => events.push('store-error'));
+      l.on('store-recovered', () => events.push('store-recovered'));
+      try {
+        const results: RateLimitResult[] = [];
+        const errors: unknown[] = [];
+        let phase: 'up' | 'down' | 'back' = 'up';
+        const byPhase = {
+          up: [] as RateLimitResult[],
+          down: [] as RateLimitResult[],
+          back: [] as RateLimitResult[],
+        };
+        let stop = false;
+        const traffic = Promise.all(
+          Array.from({ length: 4 }, async (_, w) => {
+            while (!stop) {
+              try {
+                const r = await l.allow(`client-${w}`);
+                results.push(r);
+                byPhase[phase].push(r);
+              } catch (error) {
+                errors.push(error);
+              }
+              await sleep(5);
+            }
+          }),
+        );
+        await sleep(200);
+        await server.kill();
+        phase = 'down';
+        await sleep(800);
+        const duringOutage = l.stats();
+        await sleep(400);
+        // While the breaker is open, calls do not go to Redis, so store errors stop growing per call.
+        const stormCalls = l.stats().checks - duringOutage.checks;
+        const stormErrors = l.stats().storeErrors - duringOutage.storeErrors;
+        assert.ok(stormErrors < stormCalls, `${stormErrors} store errors for ${stormCalls} calls`);
+        await server.restart();
+        phase = 'back';
+        for (let i = 0; i < 100; i++) {
+          const last = byPhase.back.at(-1);
+          if (last !== undefined && last.status === 'allowed' && !last.degraded) break;
+          await sleep(100);
+        }
+        stop = true;
+        await traffic;
+
+        assert.deepEqual(errors, []);
+        assert.ok(byPhase.up.length > 0 && byPhase.up.every((r) => r.status === 'allowed' && !r.degraded));
+        assert.ok(byPhase.down.length > 0);
+        if (mode === 'fail-open') {
+          assert.ok(byPhase.down.some((r) => r.status === 'store-error' && r.allowed));
+          assert.ok(l.stats().failOpen > 0);
+        } else if (mode === 'fail-closed') {
+          assert.ok(
+            byPhase.down.some((r) => r.status === 'store-error' && !r.allowed && r.retryAfterMs! > 0),
+          );
+          assert.ok(l.stats().failClosed > 0);
+        } else {
+          const local = byPhase.down.filter((r) => r.degraded);
+          assert.ok(local.length > 0);
+          assert.ok(
+            local.every((r) => r.limit === 250),
+            'the local limit is the global one over expectedNodes',
+          );
+          assert.ok(l.stats().fallbackChecks > 0);
+        }
+        assert.ok(l.stats().storeErrors > 0);
+        assert.ok(l.stats().breakerOpens >= 1);
+        const last = byPhase.back.at(-1)!;
+        assert.equal(last.status, 'allowed');
+        assert.equal(last.degraded, undefined);
+        assert.deepEqual(events, ['store-error', 'store-recovered']);
+      } finally {
+        await l.close();
+        await server.stop();
+      }
+    });
+  }
+
+  it('fail-closed refuses with StoreError from consume, never RateLimitedError', async () => {
+    const server = await startRedis();
+    const l = new RateLimiter({
+      windowMs: 60_000,
+      maxRequests: 5,
+      redis: server.url,
+      onStoreError: 'fail-closed',
+    });
+    try {
+      await server.kill();
+      const error = await l.consume('k').catch((e: unknown) => e);
+      assert.equal((error as { code?: string }).code, 'ERR_CLAWPERF_STORE');
+    } finally {
+      await l.close();
+      await server.stop();
+    }
+  });
+});
