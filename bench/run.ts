@@ -1,6 +1,7 @@
 /**
- * `npm run bench [component...]`: runs bench/<component>.ts (or every bench file) each in its own process,
- * with --expose-gc so memory figures can be taken.
+ * `npm run bench [component...]`: runs bench/<component>.ts (or every benchmark) each in its own process,
+ * with --expose-gc so memory figures can be taken. The TTL simulator is not a benchmark: it runs only when
+ * named (`npm run simulate` or `npm run bench simulate`).
  */
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
@@ -21,7 +22,7 @@ if (unknown.length > 0) {
 }
 console.log(`Machine: ${machine()}`);
 let failed = false;
-for (const name of wanted.length > 0 ? wanted : available) {
+for (const name of wanted.length > 0 ? wanted : available.filter((n) => n !== 'simulate')) {
   console.log(`\n## bench/${name}.ts`);
   const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', join(here, `${name}.ts`)], {
     stdio: 'inherit',
