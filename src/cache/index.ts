@@ -28,6 +28,31 @@ export {
   type SetOptions,
 } from './multi-level-cache.ts';
 export { jsonSerializer, type Serializer } from './serializer.ts';
+export {
+  changeAwarePolicy,
+  DEFAULT_HIGH_HIT_RATE,
+  DEFAULT_HIGH_TTL_MS,
+  DEFAULT_INITIAL_TTL_MS,
+  DEFAULT_LOW_HIT_RATE,
+  DEFAULT_LOW_TTL_MS,
+  DEFAULT_MAX_KEYS,
+  DEFAULT_MAX_TTL_MS,
+  DEFAULT_MID_TTL_MS,
+  DEFAULT_MIN_TTL_MS,
+  DEFAULT_PRELOAD_CONCURRENCY,
+  DEFAULT_PRIOR_CHANGE_INTERVAL_MS,
+  DEFAULT_PRIOR_WEIGHT,
+  DEFAULT_STALE_READ_COST,
+  hitRatePolicy,
+  type PreloadOptions,
+  type PreloadResult,
+  SmartCache,
+  type SmartCacheOptions,
+  type SmartCacheStats,
+  type TtlContext,
+  type TtlPolicy,
+  type TtlPolicyName,
+} from './smart-cache.ts';
 export { DEFAULT_DISK_MAX_BYTES, DiskStore, type DiskStoreOptions } from './stores/disk.ts';
 export {
   DEFAULT_L1_MAX_BYTES,
