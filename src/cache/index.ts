@@ -4,6 +4,7 @@
  *
  * @module
  */
+
 export {
   type BusListener,
   type BusMessage,
@@ -11,6 +12,14 @@ export {
   RedisBus,
   type RedisBusOptions,
 } from './bus.ts';
+export {
+  CacheConsistencyManager,
+  type CacheConsistencyManagerEvents,
+  type CacheConsistencyManagerOptions,
+  type CacheConsistencyStats,
+  DEFAULT_SAMPLE_RATE,
+  type ReadRepairOptions,
+} from './consistency.ts';
 export {
   type CacheLevel,
   DEFAULT_COMMAND_TIMEOUT_MS,
@@ -25,6 +34,7 @@ export {
   type MultiLevelCacheEvents,
   type MultiLevelCacheOptions,
   type MultiLevelCacheStats,
+  type ReadStamp,
   type SetOptions,
 } from './multi-level-cache.ts';
 export { jsonSerializer, type Serializer } from './serializer.ts';

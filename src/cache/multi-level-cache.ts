@@ -144,6 +144,17 @@ export interface GetOrSetOptions extends SetOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * Taken by {@link MultiLevelCache.stamp} before a value is read from its source: a write carrying it is
+ * refused if the key was written, deleted or invalidated after it was taken.
+ */
+export interface ReadStamp {
+  /** Redis time (ms) when the stamp was taken, never ahead of Redis's own clock. */
+  readonly version: number;
+  /** This instance's invalidation sequence number at that moment. */
+  readonly seq: number;
+}
+
 /** Where a hit was served from. */
 export type CacheLevel = 'l1' | 'l2' | 'l3';
 
@@ -522,17 +533,74 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     });
   }
 
+  /**
+   * A stamp to take before reading a value from its source (a database), for {@link setIfUnchanged}. Its
+   * version is Redis time and never ahead of it, so any write, delete or invalidation that reaches Redis
+   * after the stamp was taken carries a newer version.
+   */
+  async stamp(): Promise<ReadStamp> {
+    this.#assertOpen();
+    const seq = this.#seq;
+    return Object.freeze({ version: await this.#version(), seq });
+  }
+
+  /**
+   * Stores `value` (read from its source after `stamp` was taken from this cache) unless a write, delete or
+   * invalidation of the key reached Redis, or this node, after the stamp: a reader that loaded before a
+   * write cannot put the older value back. Resolves `false` when refused (nothing is kept), `true` when
+   * stored (other nodes are told to drop their copies); while Redis is unreachable the value is kept on
+   * this node only and the result is `true`.
+   *
+   * @throws {InvalidKeyError} `key` is not a non-empty string.
+   * @throws {SerializationError} the value cannot be serialized.
+   * @throws {ValueTooLargeError} the serialized value is over `maxValueBytes`.
+   */
+  async setIfUnchanged(key: string, value: T, stamp: ReadStamp, options: SetOptions = {}): Promise<boolean> {
+    this.#assertOpen();
+    if (typeof key !== 'string' || key.length === 0) throw invalidKey(key);
+    check.object('stamp', stamp);
+    check.number('stamp.version', stamp.version);
+    check.integer('stamp.seq', stamp.seq);
+    const write = this.#writeOptions(options);
+    if (value === undefined)
+      throw new SerializationError(key, 'undefined is the miss marker and cannot be stored');
+    if (write.ttlMs === 0) return false;
+    const data = this.#encode(key, value);
+    this.#sets++;
+    return spanned('clawperf.cache.set', async () => {
+      const outcome = await this.#write(key, value, data, stamp.version, write, stamp.seq, '');
+      return outcome !== 'refused';
+    });
+  }
+
   /** Removes `key` from every level and every node's L1. */
   async del(key: string): Promise<void> {
     this.#assertOpen();
     if (typeof key !== 'string' || key.length === 0) throw invalidKey(key);
+    await this.#remove(key);
+  }
+
+  /**
+   * {@link del}, resolving whether every node was reached: `true` once Redis holds the key's tombstone
+   * (so writes that started earlier are refused) and the bus message went out; `false` when Redis or the
+   * bus could not be reached, so other nodes may still hold the key in L1. A cache without L2 or without a
+   * bus has nothing more to reach than itself.
+   */
+  async invalidate(key: string): Promise<boolean> {
+    this.#assertOpen();
+    if (typeof key !== 'string' || key.length === 0) throw invalidKey(key);
+    return this.#remove(key);
+  }
+
+  #remove(key: string): Promise<boolean> {
     this.#deletes++;
     this.#note(0, key);
     this.#l1?.delete(key);
-    await spanned('clawperf.cache.del', async () => {
-      await this.#useL2((l2) => l2.delete(key));
+    return spanned('clawperf.cache.del', async () => {
+      const tombstoned = this.#l2 === undefined || (await this.#readL2((l2) => l2.delete(key))) !== DOWN;
       await this.#useL3((l3) => l3.delete(key));
-      await this.#publish({ keys: [key] });
+      const published = await this.#publish({ keys: [key] });
+      return tombstoned && (published || this.#bus === undefined);
     });
   }
 
@@ -849,7 +917,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       }
       if (value !== undefined && write.ttlMs > 0) {
         const data = this.#encode(key, value);
-        published = await this.#write(key, value, data, version, write, since, fence);
+        published = (await this.#write(key, value, data, version, write, since, fence)) === 'stored';
       }
       return value;
     } finally {
@@ -921,7 +989,8 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
 
   /**
    * Writes L2 first (versioned), then, if Redis took it and no invalidation of the key or its tags arrived
-   * since `since`, L1 and L3; tells other nodes. Returns whether a bus message went out.
+   * since `since`, L1 and L3; tells other nodes. `'stored'`: Redis took it and a bus message was sent;
+   * `'local'`: Redis was unreachable, kept on this node only; `'refused'`: something newer won.
    */
   async #write(
     key: string,
@@ -931,7 +1000,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     write: WriteOptions,
     since: number,
     fence: string,
-  ): Promise<boolean> {
+  ): Promise<'stored' | 'local' | 'refused'> {
     const entry: StoredEntry = {
       data,
       version,
@@ -945,17 +1014,17 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     if (accepted === false) {
       this.#refused++;
       this.#l1?.delete(key);
-      return false;
+      return 'refused';
     }
     if (!this.#untouched(key, write.tags, since)) {
       this.#refused++;
-      return false;
+      return 'refused';
     }
     if (this.#l1 !== undefined) this.#fillL1(key, value, write.tags, write.ttlMs, write.graceMs);
     await this.#useL3((l3) => l3.set(key, entry));
-    if (accepted === DOWN) return false;
+    if (accepted === DOWN) return 'local';
     await this.#publish({ keys: [key] });
-    return true;
+    return 'stored';
   }
 
   #fillL1(key: string, value: T, tags: readonly string[], ttlMs: number, graceMs: number): void {
@@ -992,15 +1061,18 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     }
   }
 
-  async #publish(message: BusMessage): Promise<void> {
+  /** Publishes on the bus; whether the message went out. Failures are counted and contained. */
+  async #publish(message: BusMessage): Promise<boolean> {
     const bus = this.#bus;
-    if (bus === undefined || this.#breaker.state === 'open') return;
+    if (bus === undefined || this.#breaker.state === 'open') return false;
     try {
       await bus.publish(message);
       this.#busPublished++;
+      return true;
     } catch (error) {
       this.#busErrors++;
       this.#report(error);
+      return false;
     }
   }
 
