@@ -14,6 +14,7 @@ const SERVERS = [
   ['promtool', 'prometheus'],
   ['influxd', 'influxdb'],
   ['postgresql/initdb', 'postgresql'],
+  ['chromium', 'chromium'],
 ];
 
 const onPath = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;

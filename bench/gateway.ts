@@ -1,0 +1,233 @@
+/**
+ * The gateway against the limits physics allows, on the same machine in the same run:
+ *
+ * 1. Cached answers (`/v1/embeddings` with one input, a deterministic `/v1/chat/completions`) against a bare
+ *    Fastify route returning the same JSON: requests/s with autocannon at 16 connections, rounds interleaved.
+ * 2. Overhead on a cache miss: a local OpenAI-shaped upstream (a bare node:http server answering at once)
+ *    called through the gateway (`upstreamUrl`) and directly, from an undici client loop recording into
+ *    `perf_hooks.createHistogram` (bench/harness.ts), at 1 and 16 connections. Added latency = the
+ *    gateway's percentile minus the direct one.
+ *
+ * The servers run in a child process (this file with `serve`), so the load generator does not share their
+ * event loop.
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import { createRequire } from 'node:module';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Fastify from 'fastify';
+import { Agent, request } from 'undici';
+import { compare } from './harness.ts';
+
+/** The part of autocannon's API used here (the package ships no types). */
+const autocannon = createRequire(import.meta.url)('autocannon') as (options: {
+  url: string;
+  method: string;
+  connections: number;
+  duration: number;
+  headers: Record<string, string>;
+  body: string;
+}) => Promise<{ non2xx: number; errors: number; requests: { average: number } }>;
+
+interface Ports {
+  gateway: number;
+  /** The same gateway without the disk cache (memory only). */
+  memoryOnly: number;
+  bare: number;
+  upstream: number;
+}
+
+const chatAnswer = {
+  id: 'chatcmpl-bench',
+  object: 'chat.completion',
+  created: 0,
+  model: 'bench-chat',
+  choices: [{ index: 0, message: { role: 'assistant', content: 'a short answer' }, finish_reason: 'stop' }],
+  usage: { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 },
+};
+
+async function serve(): Promise<void> {
+  const { createGateway } = await import('../src/gateway/server.ts');
+  const upstream = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      const body = JSON.stringify(chatAnswer);
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  const upstreamPort = (upstream.address() as AddressInfo).port;
+  const dir = await mkdtemp(join(tmpdir(), 'clawperf-bench-gw-'));
+  const gw = await createGateway({
+    cacheDir: dir,
+    localChatLatencyMs: 0,
+    upstreamUrl: `http://127.0.0.1:${upstreamPort}/v1`,
+  });
+  await gw.app.listen({ port: 0, host: '127.0.0.1' });
+  const memoryOnly = await createGateway({
+    cacheDir: false,
+    localChatLatencyMs: 0,
+    upstreamUrl: `http://127.0.0.1:${upstreamPort}/v1`,
+  });
+  await memoryOnly.app.listen({ port: 0, host: '127.0.0.1' });
+  const embedAnswer = (
+    await gw.app.inject({
+      method: 'POST',
+      url: '/v1/embeddings',
+      payload: { model: 'local-embed', input: 'hello' },
+    })
+  ).json();
+  const bare = Fastify({ logger: false });
+  bare.post('/v1/embeddings', async () => embedAnswer);
+  await bare.listen({ port: 0, host: '127.0.0.1' });
+  const ports: Ports = {
+    gateway: (gw.app.server.address() as AddressInfo).port,
+    memoryOnly: (memoryOnly.app.server.address() as AddressInfo).port,
+    bare: (bare.server.address() as AddressInfo).port,
+    upstream: upstreamPort,
+  };
+  process.send?.(ports);
+  process.once('disconnect', async () => {
+    await gw.close();
+    await memoryOnly.close();
+    await bare.close();
+    upstream.close();
+    await rm(dir, { recursive: true, force: true });
+    process.exit(0);
+  });
+}
+
+async function cannon(url: string, body: unknown): Promise<number> {
+  const result = await autocannon({
+    url,
+    method: 'POST',
+    connections: 16,
+    duration: 3,
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (result.non2xx > 0 || result.errors > 0)
+    throw new Error(`${url}: ${result.non2xx} non-2xx, ${result.errors} errors`);
+  return result.requests.average;
+}
+
+async function main(): Promise<void> {
+  const child: ChildProcess = fork(new URL(import.meta.url).pathname, ['serve'], {
+    execArgv: ['--import', 'tsx'],
+    stdio: 'inherit',
+  });
+  const [ports] = (await once(child, 'message')) as [Ports];
+  const gateway = `http://127.0.0.1:${ports.gateway}`;
+  const memoryOnly = `http://127.0.0.1:${ports.memoryOnly}`;
+  const bare = `http://127.0.0.1:${ports.bare}`;
+  const upstream = `http://127.0.0.1:${ports.upstream}`;
+  const embed = { model: 'local-embed', input: 'hello' };
+  const chat = {
+    model: 'bench-chat',
+    temperature: 0,
+    messages: [{ role: 'user', content: 'cached question' }],
+  };
+  await request(`${gateway}/v1/chat/completions`, {
+    method: 'POST',
+    body: JSON.stringify(chat),
+    headers: { 'content-type': 'application/json' },
+  }).then((r) => r.body.dump());
+
+  const rows: Record<string, number[]> = { bare: [], embed: [], chat: [] };
+  await cannon(`${bare}/v1/embeddings`, embed);
+  await cannon(`${gateway}/v1/embeddings`, embed);
+  for (let round = 0; round < 3; round++) {
+    rows.embed!.push(await cannon(`${gateway}/v1/embeddings`, embed));
+    rows.chat!.push(await cannon(`${gateway}/v1/chat/completions`, chat));
+    rows.bare!.push(await cannon(`${bare}/v1/embeddings`, embed));
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+  const bareRps = median(rows.bare!);
+  console.log('\n### Cached answers, autocannon, 16 connections, 3 rounds of 3 s (median)\n');
+  console.log('| contender | req/s | ratio to bare Fastify |');
+  console.log('|---|---:|---:|');
+  for (const [name, key] of [
+    ['clawperf gateway, cached /v1/embeddings (1 input)', 'embed'],
+    ['clawperf gateway, cached deterministic /v1/chat/completions', 'chat'],
+    ['bare Fastify route, same JSON (limit)', 'bare'],
+  ] as const) {
+    const rps = median(rows[key]!);
+    console.log(`| ${name} | ${Math.round(rps)} | ${(rps / bareRps).toFixed(2)}x |`);
+  }
+
+  const agent = new Agent({ connections: 32 });
+  let n = 0;
+  const post = (url: string, body: unknown) =>
+    request(url, {
+      method: 'POST',
+      body: JSON.stringify(body),
+      headers: { 'content-type': 'application/json' },
+      dispatcher: agent,
+    }).then((r) => {
+      if (r.statusCode !== 200) throw new Error(`${url}: ${r.statusCode}`);
+      return r.body.dump();
+    });
+  for (const concurrency of [1, 16]) {
+    const results = await compare(
+      {
+        title: `Cache miss overhead, ${concurrency} connection(s)`,
+        concurrency,
+        latency: true,
+        rounds: 5,
+        roundMs: 1000,
+      },
+      [
+        {
+          name: 'through the gateway: deterministic chat, cache miss',
+          op: () =>
+            post(`${gateway}/v1/chat/completions`, {
+              ...chat,
+              messages: [{ role: 'user', content: `miss ${n++}` }],
+            }),
+        },
+        {
+          name: 'through the gateway without disk cache: cache miss',
+          op: () =>
+            post(`${memoryOnly}/v1/chat/completions`, {
+              ...chat,
+              messages: [{ role: 'user', content: `miss ${n++}` }],
+            }),
+        },
+        {
+          name: 'through the gateway: x-clawperf-cache bypass',
+          op: () =>
+            request(`${gateway}/v1/chat/completions`, {
+              method: 'POST',
+              body: JSON.stringify(chat),
+              headers: { 'content-type': 'application/json', 'x-clawperf-cache': 'bypass' },
+              dispatcher: agent,
+            }).then((r) => r.body.dump()),
+        },
+        {
+          name: 'the upstream called directly (limit)',
+          op: () => post(`${upstream}/v1/chat/completions`, chat),
+        },
+      ],
+    );
+    const direct = results[3]!;
+    console.log(`\nAdded latency at ${concurrency} connection(s), gateway minus direct:\n`);
+    console.log('| path | p50 added (ms) | p99 added (ms) |');
+    console.log('|---|---:|---:|');
+    for (const r of results.slice(0, 3)) {
+      console.log(
+        `| ${r.name} | ${(((r.p50Us ?? 0) - (direct.p50Us ?? 0)) / 1000).toFixed(3)} | ${(((r.p99Us ?? 0) - (direct.p99Us ?? 0)) / 1000).toFixed(3)} |`,
+      );
+    }
+  }
+  await agent.close();
+  child.disconnect();
+  await once(child, 'exit');
+}
+
+if (process.argv[2] === 'serve') await serve();
+else await main();

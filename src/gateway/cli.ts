@@ -1,0 +1,41 @@
+/**
+ * `clawperf gateway [options]`: reads the configuration, starts the gateway and resolves with the exit
+ * code once it has shut down (on SIGTERM or SIGINT).
+ *
+ * @module
+ */
+import { ConfigError } from '../errors.ts';
+import { helpText, loadConfig } from './config.ts';
+import { startGateway } from './server.ts';
+
+/** Runs the gateway command with `argv` (the arguments after `gateway`). */
+export async function runGateway(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<number> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig(argv, env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`clawperf gateway: invalid setting ${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+  const { help, ...settings } = config;
+  if (help) {
+    process.stdout.write(helpText());
+    return 0;
+  }
+  let gateway: Awaited<ReturnType<typeof startGateway>>;
+  try {
+    gateway = await startGateway(settings);
+  } catch (error) {
+    process.stderr.write(`clawperf gateway: cannot start: ${(error as Error).message}\n`);
+    return 1;
+  }
+  await gateway.closed;
+  process.stderr.write('clawperf gateway: stopped\n');
+  return 0;
+}

@@ -1,0 +1,573 @@
+/**
+ * The gateway's settings: defaults, then an optional JSON/YAML config file, then environment variables,
+ * then command-line flags (each layer overrides the one before). Every value is validated; a bad one
+ * throws {@link ConfigError} naming the setting, and the gateway does not start.
+ *
+ * @module
+ */
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError } from '../errors.ts';
+
+/** @default 8787 */
+export const DEFAULT_PORT = 8787;
+/** Loopback only: the gateway is not reachable from other hosts unless asked. @default '127.0.0.1' */
+export const DEFAULT_HOST = '127.0.0.1';
+/** Latency of the simulated `local-chat` model, like a fast hosted model, ms. @default 50 */
+export const DEFAULT_LOCAL_CHAT_LATENCY_MS = 50;
+/** Largest request body accepted; a bigger one gets 413. @default 10485760 (10 MiB) */
+export const DEFAULT_BODY_LIMIT_BYTES = 10 * 1024 * 1024;
+/** How long shutdown waits for in-flight requests before closing their connections, ms. @default 10000 */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
+/** Lifetime of a cached answer, ms. @default 86400000 (one day) */
+export const DEFAULT_CACHE_TTL_MS = 86_400_000;
+/** Entries held in memory (L1). @default 10000 */
+export const DEFAULT_L1_MAX_ENTRIES = 10_000;
+/** Upstream calls running at once; more wait in the queue. @default 64 */
+export const DEFAULT_MAX_CONCURRENCY = 64;
+/** Requests waiting for an upstream slot; one more gets 503 with Retry-After. @default 1024 */
+export const DEFAULT_MAX_QUEUE_SIZE = 1024;
+/** Longest wait for an upstream slot before 503, ms. @default 30000 */
+export const DEFAULT_QUEUE_TIMEOUT_MS = 30_000;
+/** Time allowed for one upstream call (until the answer's headers, and between streamed chunks), ms. @default 60000 */
+export const DEFAULT_UPSTREAM_TIMEOUT_MS = 60_000;
+/** Retries of an upstream call that failed with 429, 5xx or a connection error. @default 2 */
+export const DEFAULT_UPSTREAM_RETRIES = 2;
+/** Keep-alive connections to the upstream. @default 64 */
+export const DEFAULT_UPSTREAM_CONNECTIONS = 64;
+/** Embedding inputs sent upstream in one call. @default 100 */
+export const DEFAULT_BATCH_MAX_SIZE = 100;
+/** How long an embedding batch waits for more inputs before it is sent, ms. @default 5 */
+export const DEFAULT_BATCH_MAX_WAIT_MS = 5;
+
+/** Per-tenant limits per minute; a missing one is not limited. */
+export interface GatewayLimits {
+  /** Requests per minute per tenant. */
+  rpm?: number;
+  /** Tokens per minute per tenant (estimated at admission, settled from the answer's `usage`). */
+  tpm?: number;
+}
+
+/** Everything the gateway is started with. */
+export interface GatewayConfig {
+  port: number;
+  host: string;
+  /** Redis for L2, the invalidation bus and global limits; without it everything is per process. */
+  redisUrl: string | undefined;
+  /** An OpenAI-compatible base URL including its version path (`https://api.openai.com/v1`). */
+  upstreamUrl: string | undefined;
+  upstreamApiKey: string | undefined;
+  /** The disk cache (L3) directory, or `false` for no disk cache. */
+  cacheDir: string | false;
+  cacheTtlMs: number;
+  l1MaxEntries: number;
+  /** Bearer token of `/admin/*` and `/debug/*`; without one those routes are disabled (404). */
+  adminToken: string | undefined;
+  /** Client API key -> tenant. Empty: the gateway is open, to loopback clients only. */
+  apiKeys: Record<string, string>;
+  localChatLatencyMs: number;
+  /** Rate limits, or `undefined` for none (the default). */
+  limits: GatewayLimits | undefined;
+  bodyLimitBytes: number;
+  drainTimeoutMs: number;
+  maxConcurrency: number;
+  maxQueueSize: number;
+  queueTimeoutMs: number;
+  upstreamTimeoutMs: number;
+  upstreamRetries: number;
+  upstreamConnections: number;
+  batchMaxSize: number;
+  batchMaxWaitMs: number;
+  /** OTLP/HTTP traces endpoint; without it spans are made (for `traceparent`) but not exported. */
+  otlpUrl: string | undefined;
+}
+
+type Kind = 'port' | 'string' | 'url' | 'integer' | 'dir' | 'keys' | 'limits';
+
+interface Setting {
+  key: keyof GatewayConfig;
+  flag: string;
+  env: string | undefined;
+  kind: Kind;
+  min?: number;
+  help: string;
+  defaultText: string;
+}
+
+const SETTINGS: readonly Setting[] = [
+  {
+    key: 'port',
+    flag: 'port',
+    env: 'PORT',
+    kind: 'port',
+    help: 'port to listen on',
+    defaultText: String(DEFAULT_PORT),
+  },
+  {
+    key: 'host',
+    flag: 'host',
+    env: 'HOST',
+    kind: 'string',
+    help: 'address to listen on',
+    defaultText: DEFAULT_HOST,
+  },
+  {
+    key: 'redisUrl',
+    flag: 'redis',
+    env: 'REDIS_URL',
+    kind: 'url',
+    help: 'Redis URL: shared L2 cache, invalidation bus, global limits',
+    defaultText: 'none (single node)',
+  },
+  {
+    key: 'upstreamUrl',
+    flag: 'upstream',
+    env: 'UPSTREAM_URL',
+    kind: 'url',
+    help: 'OpenAI-compatible base URL with its version path, e.g. https://api.openai.com/v1',
+    defaultText: 'none (local models only)',
+  },
+  {
+    key: 'upstreamApiKey',
+    flag: 'upstream-api-key',
+    env: 'UPSTREAM_API_KEY',
+    kind: 'string',
+    help: 'API key sent to the upstream as a bearer token',
+    defaultText: 'none',
+  },
+  {
+    key: 'cacheDir',
+    flag: 'cache-dir',
+    env: 'CACHE_DIR',
+    kind: 'dir',
+    help: 'disk cache directory ("off" for no disk cache)',
+    defaultText: '$XDG_CACHE_HOME/clawperf, else ~/.cache/clawperf',
+  },
+  {
+    key: 'cacheTtlMs',
+    flag: 'cache-ttl-ms',
+    env: 'CLAWPERF_CACHE_TTL_MS',
+    kind: 'integer',
+    min: 1,
+    help: 'lifetime of a cached answer, ms',
+    defaultText: String(DEFAULT_CACHE_TTL_MS),
+  },
+  {
+    key: 'l1MaxEntries',
+    flag: 'l1-max-entries',
+    env: 'CLAWPERF_L1_MAX_ENTRIES',
+    kind: 'integer',
+    min: 1,
+    help: 'cached answers held in memory',
+    defaultText: String(DEFAULT_L1_MAX_ENTRIES),
+  },
+  {
+    key: 'adminToken',
+    flag: 'admin-token',
+    env: 'CLAWPERF_ADMIN_TOKEN',
+    kind: 'string',
+    help: 'bearer token for /admin/* and /debug/* (disabled without one)',
+    defaultText: 'none',
+  },
+  {
+    key: 'apiKeys',
+    flag: 'api-keys',
+    env: 'GATEWAY_API_KEYS',
+    kind: 'keys',
+    help: 'client API keys as comma-separated key:tenant pairs',
+    defaultText: 'none (open to loopback clients only)',
+  },
+  {
+    key: 'localChatLatencyMs',
+    flag: 'local-chat-latency-ms',
+    env: 'CLAWPERF_LOCAL_CHAT_LATENCY_MS',
+    kind: 'integer',
+    help: 'latency of the simulated local-chat model, ms',
+    defaultText: String(DEFAULT_LOCAL_CHAT_LATENCY_MS),
+  },
+  {
+    key: 'limits',
+    flag: 'limits',
+    env: 'CLAWPERF_LIMITS',
+    kind: 'limits',
+    help: 'per-tenant limits, e.g. rpm=60,tpm=90000',
+    defaultText: 'off',
+  },
+  {
+    key: 'bodyLimitBytes',
+    flag: 'body-limit-bytes',
+    env: 'CLAWPERF_BODY_LIMIT_BYTES',
+    kind: 'integer',
+    min: 1,
+    help: 'largest request body; bigger ones get 413',
+    defaultText: String(DEFAULT_BODY_LIMIT_BYTES),
+  },
+  {
+    key: 'drainTimeoutMs',
+    flag: 'drain-timeout-ms',
+    env: 'CLAWPERF_DRAIN_TIMEOUT_MS',
+    kind: 'integer',
+    help: 'on SIGTERM/SIGINT, longest wait for in-flight requests, ms',
+    defaultText: String(DEFAULT_DRAIN_TIMEOUT_MS),
+  },
+  {
+    key: 'maxConcurrency',
+    flag: 'max-concurrency',
+    env: 'CLAWPERF_MAX_CONCURRENCY',
+    kind: 'integer',
+    min: 1,
+    help: 'upstream calls running at once',
+    defaultText: String(DEFAULT_MAX_CONCURRENCY),
+  },
+  {
+    key: 'maxQueueSize',
+    flag: 'max-queue-size',
+    env: 'CLAWPERF_MAX_QUEUE_SIZE',
+    kind: 'integer',
+    help: 'requests waiting for an upstream slot before 503',
+    defaultText: String(DEFAULT_MAX_QUEUE_SIZE),
+  },
+  {
+    key: 'queueTimeoutMs',
+    flag: 'queue-timeout-ms',
+    env: 'CLAWPERF_QUEUE_TIMEOUT_MS',
+    kind: 'integer',
+    min: 1,
+    help: 'longest wait for an upstream slot, ms',
+    defaultText: String(DEFAULT_QUEUE_TIMEOUT_MS),
+  },
+  {
+    key: 'upstreamTimeoutMs',
+    flag: 'upstream-timeout-ms',
+    env: 'CLAWPERF_UPSTREAM_TIMEOUT_MS',
+    kind: 'integer',
+    min: 1,
+    help: 'time allowed for an upstream answer (and between streamed chunks), ms',
+    defaultText: String(DEFAULT_UPSTREAM_TIMEOUT_MS),
+  },
+  {
+    key: 'upstreamRetries',
+    flag: 'upstream-retries',
+    env: 'CLAWPERF_UPSTREAM_RETRIES',
+    kind: 'integer',
+    help: 'retries on 429, 5xx and connection errors',
+    defaultText: String(DEFAULT_UPSTREAM_RETRIES),
+  },
+  {
+    key: 'upstreamConnections',
+    flag: 'upstream-connections',
+    env: 'CLAWPERF_UPSTREAM_CONNECTIONS',
+    kind: 'integer',
+    min: 1,
+    help: 'keep-alive connections to the upstream',
+    defaultText: String(DEFAULT_UPSTREAM_CONNECTIONS),
+  },
+  {
+    key: 'batchMaxSize',
+    flag: 'batch-max-size',
+    env: 'CLAWPERF_BATCH_MAX_SIZE',
+    kind: 'integer',
+    min: 1,
+    help: 'embedding inputs per upstream call',
+    defaultText: String(DEFAULT_BATCH_MAX_SIZE),
+  },
+  {
+    key: 'batchMaxWaitMs',
+    flag: 'batch-max-wait-ms',
+    env: 'CLAWPERF_BATCH_MAX_WAIT_MS',
+    kind: 'integer',
+    help: 'how long an embedding batch waits for more inputs, ms',
+    defaultText: String(DEFAULT_BATCH_MAX_WAIT_MS),
+  },
+  {
+    key: 'otlpUrl',
+    flag: 'otlp-url',
+    env: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
+    kind: 'url',
+    help: 'OTLP/HTTP traces endpoint (spans are exported only with one)',
+    defaultText: 'none',
+  },
+];
+
+const BY_FLAG = new Map(SETTINGS.map((s) => [s.flag, s]));
+const BY_KEY = new Map(SETTINGS.map((s) => [s.key as string, s]));
+
+/** The default disk cache directory: `$XDG_CACHE_HOME/clawperf`, else `~/.cache/clawperf`. */
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  const xdg = env.XDG_CACHE_HOME;
+  return xdg ? join(xdg, 'clawperf') : join(homedir(), '.cache', 'clawperf');
+}
+
+/** Every setting at its default. */
+export function defaultConfig(env: NodeJS.ProcessEnv = process.env): GatewayConfig {
+  return {
+    port: DEFAULT_PORT,
+    host: DEFAULT_HOST,
+    redisUrl: undefined,
+    upstreamUrl: undefined,
+    upstreamApiKey: undefined,
+    cacheDir: defaultCacheDir(env),
+    cacheTtlMs: DEFAULT_CACHE_TTL_MS,
+    l1MaxEntries: DEFAULT_L1_MAX_ENTRIES,
+    adminToken: undefined,
+    apiKeys: {},
+    localChatLatencyMs: DEFAULT_LOCAL_CHAT_LATENCY_MS,
+    limits: undefined,
+    bodyLimitBytes: DEFAULT_BODY_LIMIT_BYTES,
+    drainTimeoutMs: DEFAULT_DRAIN_TIMEOUT_MS,
+    maxConcurrency: DEFAULT_MAX_CONCURRENCY,
+    maxQueueSize: DEFAULT_MAX_QUEUE_SIZE,
+    queueTimeoutMs: DEFAULT_QUEUE_TIMEOUT_MS,
+    upstreamTimeoutMs: DEFAULT_UPSTREAM_TIMEOUT_MS,
+    upstreamRetries: DEFAULT_UPSTREAM_RETRIES,
+    upstreamConnections: DEFAULT_UPSTREAM_CONNECTIONS,
+    batchMaxSize: DEFAULT_BATCH_MAX_SIZE,
+    batchMaxWaitMs: DEFAULT_BATCH_MAX_WAIT_MS,
+    otlpUrl: undefined,
+  };
+}
+
+/** Parses `rpm=60,tpm=90000`. */
+function parseLimits(name: string, text: string): GatewayLimits | undefined {
+  const trimmed = text.trim();
+  if (trimmed === '' || trimmed === 'off') return undefined;
+  const limits: GatewayLimits = {};
+  for (const part of trimmed.split(',')) {
+    const [k, v, extra] = part.split('=').map((s) => s.trim());
+    if ((k !== 'rpm' && k !== 'tpm') || v === undefined || extra !== undefined) {
+      throw new ConfigError(name, `expected entries rpm=<n> or tpm=<n> separated by commas, got "${part}"`);
+    }
+    limits[k] = positiveInteger(`${name}.${k}`, Number(v));
+  }
+  return limits;
+}
+
+/** Parses `key1:tenant1,key2:tenant2`. */
+function parseKeys(name: string, text: string): Record<string, string> {
+  const keys: Record<string, string> = {};
+  for (const part of text.split(',')) {
+    const entry = part.trim();
+    if (entry === '') continue;
+    const at = entry.lastIndexOf(':');
+    const key = entry.slice(0, at).trim();
+    const tenant = entry.slice(at + 1).trim();
+    if (at <= 0 || key === '' || tenant === '') {
+      throw new ConfigError(name, `expected comma-separated key:tenant pairs, got "${entry}"`);
+    }
+    keys[key] = tenant;
+  }
+  return keys;
+}
+
+function positiveInteger(name: string, value: unknown, min = 1): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+    throw new ConfigError(name, `must be an integer >= ${min}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** Converts one raw value (a string from flags/env, or anything from a config file) for `setting`. */
+function convert(setting: Setting, name: string, raw: unknown): unknown {
+  const fromText = typeof raw === 'string';
+  switch (setting.kind) {
+    case 'port': {
+      const n = fromText && /^\d+$/.test(raw.trim()) ? Number(raw) : raw;
+      const port = positiveInteger(name, n, 0);
+      if (port > 65_535) throw new ConfigError(name, `must be a port number 0-65535, got ${port}`);
+      return port;
+    }
+    case 'integer': {
+      const n = fromText && /^\d+$/.test(raw.trim()) ? Number(raw) : raw;
+      return positiveInteger(name, n, setting.min ?? 0);
+    }
+    case 'string':
+      if (typeof raw !== 'string' || raw === '') {
+        throw new ConfigError(name, `must be a non-empty string, got ${JSON.stringify(raw)}`);
+      }
+      return raw;
+    case 'url': {
+      if (typeof raw !== 'string' || raw === '') {
+        throw new ConfigError(name, `must be a URL, got ${JSON.stringify(raw)}`);
+      }
+      let url: URL;
+      try {
+        url = new URL(raw);
+      } catch {
+        throw new ConfigError(name, `must be a URL, got ${JSON.stringify(raw)}`);
+      }
+      const allowed = setting.key === 'redisUrl' ? ['redis:', 'rediss:'] : ['http:', 'https:'];
+      if (!allowed.includes(url.protocol)) {
+        throw new ConfigError(name, `must be a ${allowed.join(' or ')} URL, got ${JSON.stringify(raw)}`);
+      }
+      return setting.key === 'upstreamUrl' ? raw.replace(/\/+$/, '') : raw;
+    }
+    case 'dir':
+      if (raw === false || raw === 'off' || raw === 'false') return false;
+      if (typeof raw !== 'string' || raw === '') {
+        throw new ConfigError(name, `must be a directory path or "off", got ${JSON.stringify(raw)}`);
+      }
+      return raw;
+    case 'keys':
+      if (typeof raw === 'string') return parseKeys(name, raw);
+      if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) {
+        const keys: Record<string, string> = {};
+        for (const [key, tenant] of Object.entries(raw)) {
+          if (typeof tenant !== 'string' || tenant === '') {
+            throw new ConfigError(`${name}.${key}`, `must be a tenant name, got ${JSON.stringify(tenant)}`);
+          }
+          keys[key] = tenant;
+        }
+        return keys;
+      }
+      throw new ConfigError(name, `must be key:tenant pairs or an object, got ${JSON.stringify(raw)}`);
+    case 'limits':
+      if (typeof raw === 'string') return parseLimits(name, raw);
+      if (raw === false || raw === null) return undefined;
+      if (typeof raw === 'object' && !Array.isArray(raw)) {
+        const limits: GatewayLimits = {};
+        for (const [k, v] of Object.entries(raw)) {
+          if (k !== 'rpm' && k !== 'tpm') throw new ConfigError(`${name}.${k}`, 'unknown limit (rpm, tpm)');
+          limits[k] = positiveInteger(`${name}.${k}`, v);
+        }
+        return limits;
+      }
+      throw new ConfigError(name, `must be "rpm=<n>,tpm=<n>" or an object, got ${JSON.stringify(raw)}`);
+  }
+}
+
+/** Reads and validates a JSON or YAML config file whose keys are the setting names (`port`, `redisUrl`, ...). */
+export function readConfigFile(path: string): Partial<GatewayConfig> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError('config', `cannot read ${path}: ${(error as Error).message}`, { cause: error });
+  }
+  let data: unknown;
+  try {
+    data = parseYaml(text);
+  } catch (error) {
+    throw new ConfigError('config', `${path} is not valid JSON or YAML: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  if (data === null || data === undefined) return {};
+  if (typeof data !== 'object' || Array.isArray(data)) {
+    throw new ConfigError('config', `${path} must hold an object of settings`);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(data)) {
+    const setting = BY_KEY.get(key);
+    if (setting === undefined) {
+      throw new ConfigError(key, `unknown setting in ${path}; known: ${[...BY_KEY.keys()].join(', ')}`);
+    }
+    out[key] = convert(setting, key, value);
+  }
+  return out as Partial<GatewayConfig>;
+}
+
+/** What {@link parseArgs} found on the command line. */
+export interface ParsedArgs {
+  help: boolean;
+  configFile: string | undefined;
+  values: Partial<GatewayConfig>;
+}
+
+/** Parses `--name value` and `--name=value` flags. */
+export function parseArgs(argv: readonly string[]): ParsedArgs {
+  const values: Record<string, unknown> = {};
+  let help = false;
+  let configFile: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--help' || arg === '-h') {
+      help = true;
+      continue;
+    }
+    if (!arg.startsWith('--')) throw new ConfigError(arg, 'unexpected argument; flags start with --');
+    const eq = arg.indexOf('=');
+    const flag = arg.slice(2, eq === -1 ? undefined : eq);
+    let value: string | undefined = eq === -1 ? undefined : arg.slice(eq + 1);
+    if (value === undefined) {
+      value = argv[i + 1];
+      if (value === undefined || value.startsWith('--')) throw new ConfigError(`--${flag}`, 'needs a value');
+      i++;
+    }
+    if (flag === 'config') {
+      configFile = value;
+      continue;
+    }
+    const setting = BY_FLAG.get(flag);
+    if (setting === undefined) throw new ConfigError(`--${flag}`, 'unknown flag; see --help');
+    values[setting.key] = convert(setting, `--${flag}`, value);
+  }
+  return { help, configFile, values: values as Partial<GatewayConfig> };
+}
+
+/** Settings from environment variables (an empty variable counts as unset). */
+export function readEnv(env: NodeJS.ProcessEnv): Partial<GatewayConfig> {
+  const values: Record<string, unknown> = {};
+  for (const setting of SETTINGS) {
+    if (setting.env === undefined) continue;
+    const raw = env[setting.env];
+    if (raw === undefined || raw === '') continue;
+    values[setting.key] = convert(setting, setting.env, raw);
+  }
+  return values as Partial<GatewayConfig>;
+}
+
+/**
+ * The configuration from defaults, the config file (`--config` or `CLAWPERF_CONFIG`), the environment and
+ * the flags, in that order of precedence (flags win).
+ *
+ * @throws {ConfigError} naming the setting, for any invalid value, unknown flag or unreadable file.
+ */
+export function loadConfig(
+  argv: readonly string[] = [],
+  env: NodeJS.ProcessEnv = process.env,
+): GatewayConfig & { help: boolean } {
+  const args = parseArgs(argv);
+  const file = args.configFile ?? (env.CLAWPERF_CONFIG || undefined);
+  const fromFile = file === undefined ? {} : readConfigFile(file);
+  return { ...defaultConfig(env), ...fromFile, ...readEnv(env), ...args.values, help: args.help };
+}
+
+/** Validates a configuration given as an object (the programmatic counterpart of {@link loadConfig}). */
+export function resolveConfig(input: Partial<GatewayConfig> = {}): GatewayConfig {
+  if (input === null || typeof input !== 'object') throw new ConfigError('config', 'must be an object');
+  const out: Record<string, unknown> = { ...defaultConfig() };
+  for (const [key, value] of Object.entries(input)) {
+    if (value === undefined) continue;
+    const setting = BY_KEY.get(key);
+    if (setting === undefined) throw new ConfigError(key, 'unknown setting');
+    out[key] = convert(setting, key, value);
+  }
+  return out as unknown as GatewayConfig;
+}
+
+/** The `--help` text: every setting with its flag, environment variable and default. */
+export function helpText(): string {
+  const rows = SETTINGS.map((s) => [`--${s.flag} <value>`, s.env ?? '', s.help, s.defaultText]);
+  rows.unshift([
+    '--config <file>',
+    'CLAWPERF_CONFIG',
+    'JSON or YAML file of settings (camelCase keys)',
+    'none',
+  ]);
+  const w0 = Math.max(...rows.map((r) => r[0]!.length));
+  const w1 = Math.max(...rows.map((r) => r[1]!.length));
+  return [
+    'Usage: clawperf gateway [options]',
+    '',
+    'An OpenAI-compatible performance gateway: cached, batched, rate-limited, backpressured, observable.',
+    'Built-in LOCAL models (no provider needed): local-embed (feature-hashing embeddings) and',
+    'local-chat (a simulated chat model). Precedence: flags > environment > config file > defaults.',
+    '',
+    `  ${'flag'.padEnd(w0)}  ${'environment'.padEnd(w1)}  description (default)`,
+    ...rows.map((r) => `  ${r[0]!.padEnd(w0)}  ${r[1]!.padEnd(w1)}  ${r[2]} (default: ${r[3]})`),
+    `  ${'--help'.padEnd(w0)}  ${''.padEnd(w1)}  show this help`,
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,28 @@
+/**
+ * clawperf/gateway: the OpenAI-compatible performance gateway (`npx clawperf gateway`) as a library, for
+ * embedding it in a process of your own or starting it with a configuration built in code.
+ *
+ * @module
+ */
+export {
+  DEFAULT_BATCH_MAX_SIZE,
+  DEFAULT_BATCH_MAX_WAIT_MS,
+  DEFAULT_BODY_LIMIT_BYTES,
+  DEFAULT_CACHE_TTL_MS,
+  DEFAULT_DRAIN_TIMEOUT_MS,
+  DEFAULT_HOST,
+  DEFAULT_LOCAL_CHAT_LATENCY_MS,
+  DEFAULT_PORT,
+  DEFAULT_UPSTREAM_CONNECTIONS,
+  DEFAULT_UPSTREAM_RETRIES,
+  DEFAULT_UPSTREAM_TIMEOUT_MS,
+  defaultCacheDir,
+  defaultConfig,
+  type GatewayConfig,
+  type GatewayLimits,
+  helpText,
+  loadConfig,
+  resolveConfig,
+} from './config.ts';
+export { LOCAL_CHAT_MODEL, LOCAL_EMBED_MODEL, LOCAL_MODELS, localEmbedding } from './local-upstream.ts';
+export { createGateway, type Gateway, type GatewayStats, type StartOptions, startGateway } from './server.ts';

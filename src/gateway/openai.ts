@@ -1,0 +1,249 @@
+/**
+ * The OpenAI wire shapes the gateway speaks, request validation, error bodies and the token estimate.
+ *
+ * @module
+ */
+
+/** The body of every error answer, as OpenAI sends it. */
+export interface OpenAIErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+/** An error answer: status, body and extra headers. */
+export interface ApiError {
+  status: number;
+  body: OpenAIErrorBody;
+  headers?: Record<string, string>;
+}
+
+/** Builds an {@link ApiError}. */
+export function apiError(
+  status: number,
+  message: string,
+  type: string,
+  code: string | null = null,
+  param: string | null = null,
+  headers?: Record<string, string>,
+): ApiError {
+  return { status, body: { error: { message, type, param, code } }, headers };
+}
+
+/** A 400 naming the parameter at fault. */
+export function invalid(param: string, message: string, code: string | null = 'invalid_value'): ApiError {
+  return apiError(400, message, 'invalid_request_error', code, param);
+}
+
+/** Characters per token of the documented estimate (OpenAI's rule of thumb for English text). */
+export const CHARS_PER_TOKEN = 4;
+
+/**
+ * Estimated tokens of `text`: `ceil(characters / 4)`. Used for TPM reservations before the answer's
+ * `usage` is known (the reservation is then settled to the real figure), and for the local models' usage.
+ */
+export function estimateTokens(text: string): number {
+  return Math.ceil(text.length / CHARS_PER_TOKEN);
+}
+
+/** One chat message as far as the gateway needs to look into it. */
+export interface ChatMessage {
+  role: string;
+  content?: unknown;
+  [key: string]: unknown;
+}
+
+/** A validated chat completion request (the original body is forwarded untouched). */
+export interface ChatRequest {
+  body: Record<string, unknown>;
+  model: string;
+  messages: ChatMessage[];
+  stream: boolean;
+  /** Temperature 0 and no tools or functions: the same request gets the same answer. */
+  deterministic: boolean;
+  /** `max_tokens` / `max_completion_tokens`, when given. */
+  maxTokens: number | undefined;
+  /** Characters of the prompt, for the token estimate. */
+  promptChars: number;
+}
+
+/** A validated embeddings request. Inputs are strings or token arrays. */
+export interface EmbeddingsRequest {
+  model: string;
+  inputs: (string | number[])[];
+  dimensions: number | undefined;
+  encodingFormat: 'float' | 'base64';
+  user: string | undefined;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+/** Text of a message's `content` (a string or an array of parts). */
+export function contentText(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) {
+    let text = '';
+    for (const part of content) {
+      if (isObject(part) && typeof part.text === 'string') text += part.text;
+    }
+    return text;
+  }
+  return '';
+}
+
+function modelOf(body: Record<string, unknown>): string | ApiError {
+  if (body.model === undefined)
+    return invalid('model', 'you must provide a model parameter', 'missing_required_parameter');
+  if (typeof body.model !== 'string' || body.model === '') {
+    return invalid(
+      'model',
+      `model must be a non-empty string, got ${JSON.stringify(body.model)}`,
+      'invalid_type',
+    );
+  }
+  return body.model;
+}
+
+/** Validates a `/v1/chat/completions` body. */
+export function parseChatRequest(body: unknown): ChatRequest | ApiError {
+  if (!isObject(body)) return invalid('body', 'the request body must be a JSON object', 'invalid_type');
+  const model = modelOf(body);
+  if (typeof model !== 'string') return model;
+  const messages = body.messages;
+  if (!Array.isArray(messages) || messages.length === 0) {
+    return invalid('messages', 'messages must be a non-empty array of messages', 'invalid_type');
+  }
+  let promptChars = 0;
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i] as unknown;
+    if (!isObject(m) || typeof m.role !== 'string') {
+      return invalid(`messages[${i}]`, `messages[${i}] must be an object with a string role`, 'invalid_type');
+    }
+    if (
+      m.content !== undefined &&
+      m.content !== null &&
+      typeof m.content !== 'string' &&
+      !Array.isArray(m.content)
+    ) {
+      return invalid(
+        `messages[${i}].content`,
+        `messages[${i}].content must be a string or an array`,
+        'invalid_type',
+      );
+    }
+    promptChars += contentText(m.content).length + m.role.length;
+  }
+  if (body.stream !== undefined && typeof body.stream !== 'boolean') {
+    return invalid('stream', `stream must be a boolean, got ${JSON.stringify(body.stream)}`, 'invalid_type');
+  }
+  if (body.temperature !== undefined && (typeof body.temperature !== 'number' || body.temperature < 0)) {
+    return invalid(
+      'temperature',
+      `temperature must be a number >= 0, got ${JSON.stringify(body.temperature)}`,
+      'invalid_type',
+    );
+  }
+  let maxTokens: number | undefined;
+  for (const name of ['max_tokens', 'max_completion_tokens'] as const) {
+    const v = body[name];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
+      return invalid(name, `${name} must be an integer >= 1, got ${JSON.stringify(v)}`, 'invalid_type');
+    }
+    maxTokens = v;
+  }
+  const hasTools =
+    (Array.isArray(body.tools) && body.tools.length > 0) ||
+    (Array.isArray(body.functions) && body.functions.length > 0);
+  return {
+    body,
+    model,
+    messages: messages as ChatMessage[],
+    stream: body.stream === true,
+    deterministic: body.temperature === 0 && !hasTools && (body.n === undefined || body.n === 1),
+    maxTokens,
+    promptChars,
+  };
+}
+
+/** Largest `dimensions` accepted. */
+export const MAX_DIMENSIONS = 8192;
+
+/** Validates a `/v1/embeddings` body. */
+export function parseEmbeddingsRequest(body: unknown): EmbeddingsRequest | ApiError {
+  if (!isObject(body)) return invalid('body', 'the request body must be a JSON object', 'invalid_type');
+  const model = modelOf(body);
+  if (typeof model !== 'string') return model;
+  const input = body.input;
+  let inputs: (string | number[])[];
+  if (typeof input === 'string') inputs = [input];
+  else if (Array.isArray(input) && input.length > 0 && input.every((t) => typeof t === 'number')) {
+    inputs = [input as number[]];
+  } else if (Array.isArray(input)) inputs = input as (string | number[])[];
+  else {
+    return invalid(
+      'input',
+      'input must be a string, an array of strings or an array of token arrays',
+      'invalid_type',
+    );
+  }
+  if (inputs.length === 0) return invalid('input', 'input must not be empty', 'invalid_value');
+  for (let i = 0; i < inputs.length; i++) {
+    const item = inputs[i];
+    if (typeof item === 'string') {
+      if (item.length === 0) return invalid(`input[${i}]`, `input[${i}] must not be an empty string`);
+    } else if (Array.isArray(item)) {
+      if (item.length === 0 || !item.every((t) => Number.isInteger(t) && (t as number) >= 0)) {
+        return invalid(`input[${i}]`, `input[${i}] must be a non-empty array of token ids`, 'invalid_type');
+      }
+    } else {
+      return invalid(`input[${i}]`, `input[${i}] must be a string or an array of token ids`, 'invalid_type');
+    }
+  }
+  let dimensions: number | undefined;
+  if (body.dimensions !== undefined && body.dimensions !== null) {
+    const d = body.dimensions;
+    if (typeof d !== 'number' || !Number.isInteger(d) || d < 1 || d > MAX_DIMENSIONS) {
+      return invalid(
+        'dimensions',
+        `dimensions must be an integer in [1, ${MAX_DIMENSIONS}], got ${JSON.stringify(d)}`,
+        'invalid_type',
+      );
+    }
+    dimensions = d;
+  }
+  const format = body.encoding_format ?? 'float';
+  if (format !== 'float' && format !== 'base64') {
+    return invalid(
+      'encoding_format',
+      `encoding_format must be "float" or "base64", got ${JSON.stringify(format)}`,
+    );
+  }
+  if (body.user !== undefined && typeof body.user !== 'string') {
+    return invalid('user', 'user must be a string', 'invalid_type');
+  }
+  return { model, inputs, dimensions, encodingFormat: format, user: body.user as string | undefined };
+}
+
+/** An embedding vector as OpenAI's `base64` encoding sends it: little-endian float32 bytes. */
+export function toBase64(vector: readonly number[]): string {
+  const floats = Float32Array.from(vector);
+  return Buffer.from(floats.buffer, floats.byteOffset, floats.byteLength).toString('base64');
+}
+
+/** The usage object of a chat completion. */
+export interface ChatUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/** Reads `usage.total_tokens` (or the sum of its parts) from an answer, when it has one. */
+export function totalTokens(answer: unknown): number | undefined {
+  if (!isObject(answer) || !isObject(answer.usage)) return undefined;
+  const u = answer.usage;
+  if (typeof u.total_tokens === 'number') return u.total_tokens;
+  const p = typeof u.prompt_tokens === 'number' ? u.prompt_tokens : 0;
+  const c = typeof u.completion_tokens === 'number' ? u.completion_tokens : 0;
+  return p + c > 0 ? p + c : undefined;
+}

@@ -1,0 +1,275 @@
+/**
+ * The client of an OpenAI-compatible upstream: an undici keep-alive pool, retries with backoff that honour
+ * `Retry-After` on 429 and 5xx, a circuit breaker, timeouts, and an optional outbound limiter fed with the
+ * upstream's rate-limit headers.
+ *
+ * @module
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
+import { Pool } from 'undici';
+import { CircuitOpenError, ClosedError, TimeoutError, UpstreamError } from '../errors.ts';
+import { CircuitBreaker } from '../internal/circuit-breaker.ts';
+import { delay } from './delay.ts';
+
+/** First retry delay when the upstream gives no `Retry-After`, ms (doubled per attempt, with jitter). */
+export const DEFAULT_RETRY_BASE_MS = 100;
+/** Longest `Retry-After` the client waits for before giving up on the call, ms. @default 10000 */
+export const DEFAULT_MAX_RETRY_AFTER_MS = 10_000;
+
+/** What the client needs of an outbound limiter (`OutboundLimiter` from clawperf/concurrency). */
+export interface OutboundPacer {
+  acquire(options: { tokens?: number; signal?: AbortSignal }): Promise<{
+    done(response?: { status?: number; headers?: IncomingHttpHeaders }): void;
+  }>;
+}
+
+export interface UpstreamClientOptions {
+  /** Base URL including the version path, e.g. `https://api.openai.com/v1`. */
+  baseUrl: string;
+  /** Sent as `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
+  /** Time to the answer's headers, and between body chunks, ms. */
+  timeoutMs: number;
+  /** Retries on 429, 5xx and connection errors. */
+  retries: number;
+  /** Keep-alive connections. */
+  connections: number;
+  /** Paces calls by what the upstream says of its limits. */
+  outbound?: OutboundPacer;
+  /** @default 100 */
+  retryBaseMs?: number;
+  /** @default 10000 */
+  maxRetryAfterMs?: number;
+  /** Circuit breaker settings. @default { failureThreshold: 5, cooldownMs: 5000 } */
+  breaker?: { failureThreshold?: number; cooldownMs?: number };
+}
+
+/** An answer the upstream gave (any status below 500 other than 429, or a success). */
+export interface UpstreamAnswer<B> {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: B;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+  /** Estimated tokens, for the outbound limiter. */
+  tokens?: number;
+}
+
+const RETRYABLE = new Set([429, 500, 502, 503, 504]);
+
+function retryAfterMs(headers: IncomingHttpHeaders): number | undefined {
+  const ms = headers['retry-after-ms'];
+  if (typeof ms === 'string' && Number.isFinite(Number(ms))) return Math.max(0, Number(ms));
+  const ra = headers['retry-after'];
+  if (typeof ra !== 'string') return undefined;
+  const seconds = Number(ra);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const date = Date.parse(ra);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
+}
+
+function isTimeout(error: unknown): boolean {
+  const code = (error as { code?: string } | null)?.code;
+  return (
+    code === 'UND_ERR_HEADERS_TIMEOUT' ||
+    code === 'UND_ERR_BODY_TIMEOUT' ||
+    code === 'UND_ERR_CONNECT_TIMEOUT'
+  );
+}
+
+/**
+ * Calls one OpenAI-compatible upstream. A call resolves with the upstream's answer when it is a success or
+ * a client error the caller should relay (400, 401, 404, ...); it rejects with {@link UpstreamError} when
+ * the upstream kept failing (5xx, 429, connection errors, invalid JSON: `status` is the last upstream
+ * status, if any), {@link TimeoutError} when it was too slow, {@link CircuitOpenError} while the breaker
+ * is open, and `signal.reason` when aborted.
+ */
+export class UpstreamClient {
+  readonly statsCounters: readonly string[] = [
+    'calls',
+    'attempts',
+    'retries',
+    'failures',
+    'timeouts',
+    'circuitRejected',
+  ];
+  readonly baseUrl: string;
+  readonly host: string;
+  readonly port: number;
+  readonly #basePath: string;
+  readonly #pool: Pool;
+  readonly #breaker: CircuitBreaker;
+  readonly #headers: Record<string, string>;
+  readonly #timeoutMs: number;
+  readonly #retries: number;
+  readonly #retryBaseMs: number;
+  readonly #maxRetryAfterMs: number;
+  readonly #outbound: OutboundPacer | undefined;
+  #closed = false;
+  #calls = 0;
+  #attempts = 0;
+  #retriesDone = 0;
+  #failures = 0;
+  #timeouts = 0;
+  #circuitRejected = 0;
+
+  constructor(options: UpstreamClientOptions) {
+    const url = new URL(options.baseUrl);
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.host = url.hostname;
+    this.port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
+    this.#basePath = url.pathname.replace(/\/+$/, '');
+    this.#timeoutMs = options.timeoutMs;
+    this.#retries = options.retries;
+    this.#retryBaseMs = options.retryBaseMs ?? DEFAULT_RETRY_BASE_MS;
+    this.#maxRetryAfterMs = options.maxRetryAfterMs ?? DEFAULT_MAX_RETRY_AFTER_MS;
+    this.#outbound = options.outbound;
+    this.#pool = new Pool(url.origin, {
+      connections: options.connections,
+      headersTimeout: options.timeoutMs,
+      bodyTimeout: options.timeoutMs,
+      keepAliveTimeout: 30_000,
+    });
+    this.#breaker = new CircuitBreaker({ name: `upstream ${url.origin}`, ...options.breaker });
+    this.#headers = { 'content-type': 'application/json', accept: 'application/json' };
+    if (options.apiKey !== undefined) this.#headers.authorization = `Bearer ${options.apiKey}`;
+  }
+
+  /** Whether the breaker lets calls through (closed or half-open). */
+  get available(): boolean {
+    return this.#breaker.state !== 'open' || this.#breaker.retryAfterMs() === 0;
+  }
+
+  /** POSTs `body` as JSON and resolves with the parsed JSON answer. */
+  postJson(path: string, body: unknown, options: CallOptions = {}): Promise<UpstreamAnswer<unknown>> {
+    return this.#call('POST', path, JSON.stringify(body), options, false) as Promise<UpstreamAnswer<unknown>>;
+  }
+
+  /** GETs `path` and resolves with the parsed JSON answer. */
+  getJson(path: string, options: CallOptions = {}): Promise<UpstreamAnswer<unknown>> {
+    return this.#call('GET', path, undefined, options, false) as Promise<UpstreamAnswer<unknown>>;
+  }
+
+  /**
+   * POSTs `body` and resolves, once a success's headers arrived, with its body as a stream to pass on (the
+   * reader's pace is the upstream's pace). Retries happen only before a success's headers; an error answer
+   * resolves with its parsed JSON body instead.
+   */
+  postStream(
+    path: string,
+    body: unknown,
+    options: CallOptions = {},
+  ): Promise<UpstreamAnswer<Readable | unknown>> {
+    return this.#call('POST', path, JSON.stringify(body), options, true);
+  }
+
+  async #call(
+    method: 'GET' | 'POST',
+    path: string,
+    body: string | undefined,
+    options: CallOptions,
+    stream: boolean,
+  ): Promise<UpstreamAnswer<Readable | unknown>> {
+    if (this.#closed) throw new ClosedError('UpstreamClient');
+    this.#calls++;
+    const { signal } = options;
+    for (let attempt = 0; ; attempt++) {
+      signal?.throwIfAborted();
+      if (!this.#breaker.tryAcquire()) {
+        this.#circuitRejected++;
+        this.#failures++;
+        throw new CircuitOpenError(`upstream ${this.baseUrl}`, this.#breaker.retryAfterMs());
+      }
+      const permit = await this.#outbound?.acquire({ tokens: options.tokens, signal });
+      this.#attempts++;
+      let failure: UpstreamError | TimeoutError;
+      let waitMs: number | undefined;
+      try {
+        const res = await this.#pool.request({
+          method,
+          path: this.#basePath + path,
+          headers: this.#headers,
+          body,
+          signal,
+        });
+        permit?.done({ status: res.statusCode, headers: res.headers });
+        const status = res.statusCode;
+        if (status < 300 && stream) {
+          this.#breaker.success();
+          return { status, headers: res.headers, body: res.body };
+        }
+        const text = await res.body.text();
+        if (!RETRYABLE.has(status)) {
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(text);
+          } catch (error) {
+            this.#breaker.failure();
+            throw new UpstreamError(
+              `the upstream answered ${status} with invalid JSON`,
+              { status },
+              { cause: error },
+            );
+          }
+          this.#breaker.success();
+          return { status, headers: res.headers, body: parsed };
+        }
+        if (status !== 429) this.#breaker.failure();
+        waitMs = retryAfterMs(res.headers);
+        failure = new UpstreamError(`the upstream answered ${status}: ${text.slice(0, 200)}`, {
+          status,
+          retryAfterMs: waitMs,
+        });
+      } catch (error) {
+        if (error instanceof UpstreamError) {
+          this.#failures++;
+          throw error;
+        }
+        permit?.done();
+        if (signal?.aborted) throw signal.reason;
+        this.#breaker.failure();
+        if (isTimeout(error)) {
+          this.#timeouts++;
+          this.#failures++;
+          throw new TimeoutError('the upstream call', this.#timeoutMs, { cause: error });
+        }
+        failure = new UpstreamError(
+          `the upstream could not be reached: ${(error as Error).message}`,
+          {},
+          { cause: error },
+        );
+      }
+      const wait = waitMs ?? this.#retryBaseMs * 2 ** attempt * (0.5 + Math.random() / 2);
+      if (attempt >= this.#retries || wait > this.#maxRetryAfterMs) {
+        this.#failures++;
+        throw failure;
+      }
+      this.#retriesDone++;
+      await delay(wait, signal);
+    }
+  }
+
+  stats(): Record<string, number> {
+    const b = this.#breaker.stats();
+    return {
+      calls: this.#calls,
+      attempts: this.#attempts,
+      retries: this.#retriesDone,
+      failures: this.#failures,
+      timeouts: this.#timeouts,
+      circuitRejected: this.#circuitRejected,
+      breakerState: b.state,
+      breakerOpens: b.opens,
+    };
+  }
+
+  /** Closes the connections (waiting for calls in flight). Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#pool.close();
+  }
+}

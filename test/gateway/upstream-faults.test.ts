@@ -1,0 +1,204 @@
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import { request } from 'undici';
+import { createGateway, type Gateway } from '../../src/gateway/server.ts';
+import { waitFor } from '../helpers/servers.ts';
+import { type FakeUpstream, startFakeUpstream } from './fake-upstream.ts';
+
+// biome-ignore lint/suspicious/noExplicitAny: test answers are read freely
+type Json = Record<string, any>;
+
+let fake: FakeUpstream;
+let gw: Gateway;
+let base: string;
+const unhandled: unknown[] = [];
+const onUnhandled = (reason: unknown) => unhandled.push(reason);
+
+before(async () => {
+  process.on('unhandledRejection', onUnhandled);
+  fake = await startFakeUpstream();
+  gw = await createGateway({
+    upstreamUrl: fake.url,
+    cacheDir: false,
+    localChatLatencyMs: 0,
+    upstreamTimeoutMs: 300,
+    upstreamRetries: 1,
+  });
+  base = await gw.app.listen({ port: 0, host: '127.0.0.1' });
+});
+beforeEach(() => fake.clear());
+after(async () => {
+  await gw.close();
+  await fake.close();
+  process.off('unhandledRejection', onUnhandled);
+});
+
+async function post(path: string, body: unknown, headers: Record<string, string> = {}) {
+  const res = await request(`${base}${path}`, {
+    method: 'POST',
+    body: JSON.stringify(body),
+    headers: { 'content-type': 'application/json', ...headers },
+  });
+  const text = await res.body.text();
+  return {
+    status: res.statusCode,
+    headers: res.headers,
+    text,
+    body: (text.startsWith('{') ? JSON.parse(text) : {}) as Json,
+  };
+}
+
+const chat = (content: string, extra: Json = {}) => ({
+  model: 'fake-chat',
+  temperature: 0,
+  messages: [{ role: 'user', content }],
+  ...extra,
+});
+
+describe('upstream failures map to 502/503/504 with OpenAI-style errors and cache nothing', () => {
+  const cases = [
+    { name: 'a 500', fault: { kind: 'status', status: 500 } as const, status: 502 },
+    {
+      name: 'a 429 with Retry-After',
+      fault: { kind: 'status', status: 429, retryAfter: '1' } as const,
+      status: 503,
+    },
+    { name: 'a reset connection', fault: { kind: 'reset' } as const, status: 502 },
+    { name: 'invalid JSON', fault: { kind: 'invalid-json' } as const, status: 502 },
+    { name: 'a slow upstream', fault: { kind: 'slow', ms: 1_500 } as const, status: 504 },
+  ];
+  for (const c of cases) {
+    it(`${c.name} -> ${c.status}, and the next identical request goes upstream again`, async () => {
+      fake.fail(c.fault);
+      const failed = await post('/v1/chat/completions', chat(`fault ${c.name}`));
+      assert.equal(failed.status, c.status, failed.text);
+      assert.equal(typeof failed.body.error.message, 'string');
+      assert.equal(failed.body.error.type, 'server_error');
+      assert.ok('param' in failed.body.error && 'code' in failed.body.error);
+      if (c.status === 503) assert.ok(Number(failed.headers['retry-after']) >= 1);
+      fake.clear();
+      const calls = fake.total('/v1/chat/completions');
+      const ok = await post('/v1/chat/completions', chat(`fault ${c.name}`));
+      assert.equal(ok.status, 200);
+      assert.equal(ok.headers['x-clawperf-cache'], 'miss');
+      assert.equal(fake.total('/v1/chat/completions') - calls, 1);
+    });
+  }
+
+  it('a failed embeddings batch fails its callers and caches none of the inputs', async () => {
+    fake.fail({ kind: 'status', status: 500 });
+    const failed = await post('/v1/embeddings', { model: 'fake-embed', input: ['e1', 'e2'] });
+    assert.equal(failed.status, 502);
+    fake.clear();
+    const ok = await post('/v1/embeddings', { model: 'fake-embed', input: ['e1', 'e2'] });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers['x-clawperf-cache'], 'miss');
+  });
+
+  it('leaves no unhandled rejection behind', async () => {
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(unhandled, []);
+  });
+});
+
+describe('with an upstream', () => {
+  it('passes other models through and relays the upstream 404 in OpenAI shape', async () => {
+    const ok = await post('/v1/embeddings', { model: 'fake-embed', input: ['a', 'b'], dimensions: 4 });
+    assert.equal(ok.status, 200);
+    assert.deepEqual(
+      ok.body.data.map((d: Json) => d.index),
+      [0, 1],
+    );
+    assert.equal(ok.body.data[0].embedding.length, 4);
+    const missing = await post('/v1/embeddings', { model: 'no-such-model', input: 'a' });
+    assert.equal(missing.status, 404);
+    assert.equal(missing.body.error.code, 'model_not_found');
+    const local = await post('/v1/embeddings', { model: 'local-embed', input: 'a' });
+    assert.equal(local.status, 200);
+  });
+
+  it('lists the upstream models beside the local ones', async () => {
+    const res = await request(`${base}/v1/models`);
+    const ids = ((await res.body.json()) as Json).data.map((m: Json) => m.id);
+    assert.deepEqual(ids, ['local-embed', 'local-chat', 'fake-model']);
+  });
+
+  it('batches concurrent distinct embedding inputs into at most 20 upstream calls', async () => {
+    const before = fake.embedBatches.length;
+    const results = await Promise.all(
+      Array.from({ length: 1000 }, (_, i) =>
+        gw.app.inject({
+          method: 'POST',
+          url: '/v1/embeddings',
+          payload: { model: 'fake-embed', input: `batch ${i}` },
+        }),
+      ),
+    );
+    assert.ok(results.every((r) => r.statusCode === 200));
+    const calls = fake.embedBatches.length - before;
+    assert.ok(calls <= 20, `${calls} upstream calls`);
+  });
+});
+
+describe('streaming', () => {
+  async function stream(body: Json) {
+    const res = await request(`${base}/v1/chat/completions`, {
+      method: 'POST',
+      body: JSON.stringify(body),
+      headers: { 'content-type': 'application/json' },
+    });
+    const chunks: string[] = [];
+    for await (const chunk of res.body) chunks.push(chunk.toString());
+    return { status: res.statusCode, headers: res.headers, chunks, text: chunks.join('') };
+  }
+
+  it('passes the upstream stream through chunk by chunk', async () => {
+    const res = await stream(chat('stream please', { stream: true }));
+    assert.equal(res.status, 200);
+    assert.match(String(res.headers['content-type']), /text\/event-stream/);
+    assert.equal(res.headers['x-clawperf-cache'], 'bypass');
+    assert.ok(res.headers.traceparent);
+    assert.ok(res.chunks.length > 1, `${res.chunks.length} chunks`);
+    assert.match(res.text, /"fake "/);
+    assert.ok(res.text.endsWith('data: [DONE]\n\n'));
+  });
+
+  it('streams the local chat model', async () => {
+    const res = await stream({ ...chat('local stream', { stream: true }), model: 'local-chat' });
+    assert.equal(res.status, 200);
+    assert.match(res.text, /chat\.completion\.chunk/);
+    assert.ok(res.text.endsWith('data: [DONE]\n\n'));
+  });
+
+  it('replays a cached deterministic answer as a stream, and does not store streamed answers', async () => {
+    const body = chat('cached then streamed');
+    const whole = await post('/v1/chat/completions', body);
+    assert.equal(whole.headers['x-clawperf-cache'], 'miss');
+    const key = String(whole.headers['x-clawperf-cache-key']);
+    await waitFor(async () => (await gw.cache.get(key)) !== undefined, { what: 'the answer to be cached' });
+    const calls = fake.total('/v1/chat/completions');
+    const res = await stream({ ...body, stream: true, stream_options: { include_usage: true } });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers['x-clawperf-cache'], 'hit');
+    assert.equal(fake.total('/v1/chat/completions'), calls);
+    const events = res.text.split('\n\n').filter(Boolean);
+    assert.equal(events.at(-1), 'data: [DONE]');
+    const chunks = events.slice(0, -1).map((e) => JSON.parse(e.slice(6)));
+    assert.equal(
+      chunks.map((c) => c.choices[0]?.delta?.content ?? '').join(''),
+      whole.body.choices[0].message.content,
+    );
+    assert.equal(chunks.at(-1).usage.total_tokens, whole.body.usage.total_tokens);
+    const fresh = await stream(chat('streamed first', { stream: true }));
+    assert.equal(fresh.headers['x-clawperf-cache'], 'bypass');
+    const after = await post('/v1/chat/completions', chat('streamed first'));
+    assert.equal(after.headers['x-clawperf-cache'], 'miss');
+  });
+
+  it('maps a failure before the stream starts to an error answer', async () => {
+    fake.fail({ kind: 'status', status: 500 });
+    const res = await stream(chat('stream fail', { stream: true }));
+    assert.equal(res.status, 502);
+    assert.equal(JSON.parse(res.text).error.type, 'server_error');
+  });
+});
