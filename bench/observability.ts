@@ -1,8 +1,8 @@
 /**
- * clawperf/metrics: what tracking costs a hot path, and what a scrape of 10,000 series costs the process.
+ * Observability costs: what tracking costs a hot path, and what a scrape of 10,000 series costs the
+ * process. (Tracing's costs are in bench/tracing.ts.)
  *
- * 1. A cache-hit hot path (an lru-cache get plus a plain `hits++`), with its component `track()`ed by a
- *    collector vs not tracked at all, vs the same path updating a prom-client Counter on every hit (what a
+ * 1. A MultiLevelCache L1 hit, with the cache `track()`ed by a collector vs not tracked at all, vs the same path updating a prom-client Counter on every hit (what a
  *    user would write without `track()`). The tracked contender is scraped after each round and the
  *    exported counter checked against the hits, so the tracking is real.
  * 2. An HTTP scrape of 10,000 series (10 tracked components of 1,000 fields) from PrometheusExporter, plain
@@ -15,40 +15,26 @@ import { once } from 'node:events';
 import { Agent, createServer, get, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
-import { LRUCache } from 'lru-cache';
 import { Counter, Gauge, Registry } from 'prom-client';
+import { MultiLevelCache } from '../src/cache/index.ts';
 import { MetricsCollector, PrometheusExporter } from '../src/metrics/index.ts';
 import { compare } from './harness.ts';
-
-class TinyCache {
-  readonly statsCounters = ['hits', 'misses'];
-  readonly #lru = new LRUCache<string, string>({ max: 1_000 });
-  hits = 0;
-  misses = 0;
-  constructor() {
-    for (let i = 0; i < 100; i++) this.#lru.set(`k${i}`, `v${i}`);
-  }
-  get(key: string): string | undefined {
-    const value = this.#lru.get(key);
-    if (value === undefined) this.misses++;
-    else this.hits++;
-    return value;
-  }
-  stats() {
-    return { hits: this.hits, misses: this.misses, size: this.#lru.size };
-  }
-}
 
 const keys = Array.from({ length: 100 }, (_, i) => `k${i}`);
 
 // --- 1. hot path ---------------------------------------------------------------------------------------
+async function filledCache(): Promise<MultiLevelCache<string>> {
+  const cache = new MultiLevelCache<string>({ disk: false });
+  for (const key of keys) await cache.set(key, `value of ${key}`);
+  return cache;
+}
 const collector = new MetricsCollector({ intervalMs: 0 });
-const tracked = new TinyCache();
+const tracked = await filledCache();
 collector.track('cache', tracked);
-const untracked = new TinyCache();
+const untracked = await filledCache();
 const promRegistry = new Registry();
 const promHits = new Counter({ name: 'bench_cache_hits_total', help: 'hits', registers: [promRegistry] });
-const promCache = new TinyCache();
+const promCache = await filledCache();
 
 let i = 0;
 await compare(
@@ -59,14 +45,14 @@ await compare(
       op: () => tracked.get(keys[i++ % 100]!),
       afterRound: async () => {
         const text = await collector.scrape();
-        assert.match(text, new RegExp(`^clawperf_cache_hits_total ${tracked.hits}$`, 'm'));
+        assert.match(text, /^clawperf_cache_l1_hits_total [1-9]\d*$/m);
       },
     },
     { name: 'not tracked (floor)', op: () => untracked.get(keys[i++ % 100]!) },
     {
       name: 'prom-client Counter.inc() per hit',
-      op: () => {
-        const value = promCache.get(keys[i++ % 100]!);
+      op: async () => {
+        const value = await promCache.get(keys[i++ % 100]!);
         if (value !== undefined) promHits.inc();
         return value;
       },
@@ -74,6 +60,7 @@ await compare(
   ],
 );
 await collector.close();
+await Promise.all([tracked.close(), untracked.close(), promCache.close()]);
 
 // --- 2. scrape of 10,000 series --------------------------------------------------------------------------
 const big = new MetricsCollector({ intervalMs: 0, maxSeries: 1_000 });
