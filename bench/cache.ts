@@ -15,7 +15,7 @@ import { LRUCache } from 'lru-cache';
 import { MultiLevelCache } from '../src/cache/index.ts';
 import { redisOptions } from '../src/internal/redis.ts';
 import { type RedisServer, startRedis } from '../test/helpers/redis.ts';
-import { compare, heapPerItem } from './harness.ts';
+import { compare, heapPerItem, settleHeap } from './harness.ts';
 
 const VALUE = { id: 42, text: 'a cached LLM answer of modest length', tokens: 9 };
 const KEYS = Array.from({ length: 1_000 }, (_, i) => `key:${i}`);
@@ -170,18 +170,11 @@ async function l2Hit(): Promise<void> {
 
 async function memory(): Promise<void> {
   const maxBytes = 32 * 1024 * 1024;
-  const gc = (globalThis as { gc?: () => void }).gc!;
-  const settle = async () => {
-    for (let i = 0; i < 3; i++) {
-      gc();
-      await new Promise((r) => setImmediate(r));
-    }
-  };
-  await settle();
+  await settleHeap();
   const before = process.memoryUsage().heapUsed;
   const cache = new MultiLevelCache<string>({ l1: { maxBytes } });
   for (let i = 0; i < 1_000; i++) await cache.set(`big:${i}`, String(i).padEnd(100_000, 'x'));
-  await settle();
+  await settleHeap();
   const held = process.memoryUsage().heapUsed - before;
   const stats = cache.stats();
   console.log('\n### L1 memory with 100 KB values (1,000 written, maxBytes 32 MiB)\n');

@@ -136,21 +136,23 @@ function printTable(title: string, concurrency: number, results: Result[]): void
   }
 }
 
-/** Heap bytes per item: builds `count` items with `create`, holding them, with a full GC before and after. */
-export async function heapPerItem(count: number, create: (i: number) => unknown): Promise<number> {
+/** Runs a full GC three times, a turn of the event loop apart, so heapUsed reads a settled heap. */
+export async function settleHeap(): Promise<void> {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (gc === undefined) throw new Error('run with --expose-gc (npm run bench does)');
-  const settle = async () => {
-    for (let i = 0; i < 3; i++) {
-      gc();
-      await new Promise((r) => setImmediate(r));
-    }
-  };
-  await settle();
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+/** Heap bytes per item: builds `count` items with `create`, holding them, with a full GC before and after. */
+export async function heapPerItem(count: number, create: (i: number) => unknown): Promise<number> {
+  await settleHeap();
   const before = process.memoryUsage().heapUsed;
   const held: unknown[] = new Array(count);
   for (let i = 0; i < count; i++) held[i] = create(i);
-  await settle();
+  await settleHeap();
   const after = process.memoryUsage().heapUsed;
   // The array holding the items is the caller's, not the items': subtract its 8 bytes a slot.
   const perItem = (after - before) / count - 8;

@@ -13,6 +13,7 @@ import {
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { ClosedError, TimeoutError } from '../errors.ts';
 import { type Clock, systemClock } from '../internal/clock.ts';
+import { delaySummary } from '../internal/histogram.ts';
 import * as check from '../internal/options.ts';
 import {
   type ExpositionFormat,
@@ -183,8 +184,6 @@ class SeriesGuard<C> {
     return child;
   }
 }
-
-const ms = (ns: number) => ns / 1e6;
 
 /**
  * Collects system, application and business metrics into a prom-client registry, exports tracked components'
@@ -681,17 +680,7 @@ export class MetricsCollector extends EventEmitter {
     const cpuRatio = wallMs > 0 ? (cpu.user + cpu.system) / 1e3 / wallMs : 0;
     const memory = process.memoryUsage();
     const h = this.#loopDelay;
-    const delay =
-      h.count > 0
-        ? {
-            min: ms(h.min),
-            mean: ms(h.mean),
-            p50: ms(h.percentile(50)),
-            p90: ms(h.percentile(90)),
-            p99: ms(h.percentile(99)),
-            max: ms(h.max),
-          }
-        : { min: 0, mean: 0, p50: 0, p90: 0, p99: 0, max: 0 };
+    const delay = delaySummary(h);
     h.reset();
     const load = loadavg();
     const requests = this.#intervalRequests;

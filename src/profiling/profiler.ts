@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { ClosedError, ProfilerBusyError } from '../errors.ts';
+import { delaySummary } from '../internal/histogram.ts';
 import * as check from '../internal/options.ts';
 
 /** CPU sampling interval, microseconds (V8's default). @default 1_000 */
@@ -233,17 +234,7 @@ export class PerformanceProfiler {
     } finally {
       histogram.disable();
     }
-    const ms = (ns: number) => ns / 1e6;
-    if (histogram.count === 0) return { min: 0, mean: 0, p50: 0, p90: 0, p99: 0, max: 0, samples: 0 };
-    return {
-      min: ms(histogram.min),
-      mean: ms(histogram.mean),
-      p50: ms(histogram.percentile(50)),
-      p90: ms(histogram.percentile(90)),
-      p99: ms(histogram.percentile(99)),
-      max: ms(histogram.max),
-      samples: histogram.count,
-    };
+    return { ...delaySummary(histogram), samples: histogram.count };
   }
 
   /** Profiles taken, and starts refused because another profile was running. */

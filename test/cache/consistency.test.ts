@@ -1,14 +1,15 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { CacheConsistencyManager, MultiLevelCache } from '../../src/cache/index.ts';
 import { ClosedError, StoreError } from '../../src/errors.ts';
+import { ChildNode } from '../helpers/child-node.ts';
 import { type RedisServer, startRedis } from '../helpers/redis.ts';
 import { waitFor } from '../helpers/servers.ts';
 
+const processNode = fileURLToPath(new URL('./fixtures/consistency-node.ts', import.meta.url));
 let redis: RedisServer;
 const closers: (() => Promise<unknown>)[] = [];
 let namespaces = 0;
@@ -395,52 +396,10 @@ describe('during a Redis outage', () => {
 });
 
 /** A node in a child process (cache + manager), called over IPC. */
-class ProcessNode {
-  readonly #child: ChildProcess;
-  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  #ids = 0;
-
-  constructor(child: ChildProcess) {
-    this.#child = child;
-    child.on('message', (reply: { id: number; ok: boolean; result?: unknown; error?: string }) => {
-      const waiter = this.#pending.get(reply.id);
-      if (waiter === undefined) return;
-      this.#pending.delete(reply.id);
-      if (reply.ok) waiter.resolve(reply.result);
-      else waiter.reject(new Error(reply.error));
-    });
-  }
-
-  static async start(): Promise<ProcessNode> {
-    const child = fork(fileURLToPath(new URL('./fixtures/consistency-node.ts', import.meta.url)), {
-      execArgv: ['--import', 'tsx'],
-      env: { ...process.env, REDIS_URL: redis.url },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    await once(child, 'message');
-    const node = new ProcessNode(child);
-    closers.push(() => node.close());
-    return node;
-  }
-
-  call(op: string, args: Record<string, unknown> = {}): Promise<unknown> {
-    const id = ++this.#ids;
-    return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
-      this.#child.send({ id, op, ...args });
-    });
-  }
-
-  async stats(): Promise<Record<string, number>> {
-    return (await this.call('stats')) as Record<string, number>;
-  }
-
-  async close(): Promise<void> {
-    if (this.#child.exitCode !== null || !this.#child.connected) return;
-    const exited = once(this.#child, 'exit');
-    await this.call('close').catch(() => undefined);
-    await exited;
-  }
+async function startProcessNode(): Promise<ChildNode> {
+  const node = await ChildNode.start(processNode, { REDIS_URL: redis.url });
+  closers.push(() => node.close());
+  return node;
 }
 
 describe('nodes in separate processes', () => {
@@ -448,11 +407,11 @@ describe('nodes in separate processes', () => {
     const db = new Redis(redis.url);
     closers.push(() => db.quit());
     await db.set('db:k', 'v1');
-    const [a, b] = await Promise.all([ProcessNode.start(), ProcessNode.start()]);
+    const [a, b] = await Promise.all([startProcessNode(), startProcessNode()]);
     assert.notEqual((await a!.stats()).node, (await b!.stats()).node);
     for (const n of [a!, b!]) assert.equal(await n.call('readRepair', { key: 'k' }), 'v1');
 
-    const received = async (n: ProcessNode) => (await n.stats()).bus_received!;
+    const received = async (n: ChildNode) => (await n.stats()).bus_received!;
     let before = await received(b!);
     await a!.call('writeThrough', { key: 'k', value: 'v2' });
     await waitFor(async () => (await received(b!)) > before, { what: 'bus message in the other process' });

@@ -8,10 +8,10 @@
  * after(() => influx.stop());
  * await influx.query('CREATE DATABASE clawperf');
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, type ManagedProcess, requireBinary, startProcess, waitFor } from './servers.ts';
+import { freePort, requireBinary, startRestartable } from './servers.ts';
 
 export interface InfluxSeries {
   name: string;
@@ -65,17 +65,11 @@ export async function startInfluxDB(): Promise<InfluxServer> {
     ].join('\n'),
   );
   const url = `http://127.0.0.1:${httpPort}`;
-  let proc: ManagedProcess | undefined;
-  const launch = async () => {
-    const p = startProcess('influxd', ['-config', config]);
-    proc = p;
-    await waitFor(async () => (await fetch(`${url}/ping`)).status === 204, {
-      what: `influxd on port ${httpPort}`,
-      describe: () => p.output(),
-      timeoutMs: 30_000,
-    });
-  };
-  await launch();
+  const server = await startRestartable('influxd', ['-config', config], dir, {
+    probe: async () => (await fetch(`${url}/ping`)).status === 204,
+    what: `influxd on port ${httpPort}`,
+    timeoutMs: 30_000,
+  });
   return {
     port: httpPort,
     url,
@@ -96,17 +90,9 @@ export async function startInfluxDB(): Promise<InfluxServer> {
       if (error !== undefined) throw new Error(`influx query "${q}": ${error}`);
       return first?.series ?? [];
     },
-    kill: async () => {
-      await proc?.kill();
-    },
-    restart: async () => {
-      await proc?.stop();
-      await launch();
-    },
-    stop: async () => {
-      await proc?.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
-    output: () => proc?.output() ?? '',
+    kill: server.kill,
+    restart: server.restart,
+    stop: server.stop,
+    output: server.output,
   };
 }

@@ -8,11 +8,11 @@
  * const client = new Redis(redis.url);
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, type ManagedProcess, requireBinary, startProcess, waitFor } from './servers.ts';
+import { freePort, requireBinary, startRestartable, waitFor } from './servers.ts';
 
 export interface RedisServer {
   readonly host: string;
@@ -69,16 +69,10 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
     'no',
     ...(options.args ?? []),
   ];
-  let proc: ManagedProcess | undefined;
-  const launch = async () => {
-    const p = startProcess('redis-server', args);
-    proc = p;
-    await waitFor(() => ping(port), {
-      what: `redis-server on port ${port}`,
-      describe: () => p.output(),
-    });
-  };
-  await launch();
+  const server = await startRestartable('redis-server', args, dir, {
+    probe: () => ping(port),
+    what: `redis-server on port ${port}`,
+  });
   return {
     host: '127.0.0.1',
     port,
@@ -88,17 +82,9 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
       if (r.status !== 0) throw new Error(`redis-cli ${cmd.join(' ')} failed: ${r.stderr}`);
       return r.stdout.trim();
     },
-    kill: async () => {
-      await proc?.kill();
-    },
-    restart: async () => {
-      await proc?.stop();
-      await launch();
-    },
-    stop: async () => {
-      await proc?.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
+    kill: server.kill,
+    restart: server.restart,
+    stop: server.stop,
   };
 }
 

@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import { rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 
 /** A free TCP port on 127.0.0.1. */
@@ -102,4 +103,53 @@ export async function waitFor(
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${describe()}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/** A server started by {@link startRestartable}, for outage tests. */
+export interface RestartableProcess {
+  /** Crashes the server (SIGKILL). */
+  kill(): Promise<void>;
+  /** Starts the server again with the same command and arguments, waiting until it answers. */
+  restart(): Promise<void>;
+  /** Stops the server for good and removes `dir`. */
+  stop(): Promise<void>;
+  /** Output of the current run so far. */
+  output(): string;
+}
+
+/**
+ * Starts `command` and waits until `ready` resolves true (failing with the server's output), keeping
+ * what it needs to kill, restart and stop it; `dir` is the server's temp directory, removed on stop().
+ */
+export async function startRestartable(
+  command: string,
+  args: string[],
+  dir: string,
+  ready: { probe: () => Promise<boolean> | boolean; what: string; timeoutMs?: number },
+): Promise<RestartableProcess> {
+  let proc: ManagedProcess | undefined;
+  const launch = async () => {
+    const p = startProcess(command, args);
+    proc = p;
+    await waitFor(ready.probe, {
+      what: ready.what,
+      describe: () => p.output(),
+      ...(ready.timeoutMs === undefined ? {} : { timeoutMs: ready.timeoutMs }),
+    });
+  };
+  await launch();
+  return {
+    kill: async () => {
+      await proc?.kill();
+    },
+    restart: async () => {
+      await proc?.stop();
+      await launch();
+    },
+    stop: async () => {
+      await proc?.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+    output: () => proc?.output() ?? '',
+  };
 }
