@@ -8,6 +8,12 @@
  *    `perf_hooks.createHistogram` (bench/harness.ts), at 1 and 16 connections. Added latency = the
  *    gateway's percentile minus the direct one.
  *
+ * 3. Against a peer: the Portkey open-source gateway (`@portkey-ai/gateway`, started with `--headless` as its
+ *    own process) in front of the same upstream, on chat completions (its 1.15.2 release answers 500 to
+ *    proxied embeddings on Node 20): requests/s at 16 connections (autocannon) and added latency at 1 and 16
+ *    connections, beside clawperf with the cache bypassed (so both do the full proxy work) and the upstream
+ *    called directly.
+ *
  * The servers run in a child process (this file with `serve`), so the load generator does not share their
  * event loop.
  */
@@ -16,7 +22,7 @@ import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Fastify from 'fastify';
@@ -102,18 +108,73 @@ async function serve(): Promise<void> {
   });
 }
 
-async function cannon(url: string, body: unknown): Promise<number> {
+async function cannon(url: string, body: unknown, headers: Record<string, string> = {}): Promise<number> {
   const result = await autocannon({
     url,
     method: 'POST',
     connections: 16,
     duration: 3,
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...headers },
     body: JSON.stringify(body),
   });
   if (result.non2xx > 0 || result.errors > 0)
     throw new Error(`${url}: ${result.non2xx} non-2xx, ${result.errors} errors`);
   return result.requests.average;
+}
+
+async function freePort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/**
+ * Starts Portkey's gateway (`build/start-server.js --headless --port=N`, what its `start:node` script runs)
+ * and waits until it proxies a chat completion to `upstream`.
+ */
+async function startPortkey(
+  upstream: string,
+): Promise<{ url: string; headers: Record<string, string>; stop(): Promise<void> }> {
+  const port = await freePort();
+  const script = createRequire(import.meta.url).resolve('@portkey-ai/gateway/build/start-server.js');
+  const child = fork(script, ['--headless', `--port=${port}`], { stdio: 'ignore' });
+  // Portkey does not exit when its parent does; a bench that fails half-way must not leave it running.
+  const orphan = () => child.kill('SIGKILL');
+  process.once('exit', orphan);
+  const url = `http://127.0.0.1:${port}`;
+  // Portkey routes by headers: the provider whose request shape to use, and the OpenAI-compatible base URL.
+  const headers = {
+    'x-portkey-provider': 'openai',
+    'x-portkey-custom-host': `${upstream}/v1`,
+    authorization: 'Bearer bench',
+  };
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      const r = await request(`${url}/v1/chat/completions`, {
+        method: 'POST',
+        body: JSON.stringify({ model: 'bench-chat', messages: [{ role: 'user', content: 'ready?' }] }),
+        headers: { 'content-type': 'application/json', ...headers },
+      });
+      await r.body.dump();
+      if (r.statusCode === 200) break;
+      throw new Error(`Portkey answered ${r.statusCode}`);
+    } catch (error) {
+      if (Date.now() > deadline || child.exitCode !== null) throw error;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  return {
+    url,
+    headers,
+    stop: async () => {
+      process.removeListener('exit', orphan);
+      child.kill('SIGTERM');
+      if (child.exitCode === null) await once(child, 'exit');
+    },
+  };
 }
 
 async function main(): Promise<void> {
@@ -158,6 +219,30 @@ async function main(): Promise<void> {
   ] as const) {
     const rps = median(rows[key]!);
     console.log(`| ${name} | ${Math.round(rps)} | ${(rps / bareRps).toFixed(2)}x |`);
+  }
+
+  const portkey = await startPortkey(upstream);
+  const bypass = { 'x-clawperf-cache': 'bypass' };
+  const peerRows: Record<string, number[]> = { clawperf: [], portkey: [], direct: [] };
+  await cannon(`${portkey.url}/v1/chat/completions`, chat, portkey.headers);
+  for (let round = 0; round < 3; round++) {
+    peerRows.clawperf!.push(await cannon(`${gateway}/v1/chat/completions`, chat, bypass));
+    peerRows.portkey!.push(await cannon(`${portkey.url}/v1/chat/completions`, chat, portkey.headers));
+    peerRows.direct!.push(await cannon(`${upstream}/v1/chat/completions`, chat));
+  }
+  const clawperfRps = median(peerRows.clawperf!);
+  console.log(
+    '\n### Proxied chat completions (no cache) against Portkey, autocannon, 16 connections, 3 rounds of 3 s (median)\n',
+  );
+  console.log('| contender | req/s | ratio to clawperf |');
+  console.log('|---|---:|---:|');
+  for (const [name, key] of [
+    ['clawperf gateway, x-clawperf-cache: bypass', 'clawperf'],
+    ['Portkey gateway 1.15.2 (--headless)', 'portkey'],
+    ['the upstream called directly (limit)', 'direct'],
+  ] as const) {
+    const rps = median(peerRows[key]!);
+    console.log(`| ${name} | ${Math.round(rps)} | ${(rps / clawperfRps).toFixed(2)}x |`);
   }
 
   const agent = new Agent({ connections: 32 });
@@ -209,22 +294,36 @@ async function main(): Promise<void> {
             }).then((r) => r.body.dump()),
         },
         {
+          name: 'Portkey gateway 1.15.2 (--headless), same request',
+          op: () =>
+            request(`${portkey.url}/v1/chat/completions`, {
+              method: 'POST',
+              body: JSON.stringify(chat),
+              headers: { 'content-type': 'application/json', ...portkey.headers },
+              dispatcher: agent,
+            }).then((r) => {
+              if (r.statusCode !== 200) throw new Error(`Portkey: ${r.statusCode}`);
+              return r.body.dump();
+            }),
+        },
+        {
           name: 'the upstream called directly (limit)',
           op: () => post(`${upstream}/v1/chat/completions`, chat),
         },
       ],
     );
-    const direct = results[3]!;
+    const direct = results[4]!;
     console.log(`\nAdded latency at ${concurrency} connection(s), gateway minus direct:\n`);
     console.log('| path | p50 added (ms) | p99 added (ms) |');
     console.log('|---|---:|---:|');
-    for (const r of results.slice(0, 3)) {
+    for (const r of results.slice(0, 4)) {
       console.log(
         `| ${r.name} | ${(((r.p50Us ?? 0) - (direct.p50Us ?? 0)) / 1000).toFixed(3)} | ${(((r.p99Us ?? 0) - (direct.p99Us ?? 0)) / 1000).toFixed(3)} |`,
       );
     }
   }
   await agent.close();
+  await portkey.stop();
   child.disconnect();
   await once(child, 'exit');
 }

@@ -1,7 +1,7 @@
 /**
  * `npm run bench [component...]`: runs bench/<component>.ts (or every benchmark) each in its own process,
- * with --expose-gc so memory figures can be taken. The TTL simulator is not a benchmark: it runs only when
- * named (`npm run simulate` or `npm run bench simulate`).
+ * with --expose-gc so memory figures can be taken. The TTL simulator and the 10-minute gateway soak are not
+ * quick benchmarks: they run only when named (`npm run simulate`, `npm run bench gateway-soak`).
  */
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
@@ -14,6 +14,7 @@ const available = readdirSync(here)
   .filter((f) => f.endsWith('.ts') && !['harness.ts', 'run.ts'].includes(f))
   .map((f) => f.slice(0, -3))
   .sort();
+const ON_REQUEST = ['simulate', 'gateway-soak'];
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !available.includes(w));
 if (unknown.length > 0) {
@@ -22,7 +23,7 @@ if (unknown.length > 0) {
 }
 console.log(`Machine: ${machine()}`);
 let failed = false;
-for (const name of wanted.length > 0 ? wanted : available.filter((n) => n !== 'simulate')) {
+for (const name of wanted.length > 0 ? wanted : available.filter((n) => !ON_REQUEST.includes(n))) {
   console.log(`\n## bench/${name}.ts`);
   const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', join(here, `${name}.ts`)], {
     stdio: 'inherit',

@@ -47,6 +47,7 @@ import {
 } from '../tracing/index.ts';
 import { type GatewayConfig, resolveConfig } from './config.ts';
 import { DashboardFeed, dashboardPage } from './dashboard.ts';
+import { WriteBehindDiskStore } from './disk-writer.ts';
 import {
   LOCAL_CHAT_MODEL,
   LOCAL_EMBED_MODEL,
@@ -269,9 +270,10 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
           connections: config.upstreamConnections,
           outbound,
         });
+  const disk = config.cacheDir === false ? undefined : new WriteBehindDiskStore({ dir: config.cacheDir });
   const cache = new MultiLevelCache<unknown>({
     l1: { maxEntries: config.l1MaxEntries },
-    disk: config.cacheDir === false ? false : { dir: config.cacheDir },
+    disk: disk ?? false,
     redis: config.redisUrl,
     namespace: 'clawperf:gw',
     defaultTtlMs: config.cacheTtlMs,
@@ -389,6 +391,31 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     };
   };
 
+  /** Label children by label values: a child observes without prom-client validating labels each time. */
+  const children = new Map<string, { observe(value: number): void }>();
+  const child = (
+    histogram: Histogram,
+    operation: string,
+    model: string,
+    provider: string,
+    last: [string, string],
+  ) => {
+    const id = `${histogram === genAIDuration ? 'd' : 't'}\u0000${operation}\u0000${model}\u0000${last[1]}`;
+    let c = children.get(id);
+    if (c === undefined) {
+      c = histogram.labels({
+        gen_ai_operation_name: operation,
+        gen_ai_request_model: model,
+        gen_ai_provider_name: provider,
+        [last[0]]: last[1],
+      });
+      children.set(id, c);
+    }
+    return c;
+  };
+  // Without an exporter a client span would be discarded: skip making it (the request span stays, for `traceparent`).
+  const clientSpans = config.otlpUrl !== undefined;
+
   /** Runs one upstream call under backpressure, in a GenAI client span, and records the GenAI metrics. */
   const upstreamCall = async <R>(
     operation: 'chat' | 'embeddings',
@@ -397,32 +424,34 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     fn: () => Promise<R>,
   ): Promise<R> => {
     const request = genAIRequest(operation, model);
-    const labels = {
-      gen_ai_operation_name: operation,
-      gen_ai_request_model: model,
-      gen_ai_provider_name: request.provider,
-    };
+    const provider = request.provider;
     const start = performance.now();
     try {
       const result = await backpressure.run(() => {
         counts.upstreamCalls++;
         counts.upstreamItems += items;
-        return withGenAISpan(tracer, request, fn);
+        return clientSpans ? withGenAISpan(tracer, request, fn) : fn();
       });
-      genAIDuration.observe({ ...labels, error_type: '' }, (performance.now() - start) / 1e3);
+      child(genAIDuration, operation, model, provider, ['error_type', '']).observe(
+        (performance.now() - start) / 1e3,
+      );
       const usage = usageFromResponse(result);
       if (usage.inputTokens !== undefined)
-        genAITokens.observe({ ...labels, gen_ai_token_type: 'input' }, usage.inputTokens);
+        child(genAITokens, operation, model, provider, ['gen_ai_token_type', 'input']).observe(
+          usage.inputTokens,
+        );
       if (usage.outputTokens !== undefined)
-        genAITokens.observe({ ...labels, gen_ai_token_type: 'output' }, usage.outputTokens);
+        child(genAITokens, operation, model, provider, ['gen_ai_token_type', 'output']).observe(
+          usage.outputTokens,
+        );
       return result;
     } catch (error) {
       const e = rootCause(error);
       if (e instanceof OverloadedError || e instanceof QueueTimeoutError) counts.overloaded++;
-      genAIDuration.observe(
-        { ...labels, error_type: e instanceof ClawperfError ? e.code : 'error' },
-        (performance.now() - start) / 1e3,
-      );
+      child(genAIDuration, operation, model, provider, [
+        'error_type',
+        e instanceof ClawperfError ? e.code : 'error',
+      ]).observe((performance.now() - start) / 1e3);
       throw error;
     }
   };
@@ -527,6 +556,7 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
 
   const tracked: [string, Trackable | undefined][] = [
     ['cache', cache],
+    ['disk_writer', disk],
     ['batcher', batcher],
     ['backpressure', backpressure],
     ['memory', memory],

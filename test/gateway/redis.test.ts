@@ -160,4 +160,71 @@ describe('three gateways on one Redis', () => {
     const ready = JSON.parse((await three[0]!.app.inject({ method: 'GET', url: '/readyz' })).body);
     assert.equal(ready.redis, 'up');
   });
+  it('resume global limits after Redis is killed and restarted mid-traffic, failing no request', async () => {
+    // Traffic spreads over many tenants so none of them reaches the limit; `probe` stays fresh for the check.
+    const apiKeys: Record<string, string> = { probe: 'tenant-resumed' };
+    for (let t = 0; t < 100; t++) apiKeys[`traffic-${t}`] = `tenant-traffic-${t}`;
+    const three = await nodes({ limits: { rpm: 300 }, apiKeys });
+    const metric = async (gw: Gateway, name: string) => {
+      const text = (await gw.app.inject({ method: 'GET', url: '/metrics' })).body;
+      const line = text.split('\n').find((l) => l.startsWith(`clawperf_limiter_${name} `));
+      return Number(line?.split(' ')[1]);
+    };
+    let stop = false;
+    let next = 0;
+    const failures: string[] = [];
+    let served = 0;
+    const traffic = Promise.all(
+      three.map(async (gw, n) => {
+        for (let i = 0; !stop; i++) {
+          const auth = { authorization: `Bearer traffic-${next++ % 100}` };
+          const res =
+            i % 2 === 0
+              ? await post(gw, '/v1/embeddings', { model: 'local-embed', input: `limits ${n} ${i}` }, auth)
+              : await post(gw, '/v1/chat/completions', chat(`limits ${n} ${i}`), auth);
+          if (res.status !== 200) failures.push(`${res.status} ${JSON.stringify(res.body)}`);
+          served++;
+          await new Promise((r) => setTimeout(r, 2));
+        }
+      }),
+    );
+    try {
+      await waitFor(() => served > 60, { what: 'traffic before the outage' });
+      await redis.kill();
+      await waitFor(
+        async () =>
+          (await Promise.all(three.map((g) => metric(g, 'breakerOpens_total')))).every((n) => n >= 1),
+        { what: 'every node to notice the outage' },
+      );
+      const during = served;
+      await waitFor(() => served > during + 60, { what: 'traffic during the outage' });
+      await redis.restart();
+      await waitFor(
+        async () => (await Promise.all(three.map((g) => metric(g, 'breakerState')))).every((s) => s === 0),
+        { what: 'every node to use Redis for limits again', timeoutMs: 30_000 },
+      );
+    } finally {
+      stop = true;
+      await traffic;
+    }
+    assert.deepEqual(failures, []);
+    const results = await Promise.all(
+      Array.from({ length: 330 }, (_, i) =>
+        post(
+          three[i % 3]!,
+          '/v1/embeddings',
+          { model: 'local-embed', input: `resumed ${i}` },
+          { authorization: 'Bearer probe' },
+        ),
+      ),
+    );
+    assert.deepEqual(
+      {
+        allowed: results.filter((r) => r.status === 200).length,
+        limited: results.filter((r) => r.status === 429).length,
+      },
+      { allowed: 300, limited: 30 },
+      'one limit across the three nodes, not one per node',
+    );
+  });
 });

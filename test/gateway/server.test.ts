@@ -322,6 +322,86 @@ describe('rate limits', () => {
   });
 });
 
+describe('rate-limit headers', () => {
+  const names = (headers: Json) => Object.keys(headers).filter((h) => h.startsWith('x-ratelimit-'));
+
+  it('are sent on every answer of a limited route when limits are configured', async () => {
+    const gw = await gateway({ limits: { rpm: 1000, tpm: 1_000_000 } });
+    const answers = [
+      await post(gw, '/v1/embeddings', embed('headers miss')),
+      await post(gw, '/v1/embeddings', embed('headers miss')),
+      await post(gw, '/v1/embeddings', embed(['headers a', 'headers b'])),
+      await post(gw, '/v1/embeddings', embed('headers bypass'), { 'x-clawperf-cache': 'bypass' }),
+      await post(gw, '/v1/chat/completions', chat('headers chat')),
+      await post(gw, '/v1/chat/completions', chat('headers chat')),
+      await post(gw, '/v1/chat/completions', chat('headers random', { temperature: 1 })),
+    ];
+    const stream = await gw.app.inject({
+      method: 'POST',
+      url: '/v1/chat/completions',
+      payload: chat('headers stream', { stream: true }),
+    });
+    const cachedStream = await gw.app.inject({
+      method: 'POST',
+      url: '/v1/chat/completions',
+      payload: chat('headers chat', { stream: true }),
+    });
+    assert.deepEqual(
+      [...answers.map((a) => a.headers['x-clawperf-cache']), cachedStream.headers['x-clawperf-cache']],
+      ['miss', 'hit', 'miss', 'bypass', 'miss', 'hit', 'bypass', 'hit'],
+    );
+    for (const headers of [...answers.map((a) => a.headers), stream.headers, cachedStream.headers]) {
+      assert.deepEqual(names(headers).sort(), [
+        'x-ratelimit-limit-requests',
+        'x-ratelimit-limit-tokens',
+        'x-ratelimit-remaining-requests',
+        'x-ratelimit-remaining-tokens',
+        'x-ratelimit-reset-requests',
+        'x-ratelimit-reset-tokens',
+      ]);
+      assert.equal(headers['x-ratelimit-limit-requests'], '1000');
+      assert.match(String(headers['x-ratelimit-reset-tokens']), /^\d+ms$/);
+    }
+    const remaining = [...answers.map((a) => a.headers), stream.headers, cachedStream.headers].map((h) =>
+      Number(h['x-ratelimit-remaining-requests']),
+    );
+    assert.deepEqual(
+      remaining,
+      remaining.map((_, i) => 999 - i),
+      'each answer reports the count after its own request',
+    );
+  });
+
+  it('are sent on a request the limiter refuses', async () => {
+    const gw = await gateway({ limits: { rpm: 1 }, apiKeys: { k: 'refused' } });
+    const auth = { authorization: 'Bearer k' };
+    assert.equal((await post(gw, '/v1/embeddings', embed('one'), auth)).status, 200);
+    const refused = await post(gw, '/v1/chat/completions', chat('two'), auth);
+    assert.equal(refused.status, 429);
+    assert.equal(refused.headers['x-ratelimit-limit-requests'], '1');
+    assert.equal(refused.headers['x-ratelimit-remaining-requests'], '0');
+  });
+
+  it('are not sent when no limits are configured', async () => {
+    const gw = await gateway();
+    const answers = [
+      await post(gw, '/v1/embeddings', embed('free headers')),
+      await post(gw, '/v1/embeddings', embed('free headers')),
+      await post(gw, '/v1/chat/completions', chat('free chat')),
+      await post(gw, '/v1/chat/completions', chat('free chat', { temperature: 1 })),
+    ];
+    const stream = await gw.app.inject({
+      method: 'POST',
+      url: '/v1/chat/completions',
+      payload: chat('free stream', { stream: true }),
+    });
+    for (const headers of [...answers.map((a) => a.headers), stream.headers]) {
+      assert.deepEqual(names(headers), []);
+      assert.ok(headers['x-clawperf-cache'] !== undefined);
+    }
+  });
+});
+
 describe('backpressure', () => {
   it('answers 503 with Retry-After when the upstream queue is full', async () => {
     const gw = await gateway({ localChatLatencyMs: 1000, maxConcurrency: 1, maxQueueSize: 1 });
