@@ -12,13 +12,13 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
+import { startOpenAIUpstream } from './fixtures/openai-upstream.ts';
 
 const SAMPLE_MS = 10_000;
 
@@ -30,33 +30,14 @@ interface Sample {
   eldMaxMs: number;
 }
 
-const chatAnswer = JSON.stringify({
-  id: 'chatcmpl-soak',
-  object: 'chat.completion',
-  created: 0,
-  model: 'soak-chat',
-  choices: [{ index: 0, message: { role: 'assistant', content: 'a short answer' }, finish_reason: 'stop' }],
-  usage: { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 },
-});
-
 async function serve(): Promise<void> {
   const { createGateway } = await import('../src/gateway/server.ts');
-  const upstream = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      res.writeHead(200, {
-        'content-type': 'application/json',
-        'content-length': Buffer.byteLength(chatAnswer),
-      });
-      res.end(chatAnswer);
-    });
-  });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  const { server: upstream, url: upstreamUrl } = await startOpenAIUpstream();
   const dir = await mkdtemp(join(tmpdir(), 'clawperf-soak-'));
   const gw = await createGateway({
     cacheDir: dir,
     localChatLatencyMs: 0,
-    upstreamUrl: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1`,
+    upstreamUrl,
   });
   await gw.app.listen({ port: 0, host: '127.0.0.1' });
   const eld = monitorEventLoopDelay({ resolution: 10 });

@@ -20,13 +20,13 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Fastify from 'fastify';
 import { Agent, request } from 'undici';
+import { startOpenAIUpstream } from './fixtures/openai-upstream.ts';
 import { compare } from './harness.ts';
 
 /** The part of autocannon's API used here (the package ships no types). */
@@ -47,27 +47,9 @@ interface Ports {
   upstream: number;
 }
 
-const chatAnswer = {
-  id: 'chatcmpl-bench',
-  object: 'chat.completion',
-  created: 0,
-  model: 'bench-chat',
-  choices: [{ index: 0, message: { role: 'assistant', content: 'a short answer' }, finish_reason: 'stop' }],
-  usage: { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 },
-};
-
 async function serve(): Promise<void> {
   const { createGateway } = await import('../src/gateway/server.ts');
-  const upstream = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      const body = JSON.stringify(chatAnswer);
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-    });
-  });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-  const upstreamPort = (upstream.address() as AddressInfo).port;
+  const { server: upstream, port: upstreamPort } = await startOpenAIUpstream();
   const dir = await mkdtemp(join(tmpdir(), 'clawperf-bench-gw-'));
   const gw = await createGateway({
     cacheDir: dir,
