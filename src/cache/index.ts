@@ -63,7 +63,12 @@ export {
   type TtlPolicy,
   type TtlPolicyName,
 } from './smart-cache.ts';
-export { DEFAULT_DISK_MAX_BYTES, DiskStore, type DiskStoreOptions } from './stores/disk.ts';
+export {
+  DEFAULT_DISK_MAX_BYTES,
+  DEFAULT_DISK_MAX_ENTRIES,
+  DiskStore,
+  type DiskStoreOptions,
+} from './stores/disk.ts';
 export {
   DEFAULT_L1_MAX_BYTES,
   DEFAULT_L1_MAX_ENTRIES,

@@ -65,6 +65,42 @@ describe('the disk store is bounded in bytes', () => {
   });
 });
 
+describe('the disk store is bounded in entries, so its in-memory index is bounded too', () => {
+  it('evicts least recently used entries past maxEntries, however small the values', async () => {
+    const dir = await tempDir();
+    const store = new DiskStore({ dir, maxEntries: 3 });
+    for (let i = 0; i < 3; i++) await store.set(`k${i}`, entry(`"${i}"`));
+    assert.ok((await store.get('k0')) !== undefined);
+    await store.set('k3', entry('"3"'));
+    await store.set('k4', entry('"4"'));
+    assert.equal(store.entries, 3);
+    assert.equal(store.evictions, 2);
+    assert.ok((await store.get('k0')) !== undefined, 'k0 was read, so k1 and k2 went first');
+    assert.equal(await store.get('k1'), undefined);
+    assert.equal(await store.get('k2'), undefined);
+    await store.close();
+    assert.equal((await cacache.ls(dir)).k1, undefined, 'evicted entries leave the disk too');
+  });
+
+  it('applies the bound to what a restart finds on disk', async () => {
+    const dir = await tempDir();
+    const first = new DiskStore({ dir });
+    for (let i = 0; i < 5; i++) await first.set(`k${i}`, entry(`"${i}"`));
+    await first.close();
+    const second = new DiskStore({ dir, maxEntries: 2 });
+    assert.equal(await second.get('k0'), undefined);
+    assert.equal(second.entries, 2);
+    assert.ok((await second.get('k4')) !== undefined);
+  });
+
+  it('rejects a bound below 1, naming the option', () => {
+    assert.throws(
+      () => new DiskStore({ dir: '/tmp/x', maxEntries: 0 }),
+      /disk\.maxEntries must be an integer >= 1, got 0/,
+    );
+  });
+});
+
 describe('the disk store honours TTL', () => {
   it('an expired entry reads as a miss and is removed, across a restart too', async () => {
     const clock = new ManualClock();

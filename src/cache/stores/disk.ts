@@ -5,12 +5,21 @@ import type { CacheStore, StoredEntry } from './store.ts';
 
 /** @default 268435456 (256 MiB) */
 export const DEFAULT_DISK_MAX_BYTES = 256 * 1024 * 1024;
+/**
+ * The in-memory index holds one record per entry on disk, so the entry count bounds this process's heap
+ * as `maxBytes` bounds the disk: many small values (embeddings, short answers) would otherwise fill 256 MiB
+ * of disk and a heap-resident index of the same number of records.
+ * @default 100000
+ */
+export const DEFAULT_DISK_MAX_ENTRIES = 100_000;
 
 export interface DiskStoreOptions {
   /** Directory of the cache; created when missing. One process per directory. */
   dir: string;
   /** Most bytes of values kept; the least recently used entries go first. @default 268435456 (256 MiB) */
   maxBytes?: number;
+  /** Most entries kept (each costs a record in memory); the least recently used go first. @default 100000 */
+  maxEntries?: number;
   clock?: Clock;
 }
 
@@ -50,6 +59,7 @@ export class DiskStore implements CacheStore {
   readonly name = 'disk';
   readonly #dir: string;
   readonly #maxBytes: number;
+  readonly #maxEntries: number;
   readonly #clock: Clock;
   readonly #wallOffset: number;
   /** Insertion order is recency order: a read moves its key to the end. */
@@ -68,6 +78,7 @@ export class DiskStore implements CacheStore {
     }
     this.#dir = options.dir;
     this.#maxBytes = check.integer('disk.maxBytes', options.maxBytes ?? DEFAULT_DISK_MAX_BYTES, 1);
+    this.#maxEntries = check.integer('disk.maxEntries', options.maxEntries ?? DEFAULT_DISK_MAX_ENTRIES, 1);
     this.#clock = options.clock === undefined ? systemClock : check.clock('disk.clock', options.clock);
     // Unix time derived from the (possibly injected) clock, so TTLs follow it and still hold across restarts.
     this.#wallOffset = performance.timeOrigin;
@@ -82,7 +93,7 @@ export class DiskStore implements CacheStore {
     return this.#index.size;
   }
 
-  /** Entries removed to stay within `maxBytes`. */
+  /** Entries removed to stay within `maxBytes` and `maxEntries`. */
   get evictions(): number {
     return this.#evictions;
   }
@@ -147,12 +158,17 @@ export class DiskStore implements CacheStore {
     this.#bytes += data.length;
     if (previous !== undefined && previous.integrity !== integrity)
       await this.#dropContent(previous.integrity);
-    while (this.#bytes > this.#maxBytes) {
+    await this.#evict();
+    return true;
+  }
+
+  /** Removes least recently used entries until both bounds hold. */
+  async #evict(): Promise<void> {
+    while (this.#bytes > this.#maxBytes || this.#index.size > this.#maxEntries) {
       const [oldest, held] = this.#index.entries().next().value as [string, Held];
       this.#evictions++;
       await this.#remove(oldest, held);
     }
-    return true;
   }
 
   async delete(key: string): Promise<void> {
@@ -199,6 +215,7 @@ export class DiskStore implements CacheStore {
         this.#refs.set(entry.integrity, (this.#refs.get(entry.integrity) ?? 0) + 1);
         this.#bytes += size;
       }
+      await this.#evict();
       await cacache.verify(this.#dir).catch(() => undefined);
     })();
     return this.#loaded;
