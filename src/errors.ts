@@ -85,6 +85,19 @@ export class AcquireTimeoutError extends ClawperfError {
   }
 }
 
+/**
+ * A pool's `create` failed for the caller waiting on it. `cause` holds the creation error; the pool retries
+ * with backoff for the callers still waiting and for `min`.
+ */
+export class ResourceCreateError extends ClawperfError {
+  override readonly code = 'ERR_CLAWPERF_RESOURCE_CREATE';
+
+  constructor(options?: ClawperfErrorOptions) {
+    const cause = options?.cause;
+    super(`could not create a resource: ${cause instanceof Error ? cause.message : String(cause)}`, options);
+  }
+}
+
 /** A pooled resource was released twice, or something the pool never lent was released to it. */
 export class PoolReleaseError extends ClawperfError {
   override readonly code = 'ERR_CLAWPERF_POOL_RELEASE';

@@ -13,6 +13,7 @@ const samples: Record<string, () => errors.ClawperfError> = {
   OverloadedError: () => new errors.OverloadedError({ queueSize: 10, maxQueueSize: 10, retryAfterMs: 25 }),
   QueueTimeoutError: () => new errors.QueueTimeoutError(100),
   AcquireTimeoutError: () => new errors.AcquireTimeoutError(5_000, { cause: new Error('ECONNREFUSED') }),
+  ResourceCreateError: () => new errors.ResourceCreateError({ cause: new Error('ECONNREFUSED') }),
   PoolReleaseError: () => new errors.PoolReleaseError('connection 3 was already released'),
   RateLimitedError: () =>
     new errors.RateLimitedError({ key: 'user:1', limit: 60, retryAfterMs: 1_200, policy: 'rpm' }),

@@ -10,6 +10,7 @@ import {
   ClosedError,
   OverloadedError,
   PoolReleaseError,
+  ResourceCreateError,
   TimeoutError,
 } from '../errors.ts';
 import { type Clock, type SchedulingClock, systemClock } from '../internal/clock.ts';
@@ -412,6 +413,7 @@ export class ConnectionPool<C> extends EventEmitter<ConnectionPoolEvents> {
    * Borrows a resource: an idle one (validated first when `validate` is set), a new one while fewer than
    * `max` exist, or the next one released, in FIFO order.
    *
+   * @throws {ResourceCreateError} when the `create` started for this caller fails (`cause`: its error).
    * @throws {AcquireTimeoutError} after `acquireTimeoutMs` (its `cause` is the last `create` error while
    *   creation is failing).
    * @throws {OverloadedError} when `maxWaiting` callers already wait.
@@ -863,8 +865,20 @@ export class ConnectionPool<C> extends EventEmitter<ConnectionPoolEvents> {
     // Jitter (between half and all of the backoff) keeps many processes from retrying in step.
     this.#retryAt = this.#clock.now() + backoff * (0.5 + Math.random() / 2);
     this.#emit('createError', error);
-    if (this.#closing) this.#checkSettled();
-    else this.#grow();
+    if (this.#closing) {
+      this.#checkSettled();
+      return;
+    }
+    // The creation was started for the oldest waiter: it learns of the failure now, not at its deadline.
+    // The others keep waiting while `create` is retried with backoff (one attempt, one rejection at most).
+    for (let waiter = this.#queue.shift(); waiter !== undefined; waiter = this.#queue.shift()) {
+      if (waiter.settled) continue;
+      this.#waiting--;
+      this.#fail(waiter, new ResourceCreateError({ cause: error }));
+      break;
+    }
+    this.#stopDeadlineWhenIdle();
+    this.#grow();
   }
 
   #destroySlot(slot: Slot<C>, reason: DestroyReason): Promise<void> {

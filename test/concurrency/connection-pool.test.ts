@@ -15,6 +15,7 @@ import {
   ClosedError,
   OverloadedError,
   PoolReleaseError,
+  ResourceCreateError,
   TimeoutError,
 } from '../../src/errors.ts';
 import { ManualClock } from '../../src/internal/clock.ts';
@@ -352,21 +353,45 @@ describe('use()', () => {
 });
 
 describe('failing create (generic-pool #175/#273: hangs or busy-loops)', () => {
-  it('acquire rejects within its timeout with AcquireTimeoutError whose cause is the create error', async () => {
+  it('a failing create rejects the acquire it was started for at once, with the create error as cause', async () => {
     const clock = new ManualClock();
     const res = resources();
     res.failCreate = true;
     const p = pool(res, { max: 4, acquireTimeoutMs: 1_000, createRetryBaseMs: 10, clock });
-    const attempt = p.acquire();
-    await clock.advance(1_000);
-    const error = await attempt.then(
+    const error = await p.acquire().then(
       () => assert.fail('acquired from a failing create'),
       (e: unknown) => e,
     );
-    assert.ok(error instanceof AcquireTimeoutError);
+    assert.ok(error instanceof ResourceCreateError, String(error));
     assert.equal((error.cause as Error).message, 'connection refused');
-    // Backoff doubles from 10 ms (with jitter down to half): at most ~9 attempts fit in one second.
-    assert.ok(res.createCalls >= 2 && res.createCalls <= 12, `create called ${res.createCalls} times`);
+    assert.equal(clock.now(), 0, 'rejected without waiting for the acquire timeout');
+    assert.equal(res.createCalls, 1);
+    assert.equal(p.stats().waiting, 0, 'no ghost waiter');
+    await p.drain();
+  });
+
+  it('while create keeps failing, each attempt rejects one waiter and the rest time out with the cause', async () => {
+    const clock = new ManualClock();
+    const res = resources();
+    res.failCreate = true;
+    const p = pool(res, { max: 4, acquireTimeoutMs: 1_000, createRetryBaseMs: 10, clock });
+    const outcomes = Array.from({ length: 30 }, () =>
+      p.acquire().then(
+        () => assert.fail('acquired from a failing create'),
+        (e: unknown) => e,
+      ),
+    );
+    await clock.advance(1_000);
+    const errors = await Promise.all(outcomes);
+    const created = errors.filter((e) => e instanceof ResourceCreateError);
+    const timedOut = errors.filter((e) => e instanceof AcquireTimeoutError);
+    assert.equal(created.length + timedOut.length, 30, errors.map(String).join('; '));
+    // Backoff doubles from 10 ms (with jitter down to half): at most ~9 attempts fit in one second, and the
+    // first wave starts one creation per waiter up to max.
+    assert.ok(res.createCalls >= 2 && res.createCalls <= 16, `create called ${res.createCalls} times`);
+    assert.equal(created.length, res.createCalls, 'one rejection per failed attempt');
+    for (const e of timedOut) assert.equal(((e as Error).cause as Error).message, 'connection refused');
+    assert.equal(p.stats().waiting, 0);
     await p.drain();
   });
 
@@ -405,7 +430,7 @@ describe('failing create (generic-pool #175/#273: hangs or busy-loops)', () => {
       () => assert.fail('acquired from a hanging create'),
       (e: unknown) => e,
     );
-    assert.ok(error instanceof AcquireTimeoutError);
+    assert.ok(error instanceof ResourceCreateError, String(error));
     assert.ok(error.cause instanceof TimeoutError, String(error.cause));
     const draining = p.drain();
     res.holdCreate = false;
@@ -692,7 +717,7 @@ describe('with real PostgreSQL', () => {
       () => assert.fail('acquired a connection while the server was down'),
       (e: unknown) => e,
     );
-    assert.ok(during instanceof AcquireTimeoutError, String(during));
+    assert.ok(during instanceof ResourceCreateError || during instanceof AcquireTimeoutError, String(during));
     assert.ok(during.cause instanceof Error, 'the connect error is the cause');
     assert.ok(p.stats().invalid >= 1, 'broken connections failed validation');
 
