@@ -37,8 +37,9 @@ export interface RequestBatcherOptions<T> {
   /** A batch is sent as soon as it holds this many items. @default 100 */
   maxBatchSize?: number;
   /**
-   * A batch is sent at the latest this long after its first item arrived, ms. `0` sends at the end of the
-   * current tick (after pending promise callbacks), the way dataloader batches. @default 10
+   * A batch is sent at the latest this long after its first item arrived, ms (or, when every processor slot
+   * is busy then, as soon as one frees, having kept filling meanwhile). `0` sends at the end of the current
+   * tick (after pending promise callbacks), the way dataloader batches. @default 10
    */
   maxWaitMs?: number;
   /** Batches being processed at once; sealed batches beyond it wait their turn. @default 4 */
@@ -135,6 +136,11 @@ interface Batch<T, R> {
   cancelled: number;
   /** 0 forming, 1 sealed, 2 running, 3 done. */
   state: number;
+  /**
+   * Its wait is over but every processor slot was busy: it keeps forming (up to `maxBatchSize`) and is sent
+   * the moment a slot frees, instead of queueing as a small sealed batch.
+   */
+  due: boolean;
   timer: ReturnType<typeof setTimeout> | undefined;
   whenDone: { promise: Promise<void>; resolve: () => void } | undefined;
   /** Covers the processor call; a no-op span until an OpenTelemetry SDK is registered. */
@@ -147,8 +153,9 @@ const resolved = Promise.resolve();
  * Batches single requests. Each caller gets its own result or its own rejection: a failed batch rejects
  * every caller with a {@link BatchItemError} (the failure as `cause`), a result array that is too short
  * rejects the callers left without a result, and an `Error` in the array rejects only its caller. At most
- * `maxConcurrentBatches` run at once; at most `maxQueueSize` items wait. `close()` sends what is queued and
- * waits for it.
+ * `maxConcurrentBatches` run at once; at most `maxQueueSize` items wait. A batch goes out when it is full or
+ * after `maxWaitMs`; when every slot is busy then, it keeps filling and goes out as soon as a slot frees, so
+ * a slow processor gets fewer, fuller batches. `close()` sends what is queued and waits for it.
  *
  * @example
  * const batcher = new RequestBatcher(async (texts: string[]) => embedMany(texts), { maxBatchSize: 100, maxWaitMs: 20 });
@@ -186,7 +193,7 @@ export class RequestBatcher<T, R> {
   #tickPending = false;
   readonly #onTick = (): void => {
     this.#tickPending = false;
-    if (this.#current !== null) this.#seal(this.#current);
+    if (this.#current !== null) this.#due(this.#current);
   };
   readonly #scheduleTick = (): void => process.nextTick(this.#onTick);
   readonly #sealed: Batch<T, R>[] = [];
@@ -508,6 +515,7 @@ export class RequestBatcher<T, R> {
       room: 0,
       cancelled: 0,
       state: 0,
+      due: false,
       timer: undefined,
       whenDone: undefined,
       span: undefined,
@@ -527,10 +535,16 @@ export class RequestBatcher<T, R> {
       // Not unref()ed: callers are awaiting this flush, and the process must not exit under them.
       batch.timer = setTimeout(() => {
         batch.timer = undefined;
-        if (batch.state === 0) this.#seal(batch);
+        if (batch.state === 0) this.#due(batch);
       }, this.#maxWaitMs);
     }
     return batch;
+  }
+
+  /** The forming batch has waited long enough: sent now when a slot is free, else as soon as one frees. */
+  #due(batch: Batch<T, R>): void {
+    if (this.#running.size < this.#maxConcurrent && this.#sealed.length === 0) this.#seal(batch);
+    else batch.due = true;
   }
 
   #seal(batch: Batch<T, R>): void {
@@ -551,6 +565,8 @@ export class RequestBatcher<T, R> {
     while (this.#running.size < this.#maxConcurrent && this.#sealed.length > 0) {
       this.#run(this.#sealed.shift()!);
     }
+    const current = this.#current;
+    if (current !== null && current.due && this.#running.size < this.#maxConcurrent) this.#seal(current);
   }
 
   // --- processing ----------------------------------------------------------------------------------
@@ -700,10 +716,15 @@ function tracer(): Tracer {
  * A promise whose callbacks land in the batch. The executor is a literal rather than one stored function
  * per batch, so the optimizer can inline it into the Promise constructor.
  */
+/** Where {@link collect} puts the next promise's resolvers: one shared executor, no closure per item. */
+let target: ((value: unknown) => void)[] = [];
+const collect = (resolve: (value: never) => void, reject: (reason: unknown) => void): void => {
+  target.push(resolve as (value: unknown) => void, reject);
+};
+
 function pending<R>(callbacks: ((value: unknown) => void)[]): Promise<R> {
-  return new Promise<R>((resolve, reject) => {
-    callbacks.push(resolve as (value: unknown) => void, reject);
-  });
+  target = callbacks;
+  return new Promise<R>(collect);
 }
 
 function settle<R>(caller: Caller<R>, result: R | undefined, error: unknown, failed: boolean): void {

@@ -188,6 +188,38 @@ describe('concurrency and queue bounds (seed: no cap on concurrent batches)', ()
     await b.close();
   });
 
+  it('while every slot is busy, the forming batch keeps filling and goes out as one when a slot frees', async () => {
+    const up = upstream(double, false);
+    const b = new RequestBatcher(up.processor, { maxBatchSize: 10, maxConcurrentBatches: 1, maxWaitMs: 0 });
+    const first = b.add(0);
+    await settle();
+    assert.equal(up.batches.length, 1, 'the first item goes at once: a slot was free');
+    // Items arriving over several ticks while the processor is busy: one batch, not one per tick.
+    const later: Promise<number>[] = [];
+    for (let tick = 1; tick <= 4; tick++) {
+      later.push(b.add(tick * 10), b.add(tick * 10 + 1));
+      await settle();
+    }
+    assert.equal(up.batches.length, 1, 'nothing sent while the only slot is busy');
+    assert.equal(b.stats().pendingBatches, 0, 'no small batches sealed and queued');
+    up.release();
+    await settle();
+    assert.deepEqual(up.batches[1], [10, 11, 20, 21, 30, 31, 40, 41]);
+    // A batch that fills up while waiting is sealed at maxBatchSize and the rest form the next one.
+    const more = Array.from({ length: 13 }, (_, i) => b.add(100 + i));
+    await settle();
+    assert.equal(up.batches.length, 2);
+    while (up.held.length > 0 || b.stats().running > 0) {
+      up.release();
+      await settle();
+    }
+    assert.deepEqual(up.batches.slice(2).map((batch) => batch.length), [10, 3]);
+    assert.equal(await first, 0);
+    assert.deepEqual(await Promise.all(later), [20, 22, 40, 42, 60, 62, 80, 82]);
+    assert.equal((await Promise.all(more)).length, 13);
+    await b.close();
+  });
+
   it('refuses items beyond maxQueueSize at once with OverloadedError', async () => {
     const up = upstream(double, false);
     const b = new RequestBatcher(up.processor, {
