@@ -45,24 +45,42 @@ interface Ports {
   memoryOnly: number;
   bare: number;
   upstream: number;
+  /** The same two gateways in front of an upstream answering after SLOW_UPSTREAM_MS. */
+  slowGateway: number;
+  slowMemoryOnly: number;
+  slowUpstream: number;
 }
 
+/** How long the second upstream takes to answer: a fast model, so the machine is not saturated at 16. */
+const SLOW_UPSTREAM_MS = 20;
+
+/** `BENCH_GATEWAY_ONLY=overhead,burst` runs only those sections (cached, peer, overhead, burst). */
+const only = process.env.BENCH_GATEWAY_ONLY?.split(',');
+const wanted = (section: string) => only === undefined || only.includes(section);
+
 async function serve(): Promise<void> {
-  const { createGateway } = await import('../src/gateway/server.ts');
+  const { createGateway, LISTEN_BACKLOG } = await import('../src/gateway/server.ts');
   const { server: upstream, port: upstreamPort } = await startOpenAIUpstream();
+  const { server: slowUpstream, port: slowUpstreamPort } = await startOpenAIUpstream({
+    latencyMs: SLOW_UPSTREAM_MS,
+  });
   const dir = await mkdtemp(join(tmpdir(), 'clawperf-bench-gw-'));
-  const gw = await createGateway({
-    cacheDir: dir,
-    localChatLatencyMs: 0,
-    upstreamUrl: `http://127.0.0.1:${upstreamPort}/v1`,
-  });
-  await gw.app.listen({ port: 0, host: '127.0.0.1' });
-  const memoryOnly = await createGateway({
-    cacheDir: false,
-    localChatLatencyMs: 0,
-    upstreamUrl: `http://127.0.0.1:${upstreamPort}/v1`,
-  });
-  await memoryOnly.app.listen({ port: 0, host: '127.0.0.1' });
+  const started: Awaited<ReturnType<typeof createGateway>>[] = [];
+  /** A gateway listening the way `clawperf gateway` does; `disk` false for memory only. */
+  const start = async (upstreamPort: number, disk: boolean) => {
+    const g = await createGateway({
+      cacheDir: disk ? await mkdtemp(join(dir, 'g-')) : false,
+      localChatLatencyMs: 0,
+      upstreamUrl: `http://127.0.0.1:${upstreamPort}/v1`,
+    });
+    await g.app.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG });
+    started.push(g);
+    return g;
+  };
+  const gw = await start(upstreamPort, true);
+  const memoryOnly = await start(upstreamPort, false);
+  const slowGw = await start(slowUpstreamPort, true);
+  const slowMemoryOnly = await start(slowUpstreamPort, false);
   const embedAnswer = (
     await gw.app.inject({
       method: 'POST',
@@ -78,13 +96,20 @@ async function serve(): Promise<void> {
     memoryOnly: (memoryOnly.app.server.address() as AddressInfo).port,
     bare: (bare.server.address() as AddressInfo).port,
     upstream: upstreamPort,
+    slowGateway: (slowGw.app.server.address() as AddressInfo).port,
+    slowMemoryOnly: (slowMemoryOnly.app.server.address() as AddressInfo).port,
+    slowUpstream: slowUpstreamPort,
   };
+  // The burst section asks how many upstream calls the first gateway has made.
+  process.on('message', (message) => {
+    if (message === 'upstreamCalls') process.send?.({ upstreamCalls: gw.stats().upstreamCalls });
+  });
   process.send?.(ports);
   process.once('disconnect', async () => {
-    await gw.close();
-    await memoryOnly.close();
+    for (const g of started) await g.close();
     await bare.close();
     upstream.close();
+    slowUpstream.close();
     await rm(dir, { recursive: true, force: true });
     process.exit(0);
   });
@@ -159,6 +184,63 @@ async function startPortkey(
   };
 }
 
+/** Asks the server process how many upstream calls its first gateway has made. */
+async function upstreamCalls(child: ChildProcess): Promise<number> {
+  child.send('upstreamCalls');
+  for (;;) {
+    const [message] = (await once(child, 'message')) as [{ upstreamCalls?: number }];
+    if (message.upstreamCalls !== undefined) return message.upstreamCalls;
+  }
+}
+
+/**
+ * 1,000 concurrent `/v1/embeddings` requests over real sockets, one input each: distinct inputs (how many
+ * upstream batches), then one identical input (one call). Each burst on 1,000 connections, both already
+ * open (a warm client pool) and opened by the burst itself (1,000 new clients at once).
+ */
+async function burst(child: ChildProcess, gateway: string): Promise<void> {
+  const CLIENTS = 1_000;
+  const fire = async (agent: Agent, input: (i: number) => string) => {
+    const before = await upstreamCalls(child);
+    const t0 = performance.now();
+    const codes = await Promise.all(
+      Array.from({ length: CLIENTS }, (_, i) =>
+        request(`${gateway}/v1/embeddings`, {
+          method: 'POST',
+          body: JSON.stringify({ model: 'local-embed', input: input(i) }),
+          headers: { 'content-type': 'application/json' },
+          dispatcher: agent,
+        }).then(async (r) => {
+          await r.body.dump();
+          return r.statusCode;
+        }),
+      ),
+    );
+    const ms = performance.now() - t0;
+    if (codes.some((c) => c !== 200))
+      throw new Error(`burst: ${codes.filter((c) => c !== 200).length} failed`);
+    return { calls: (await upstreamCalls(child)) - before, ms };
+  };
+  console.log(`\n### ${CLIENTS.toLocaleString('en')} concurrent /v1/embeddings requests, real sockets\n`);
+  console.log('| burst | connections | upstream calls | wall (ms) |');
+  console.log('|---|---|---:|---:|');
+  let run = 0;
+  for (let round = 0; round < 3; round++) {
+    for (const warm of [true, false]) {
+      const agent = new Agent({ connections: CLIENTS });
+      // A warm pool: every connection opened (and the gateway warmed) by a burst of cached requests first.
+      if (warm) await fire(agent, () => 'hello');
+      run++;
+      const distinct = await fire(agent, (i) => `burst ${run} distinct input ${i}`);
+      const same = await fire(agent, () => `burst ${run} identical input`);
+      const how = warm ? 'already open' : 'opened by the burst';
+      console.log(`| distinct inputs | ${how} | ${distinct.calls} | ${Math.round(distinct.ms)} |`);
+      console.log(`| identical input | ${how} (then reused) | ${same.calls} | ${Math.round(same.ms)} |`);
+      await agent.close();
+    }
+  }
+}
+
 async function main(): Promise<void> {
   const child: ChildProcess = fork(new URL(import.meta.url).pathname, ['serve'], {
     execArgv: ['--import', 'tsx'],
@@ -181,50 +263,54 @@ async function main(): Promise<void> {
     headers: { 'content-type': 'application/json' },
   }).then((r) => r.body.dump());
 
-  const rows: Record<string, number[]> = { bare: [], embed: [], chat: [] };
-  await cannon(`${bare}/v1/embeddings`, embed);
-  await cannon(`${gateway}/v1/embeddings`, embed);
-  for (let round = 0; round < 3; round++) {
-    rows.embed!.push(await cannon(`${gateway}/v1/embeddings`, embed));
-    rows.chat!.push(await cannon(`${gateway}/v1/chat/completions`, chat));
-    rows.bare!.push(await cannon(`${bare}/v1/embeddings`, embed));
-  }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
-  const bareRps = median(rows.bare!);
-  console.log('\n### Cached answers, autocannon, 16 connections, 3 rounds of 3 s (median)\n');
-  console.log('| contender | req/s | ratio to bare Fastify |');
-  console.log('|---|---:|---:|');
-  for (const [name, key] of [
-    ['clawperf gateway, cached /v1/embeddings (1 input)', 'embed'],
-    ['clawperf gateway, cached deterministic /v1/chat/completions', 'chat'],
-    ['bare Fastify route, same JSON (limit)', 'bare'],
-  ] as const) {
-    const rps = median(rows[key]!);
-    console.log(`| ${name} | ${Math.round(rps)} | ${(rps / bareRps).toFixed(2)}x |`);
+  if (wanted('cached')) {
+    const rows: Record<string, number[]> = { bare: [], embed: [], chat: [] };
+    await cannon(`${bare}/v1/embeddings`, embed);
+    await cannon(`${gateway}/v1/embeddings`, embed);
+    for (let round = 0; round < 3; round++) {
+      rows.embed!.push(await cannon(`${gateway}/v1/embeddings`, embed));
+      rows.chat!.push(await cannon(`${gateway}/v1/chat/completions`, chat));
+      rows.bare!.push(await cannon(`${bare}/v1/embeddings`, embed));
+    }
+    const bareRps = median(rows.bare!);
+    console.log('\n### Cached answers, autocannon, 16 connections, 3 rounds of 3 s (median)\n');
+    console.log('| contender | req/s | ratio to bare Fastify |');
+    console.log('|---|---:|---:|');
+    for (const [name, key] of [
+      ['clawperf gateway, cached /v1/embeddings (1 input)', 'embed'],
+      ['clawperf gateway, cached deterministic /v1/chat/completions', 'chat'],
+      ['bare Fastify route, same JSON (limit)', 'bare'],
+    ] as const) {
+      const rps = median(rows[key]!);
+      console.log(`| ${name} | ${Math.round(rps)} | ${(rps / bareRps).toFixed(2)}x |`);
+    }
   }
 
   const portkey = await startPortkey(upstream);
-  const bypass = { 'x-clawperf-cache': 'bypass' };
-  const peerRows: Record<string, number[]> = { clawperf: [], portkey: [], direct: [] };
-  await cannon(`${portkey.url}/v1/chat/completions`, chat, portkey.headers);
-  for (let round = 0; round < 3; round++) {
-    peerRows.clawperf!.push(await cannon(`${gateway}/v1/chat/completions`, chat, bypass));
-    peerRows.portkey!.push(await cannon(`${portkey.url}/v1/chat/completions`, chat, portkey.headers));
-    peerRows.direct!.push(await cannon(`${upstream}/v1/chat/completions`, chat));
-  }
-  const clawperfRps = median(peerRows.clawperf!);
-  console.log(
-    '\n### Proxied chat completions (no cache) against Portkey, autocannon, 16 connections, 3 rounds of 3 s (median)\n',
-  );
-  console.log('| contender | req/s | ratio to clawperf |');
-  console.log('|---|---:|---:|');
-  for (const [name, key] of [
-    ['clawperf gateway, x-clawperf-cache: bypass', 'clawperf'],
-    ['Portkey gateway 1.15.2 (--headless)', 'portkey'],
-    ['the upstream called directly (limit)', 'direct'],
-  ] as const) {
-    const rps = median(peerRows[key]!);
-    console.log(`| ${name} | ${Math.round(rps)} | ${(rps / clawperfRps).toFixed(2)}x |`);
+  if (wanted('peer')) {
+    const bypass = { 'x-clawperf-cache': 'bypass' };
+    const peerRows: Record<string, number[]> = { clawperf: [], portkey: [], direct: [] };
+    await cannon(`${portkey.url}/v1/chat/completions`, chat, portkey.headers);
+    for (let round = 0; round < 3; round++) {
+      peerRows.clawperf!.push(await cannon(`${gateway}/v1/chat/completions`, chat, bypass));
+      peerRows.portkey!.push(await cannon(`${portkey.url}/v1/chat/completions`, chat, portkey.headers));
+      peerRows.direct!.push(await cannon(`${upstream}/v1/chat/completions`, chat));
+    }
+    const clawperfRps = median(peerRows.clawperf!);
+    console.log(
+      '\n### Proxied chat completions (no cache) against Portkey, autocannon, 16 connections, 3 rounds of 3 s (median)\n',
+    );
+    console.log('| contender | req/s | ratio to clawperf |');
+    console.log('|---|---:|---:|');
+    for (const [name, key] of [
+      ['clawperf gateway, x-clawperf-cache: bypass', 'clawperf'],
+      ['Portkey gateway 1.15.2 (--headless)', 'portkey'],
+      ['the upstream called directly (limit)', 'direct'],
+    ] as const) {
+      const rps = median(peerRows[key]!);
+      console.log(`| ${name} | ${Math.round(rps)} | ${(rps / clawperfRps).toFixed(2)}x |`);
+    }
   }
 
   const agent = new Agent({ connections: 32 });
@@ -239,71 +325,83 @@ async function main(): Promise<void> {
       if (r.statusCode !== 200) throw new Error(`${url}: ${r.statusCode}`);
       return r.body.dump();
     });
-  for (const concurrency of [1, 16]) {
-    const results = await compare(
-      {
-        title: `Cache miss overhead, ${concurrency} connection(s)`,
-        concurrency,
-        latency: true,
-        rounds: 5,
-        roundMs: 1000,
-      },
-      [
+  const overhead = async (label: string, to: { gateway: string; memoryOnly: string; upstream: string }) => {
+    const portkeyHeaders = { ...portkey.headers, 'x-portkey-custom-host': `${to.upstream}/v1` };
+    for (const concurrency of [1, 16]) {
+      const results = await compare(
         {
-          name: 'through the gateway: deterministic chat, cache miss',
-          op: () =>
-            post(`${gateway}/v1/chat/completions`, {
-              ...chat,
-              messages: [{ role: 'user', content: `miss ${n++}` }],
-            }),
+          title: `Cache miss overhead, ${label}, ${concurrency} connection(s)`,
+          concurrency,
+          latency: true,
+          rounds: 5,
+          roundMs: to.upstream === upstream ? 1000 : 2000,
         },
-        {
-          name: 'through the gateway without disk cache: cache miss',
-          op: () =>
-            post(`${memoryOnly}/v1/chat/completions`, {
-              ...chat,
-              messages: [{ role: 'user', content: `miss ${n++}` }],
-            }),
-        },
-        {
-          name: 'through the gateway: x-clawperf-cache bypass',
-          op: () =>
-            request(`${gateway}/v1/chat/completions`, {
-              method: 'POST',
-              body: JSON.stringify(chat),
-              headers: { 'content-type': 'application/json', 'x-clawperf-cache': 'bypass' },
-              dispatcher: agent,
-            }).then((r) => r.body.dump()),
-        },
-        {
-          name: 'Portkey gateway 1.15.2 (--headless), same request',
-          op: () =>
-            request(`${portkey.url}/v1/chat/completions`, {
-              method: 'POST',
-              body: JSON.stringify(chat),
-              headers: { 'content-type': 'application/json', ...portkey.headers },
-              dispatcher: agent,
-            }).then((r) => {
-              if (r.statusCode !== 200) throw new Error(`Portkey: ${r.statusCode}`);
-              return r.body.dump();
-            }),
-        },
-        {
-          name: 'the upstream called directly (limit)',
-          op: () => post(`${upstream}/v1/chat/completions`, chat),
-        },
-      ],
-    );
-    const direct = results[4]!;
-    console.log(`\nAdded latency at ${concurrency} connection(s), gateway minus direct:\n`);
-    console.log('| path | p50 added (ms) | p99 added (ms) |');
-    console.log('|---|---:|---:|');
-    for (const r of results.slice(0, 4)) {
-      console.log(
-        `| ${r.name} | ${(((r.p50Us ?? 0) - (direct.p50Us ?? 0)) / 1000).toFixed(3)} | ${(((r.p99Us ?? 0) - (direct.p99Us ?? 0)) / 1000).toFixed(3)} |`,
+        [
+          {
+            name: 'through the gateway: deterministic chat, cache miss',
+            op: () =>
+              post(`${to.gateway}/v1/chat/completions`, {
+                ...chat,
+                messages: [{ role: 'user', content: `miss ${n++}` }],
+              }),
+          },
+          {
+            name: 'through the gateway without disk cache: cache miss',
+            op: () =>
+              post(`${to.memoryOnly}/v1/chat/completions`, {
+                ...chat,
+                messages: [{ role: 'user', content: `miss ${n++}` }],
+              }),
+          },
+          {
+            name: 'through the gateway: x-clawperf-cache bypass',
+            op: () =>
+              request(`${to.gateway}/v1/chat/completions`, {
+                method: 'POST',
+                body: JSON.stringify(chat),
+                headers: { 'content-type': 'application/json', 'x-clawperf-cache': 'bypass' },
+                dispatcher: agent,
+              }).then((r) => r.body.dump()),
+          },
+          {
+            name: 'Portkey gateway 1.15.2 (--headless), same request',
+            op: () =>
+              request(`${portkey.url}/v1/chat/completions`, {
+                method: 'POST',
+                body: JSON.stringify(chat),
+                headers: { 'content-type': 'application/json', ...portkeyHeaders },
+                dispatcher: agent,
+              }).then((r) => {
+                if (r.statusCode !== 200) throw new Error(`Portkey: ${r.statusCode}`);
+                return r.body.dump();
+              }),
+          },
+          {
+            name: 'the upstream called directly (limit)',
+            op: () => post(`${to.upstream}/v1/chat/completions`, chat),
+          },
+        ],
       );
+      const direct = results[4]!;
+      console.log(`\nAdded latency, ${label}, ${concurrency} connection(s), gateway minus direct:\n`);
+      console.log('| path | p50 added (ms) | p99 added (ms) |');
+      console.log('|---|---:|---:|');
+      for (const r of results.slice(0, 4)) {
+        console.log(
+          `| ${r.name} | ${(((r.p50Us ?? 0) - (direct.p50Us ?? 0)) / 1000).toFixed(3)} | ${(((r.p99Us ?? 0) - (direct.p99Us ?? 0)) / 1000).toFixed(3)} |`,
+        );
+      }
     }
+  };
+  if (wanted('overhead')) {
+    await overhead('upstream answering at once', { gateway, memoryOnly, upstream });
+    await overhead(`upstream answering after ${SLOW_UPSTREAM_MS} ms`, {
+      gateway: `http://127.0.0.1:${ports.slowGateway}`,
+      memoryOnly: `http://127.0.0.1:${ports.slowMemoryOnly}`,
+      upstream: `http://127.0.0.1:${ports.slowUpstream}`,
+    });
   }
+  if (wanted('burst')) await burst(child, gateway);
   await agent.close();
   await portkey.stop();
   child.disconnect();

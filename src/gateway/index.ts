@@ -25,4 +25,11 @@ export {
   resolveConfig,
 } from './config.ts';
 export { LOCAL_CHAT_MODEL, LOCAL_EMBED_MODEL, LOCAL_MODELS, localEmbedding } from './local-upstream.ts';
-export { createGateway, type Gateway, type GatewayStats, type StartOptions, startGateway } from './server.ts';
+export {
+  createGateway,
+  type Gateway,
+  type GatewayStats,
+  LISTEN_BACKLOG,
+  type StartOptions,
+  startGateway,
+} from './server.ts';

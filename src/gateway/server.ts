@@ -1157,6 +1157,13 @@ class UsageTap {
 }
 
 /** Options of {@link startGateway}. */
+/**
+ * Connections the kernel queues before the gateway accepts them (capped by `net.core.somaxconn`). Node's
+ * default of 511 drops the SYNs of a larger burst of new clients, which then retry after a second: a burst
+ * of 1,000 fresh connections took 1.6 s instead of 0.6 s and its embeddings went upstream in 2-3x more batches.
+ */
+export const LISTEN_BACKLOG = 4096;
+
 export interface StartOptions {
   /** Where startup lines go. @default process.stderr */
   log?: (line: string) => void;
@@ -1174,7 +1181,7 @@ export async function startGateway(
   const { config } = gateway;
   let address: string;
   try {
-    address = await gateway.app.listen({ port: config.port, host: config.host });
+    address = await gateway.app.listen({ port: config.port, host: config.host, backlog: LISTEN_BACKLOG });
   } catch (error) {
     await gateway.close();
     throw error;
