@@ -7,10 +7,10 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import { Readable } from 'node:stream';
+import { pipeline, Readable, Transform } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Counter, Histogram } from 'prom-client';
-import { MultiLevelCache } from '../cache/index.ts';
+import { DEFAULT_MAX_VALUE_BYTES, MultiLevelCache } from '../cache/index.ts';
 import {
   OutboundLimiter,
   RateLimiter,
@@ -902,9 +902,10 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     const cacheable = mode === 'force' || (mode === 'auto' && req.deterministic);
     const { stream: _stream, stream_options: _options, user: _user, ...identity } = req.body;
     const key = cacheable ? `chat:${tenant}:${sha256(JSON.stringify(identity))}` : undefined;
+    const tags = [`tenant:${tenant}`, `model:${req.model}`];
     if (req.stream) {
       const cached = key === undefined ? undefined : await safeGet(key);
-      if (cached === undefined) return streamChat(request, reply, req, admitted, estimate);
+      if (cached === undefined) return streamChat(request, reply, req, admitted, estimate, key, tags);
       request.clawperf.cache = 'hit';
       request.clawperf.cacheKey = key;
       counts.cacheHits++;
@@ -929,9 +930,7 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
       } else {
         request.clawperf.cache = 'miss';
         counts.cacheMisses++;
-        answer = await timed(request, () =>
-          loadThrough(key, () => chatOnce(req, estimate), [`tenant:${tenant}`, `model:${req.model}`]),
-        );
+        answer = await timed(request, () => loadThrough(key, () => chatOnce(req, estimate), tags));
       }
     }
     counts.servedItems++;
@@ -947,22 +946,37 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     req: ChatRequest,
     admitted: Reservation | undefined,
     estimate: number,
+    key: string | undefined,
+    tags: string[],
   ): Promise<FastifyReply> => {
-    request.clawperf.cache = 'bypass';
-    counts.cacheBypass++;
+    request.clawperf.cache = key === undefined ? 'bypass' : 'miss';
+    if (key === undefined) counts.cacheBypass++;
+    else {
+      request.clawperf.cacheKey = key;
+      counts.cacheMisses++;
+    }
     const abort = new AbortController();
     reply.raw.once('close', () => {
       if (!reply.raw.writableFinished) abort.abort(new Error('the client went away'));
     });
+    // The token limit settles from `usage`, so the gateway asks for it; a client that did not ask never sees it.
+    const options = req.body.stream_options as Record<string, unknown> | undefined;
+    const clientWantsUsage = options?.include_usage === true;
+    const withUsage: ChatRequest = clientWantsUsage
+      ? req
+      : { ...req, body: { ...req.body, stream_options: { ...options, include_usage: true } } };
     let body: Readable;
     if (req.model === LOCAL_CHAT_MODEL) {
       counts.upstreamCalls++;
       counts.upstreamItems++;
-      body = local.chatStream(req, abort.signal);
+      body = local.chatStream(withUsage, abort.signal);
     } else {
       const answer = await timed(request, () =>
         upstreamCall('chat', req.model, 1, () =>
-          upstream!.postStream('/chat/completions', req.body, { tokens: estimate, signal: abort.signal }),
+          upstream!.postStream('/chat/completions', withUsage.body, {
+            tokens: estimate,
+            signal: abort.signal,
+          }),
         ),
       );
       if (answer.status >= 300) {
@@ -971,14 +985,21 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
       body = answer.body as Readable;
     }
     counts.servedItems++;
-    answers.inc({ endpoint: 'chat', cache: 'bypass' });
-    const usage = new UsageTap();
-    body.on('data', (chunk: Buffer | string) => usage.push(chunk));
-    body.once('end', () => settle(admitted, usage.total));
-    body.once('error', () => settle(admitted, usage.total));
+    answers.inc({ endpoint: 'chat', cache: request.clawperf.cache });
+    const tap = new StreamTap({
+      dropUsage: !clientWantsUsage,
+      assemble: key !== undefined,
+      maxBytes: DEFAULT_MAX_VALUE_BYTES,
+    });
+    pipeline(body, tap, (error) => {
+      settle(admitted, tap.total);
+      if (error !== undefined || key === undefined) return;
+      const completion = tap.completion();
+      if (completion !== undefined) cache.set(key, completion, { tags }).catch(() => {});
+    });
     reply.header('content-type', 'text/event-stream; charset=utf-8');
     reply.header('cache-control', 'no-cache');
-    return reply.send(body);
+    return reply.send(tap);
   };
 
   app.get('/v1/models', async () => {
@@ -1135,28 +1156,154 @@ function rateLimitHeaders(result: RateLimitResult): Record<string, string> {
   return headers;
 }
 
-/** Watches a server-sent-event stream for a chunk with `usage` (sent with `stream_options.include_usage`). */
-class UsageTap {
+interface AssembledChoice {
+  index: number;
+  role: string;
+  content: string;
+  finish: unknown;
+}
+
+/**
+ * Sits between a streamed chat completion and the client, event by event (backpressure is the pipe's): it
+ * reads `usage` (for the token limit's settlement), drops the usage-only chunk when the gateway asked for it
+ * and the client did not, and, when `assemble` is set, rebuilds the whole `chat.completion` so the answer
+ * can be cached like a non-streamed one. Anything it cannot rebuild exactly (tool calls, refusals, a stream
+ * without `[DONE]`) is passed on untouched and not assembled.
+ */
+class StreamTap extends Transform {
   total: number | undefined;
   #tail = '';
+  #done = false;
+  #assemble: boolean;
+  #bytes = 0;
+  readonly #dropUsage: boolean;
+  readonly #maxBytes: number;
+  #head: { id?: unknown; created?: unknown; model?: unknown; system_fingerprint?: unknown } = {};
+  #usage: unknown;
+  readonly #choices = new Map<number, AssembledChoice>();
 
-  push(chunk: Buffer | string): void {
+  constructor(options: { dropUsage: boolean; assemble: boolean; maxBytes: number }) {
+    super();
+    this.#dropUsage = options.dropUsage;
+    this.#assemble = options.assemble;
+    this.#maxBytes = options.maxBytes;
+  }
+
+  override _transform(chunk: Buffer | string, _encoding: BufferEncoding, callback: () => void): void {
     const text = this.#tail + (typeof chunk === 'string' ? chunk : chunk.toString('utf8'));
-    const lines = text.split('\n');
-    this.#tail = lines.pop() ?? '';
-    for (const line of lines) {
-      if (!line.startsWith('data: {') || !line.includes('"usage"')) continue;
-      try {
-        const t = totalTokens(JSON.parse(line.slice(6)));
-        if (t !== undefined) this.total = t;
-      } catch {
-        // A chunk that is not JSON is passed on untouched; it just carries no usage.
-      }
+    const end = text.lastIndexOf('\n\n');
+    if (end === -1) {
+      this.#tail = text;
+      callback();
+      return;
     }
+    this.#tail = text.slice(end + 2);
+    let out = '';
+    for (const event of text.slice(0, end).split('\n\n')) {
+      if (this.#event(event)) out += `${event}\n\n`;
+    }
+    if (out !== '') this.push(out);
+    callback();
+  }
+
+  override _flush(callback: () => void): void {
+    if (this.#tail !== '') {
+      if (this.#event(this.#tail)) this.push(this.#tail);
+      this.#tail = '';
+    }
+    callback();
+  }
+
+  /** Reads one event; false when it is to be dropped. */
+  #event(event: string): boolean {
+    if (this.#assemble) {
+      this.#bytes += event.length;
+      if (this.#bytes > this.#maxBytes) this.#assemble = false;
+    }
+    const data = event.startsWith('data: ') ? event.slice(6).trim() : undefined;
+    if (data === undefined) return true;
+    if (data === '[DONE]') {
+      this.#done = true;
+      return true;
+    }
+    if (!data.startsWith('{')) return true;
+    let chunk: {
+      id?: unknown;
+      created?: unknown;
+      model?: unknown;
+      system_fingerprint?: unknown;
+      choices?: { index?: unknown; delta?: Record<string, unknown>; finish_reason?: unknown }[];
+      usage?: unknown;
+    };
+    try {
+      chunk = JSON.parse(data);
+    } catch {
+      // A chunk that is not JSON is passed on untouched; nothing is assembled from such a stream.
+      this.#assemble = false;
+      return true;
+    }
+    const usageOnly = chunk.usage != null && Array.isArray(chunk.choices) && chunk.choices.length === 0;
+    if (chunk.usage != null) {
+      const t = totalTokens(chunk);
+      if (t !== undefined) this.total = t;
+      this.#usage = chunk.usage;
+    }
+    if (this.#assemble) this.#collect(chunk);
+    return !(usageOnly && this.#dropUsage);
+  }
+
+  #collect(chunk: {
+    id?: unknown;
+    created?: unknown;
+    model?: unknown;
+    system_fingerprint?: unknown;
+    choices?: { index?: unknown; delta?: Record<string, unknown>; finish_reason?: unknown }[];
+  }): void {
+    const head = this.#head;
+    head.id ??= chunk.id;
+    head.created ??= chunk.created;
+    head.model ??= chunk.model;
+    head.system_fingerprint ??= chunk.system_fingerprint;
+    for (const c of chunk.choices ?? []) {
+      const index = typeof c.index === 'number' ? c.index : 0;
+      let choice = this.#choices.get(index);
+      if (choice === undefined) {
+        choice = { index, role: 'assistant', content: '', finish: null };
+        this.#choices.set(index, choice);
+      }
+      for (const [field, value] of Object.entries(c.delta ?? {})) {
+        if (value == null) continue;
+        if (field === 'role' && typeof value === 'string') choice.role = value;
+        else if (field === 'content' && typeof value === 'string') choice.content += value;
+        // Tool calls, refusals, audio: not rebuilt, so not cached.
+        else this.#assemble = false;
+      }
+      if (c.finish_reason != null) choice.finish = c.finish_reason;
+    }
+  }
+
+  /** The whole completion, when the stream ended with `[DONE]` and every choice finished. */
+  completion(): Record<string, unknown> | undefined {
+    const choices = [...this.#choices.values()].sort((a, b) => a.index - b.index);
+    if (!this.#assemble || !this.#done || choices.length === 0) return undefined;
+    if (choices.some((c) => c.finish === null)) return undefined;
+    return {
+      id: this.#head.id,
+      object: 'chat.completion',
+      created: this.#head.created,
+      model: this.#head.model,
+      ...(this.#head.system_fingerprint == null ? {} : { system_fingerprint: this.#head.system_fingerprint }),
+      choices: choices.map((c) => ({
+        index: c.index,
+        message: { role: c.role, content: c.content },
+        logprobs: null,
+        finish_reason: c.finish,
+      })),
+      ...(this.#usage === undefined ? {} : { usage: this.#usage }),
+    };
   }
 }
 
-/** Options of {@link startGateway}. */
 /**
  * Connections the kernel queues before the gateway accepts them (capped by `net.core.somaxconn`). Node's
  * default of 511 drops the SYNs of a larger burst of new clients, which then retry after a second: a burst
@@ -1164,6 +1311,7 @@ class UsageTap {
  */
 export const LISTEN_BACKLOG = 4096;
 
+/** Options of {@link startGateway}. */
 export interface StartOptions {
   /** Where startup lines go. @default process.stderr */
   log?: (line: string) => void;

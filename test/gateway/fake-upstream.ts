@@ -20,6 +20,8 @@ export interface FakeUpstream {
   calls: Map<string, number>;
   /** Inputs per embeddings call, in order. */
   embedBatches: number[];
+  /** The body of the last chat completion request. */
+  lastChat: Record<string, unknown> | undefined;
   /** Misbehave for the next `times` calls (default: until `clear()`). */
   fail(fault: Fault, times?: number): void;
   clear(): void;
@@ -37,6 +39,7 @@ function vectorOf(text: string, dimensions: number): number[] {
 export async function startFakeUpstream(): Promise<FakeUpstream> {
   const calls = new Map<string, number>();
   const embedBatches: number[] = [];
+  const state: { lastChat: Record<string, unknown> | undefined } = { lastChat: undefined };
   let fault: Fault | undefined;
   let remaining = Number.POSITIVE_INFINITY;
   const sockets = new Set<import('node:net').Socket>();
@@ -111,18 +114,47 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
     }
     if (path === '/v1/chat/completions') {
       const messages = request.messages as { content: string }[];
+      state.lastChat = request;
       const text = `fake answer to ${messages[messages.length - 1]?.content}`;
       if (request.stream === true) {
+        // As OpenAI streams: the role first, the words, a chunk with finish_reason, usage only when asked.
+        // A prompt containing "tool" streams a tool call; one containing "cut" breaks off half-way.
+        const head = {
+          id: 'chatcmpl-fake',
+          object: 'chat.completion.chunk',
+          created: 0,
+          model: request.model,
+        };
+        const event = (choices: unknown[], extra: object = {}) =>
+          res.write(`data: ${JSON.stringify({ ...head, choices, ...extra })}\n\n`);
         res.writeHead(200, { 'content-type': 'text/event-stream' });
-        for (const word of text.split(' ')) {
-          res.write(
-            `data: ${JSON.stringify({ object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: `${word} ` } }] })}\n\n`,
-          );
+        event([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }]);
+        const words = text.split(' ');
+        for (const [i, word] of words.entries()) {
+          if (text.includes('cut') && i === 2) {
+            res.socket?.destroy();
+            return;
+          }
+          event([{ index: 0, delta: { content: i === 0 ? word : ` ${word}` }, finish_reason: null }]);
           await new Promise((r) => setTimeout(r, 5));
         }
-        res.write(
-          `data: ${JSON.stringify({ object: 'chat.completion.chunk', choices: [], usage: { prompt_tokens: 3, completion_tokens: 5, total_tokens: 8 } })}\n\n`,
-        );
+        if (text.includes('tool')) {
+          event([
+            {
+              index: 0,
+              delta: {
+                tool_calls: [
+                  { index: 0, id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' } },
+                ],
+              },
+              finish_reason: null,
+            },
+          ]);
+        }
+        event([{ index: 0, delta: {}, finish_reason: 'stop' }]);
+        if ((request.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true) {
+          event([], { usage: { prompt_tokens: 3, completion_tokens: 5, total_tokens: 8 } });
+        }
         res.end('data: [DONE]\n\n');
         return;
       }
@@ -160,6 +192,9 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
     url: `http://127.0.0.1:${port}/v1`,
     calls,
     embedBatches,
+    get lastChat() {
+      return state.lastChat;
+    },
     fail(f, times = Number.POSITIVE_INFINITY) {
       fault = f;
       remaining = times;

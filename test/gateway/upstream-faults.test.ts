@@ -156,10 +156,10 @@ describe('streaming', () => {
     const res = await stream(chat('stream please', { stream: true }));
     assert.equal(res.status, 200);
     assert.match(String(res.headers['content-type']), /text\/event-stream/);
-    assert.equal(res.headers['x-clawperf-cache'], 'bypass');
+    assert.equal(res.headers['x-clawperf-cache'], 'miss');
     assert.ok(res.headers.traceparent);
     assert.ok(res.chunks.length > 1, `${res.chunks.length} chunks`);
-    assert.match(res.text, /"fake "/);
+    assert.match(res.text, /"content":"fake"/);
     assert.ok(res.text.endsWith('data: [DONE]\n\n'));
   });
 
@@ -170,7 +170,7 @@ describe('streaming', () => {
     assert.ok(res.text.endsWith('data: [DONE]\n\n'));
   });
 
-  it('replays a cached deterministic answer as a stream, and does not store streamed answers', async () => {
+  it('replays a cached deterministic answer as a stream', async () => {
     const body = chat('cached then streamed');
     const whole = await post('/v1/chat/completions', body);
     assert.equal(whole.headers['x-clawperf-cache'], 'miss');
@@ -189,10 +189,56 @@ describe('streaming', () => {
       whole.body.choices[0].message.content,
     );
     assert.equal(chunks.at(-1).usage.total_tokens, whole.body.usage.total_tokens);
-    const fresh = await stream(chat('streamed first', { stream: true }));
-    assert.equal(fresh.headers['x-clawperf-cache'], 'bypass');
-    const after = await post('/v1/chat/completions', chat('streamed first'));
-    assert.equal(after.headers['x-clawperf-cache'], 'miss');
+  });
+
+  it('caches a streamed deterministic answer whole, for streamed and plain requests alike', async () => {
+    const body = chat('streamed first');
+    const first = await stream({ ...body, stream: true });
+    assert.equal(first.headers['x-clawperf-cache'], 'miss');
+    const key = String(first.headers['x-clawperf-cache-key']);
+    await waitFor(async () => (await gw.cache.get(key)) !== undefined, {
+      what: 'the streamed answer to be cached',
+    });
+    const calls = fake.total('/v1/chat/completions');
+    const plain = await post('/v1/chat/completions', body);
+    assert.equal(plain.headers['x-clawperf-cache'], 'hit');
+    assert.equal(plain.body.object, 'chat.completion');
+    assert.equal(plain.body.choices[0].message.content, 'fake answer to streamed first');
+    assert.equal(plain.body.choices[0].finish_reason, 'stop');
+    assert.equal(plain.body.usage.total_tokens, 8, 'usage the gateway asked the upstream for');
+    const again = await stream({ ...body, stream: true });
+    assert.equal(again.headers['x-clawperf-cache'], 'hit');
+    const content = again.text
+      .split('\n\n')
+      .filter((e) => e.startsWith('data: {'))
+      .map((e) => JSON.parse(e.slice(6)).choices[0]?.delta?.content ?? '')
+      .join('');
+    assert.equal(content, 'fake answer to streamed first');
+    assert.equal(fake.total('/v1/chat/completions'), calls, 'both answered from the cache');
+  });
+
+  it('asks the upstream for usage and hides it from a client that did not ask', async () => {
+    const res = await stream(chat('usage please', { stream: true }));
+    assert.equal((fake.lastChat?.stream_options as { include_usage?: unknown }).include_usage, true);
+    assert.doesNotMatch(res.text, /"usage"/);
+    assert.ok(res.text.endsWith('data: [DONE]\n\n'));
+    const asked = await stream(
+      chat('usage asked', { stream: true, stream_options: { include_usage: true } }),
+    );
+    assert.match(asked.text, /"total_tokens":8/);
+  });
+
+  it('does not cache a stream it cannot rebuild exactly, or one that broke off', async () => {
+    const tool = await stream(chat('please use a tool', { stream: true }));
+    assert.match(tool.text, /tool_calls/, 'the tool call is passed through');
+    const cut = await stream(chat('this will be cut short', { stream: true })).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 50));
+    for (const prompt of ['please use a tool', 'this will be cut short']) {
+      const calls = fake.total('/v1/chat/completions');
+      const res = await post('/v1/chat/completions', chat(prompt));
+      assert.equal(res.headers['x-clawperf-cache'], 'miss', `${prompt}: ${String(cut)}`);
+      assert.equal(fake.total('/v1/chat/completions'), calls + 1);
+    }
   });
 
   it('maps a failure before the stream starts to an error answer', async () => {
