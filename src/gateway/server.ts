@@ -5,31 +5,18 @@
  *
  * @module
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
-import type { IncomingHttpHeaders } from 'node:http';
-import { pipeline, Readable, Transform } from 'node:stream';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { Counter, Histogram } from 'prom-client';
-import { DEFAULT_MAX_VALUE_BYTES, MultiLevelCache } from '../cache/index.ts';
+import { MultiLevelCache } from '../cache/index.ts';
 import {
   OutboundLimiter,
   RateLimiter,
   type RateLimitPolicy,
   type RateLimitResult,
-  RequestBatcher,
   type Reservation,
 } from '../concurrency/index.ts';
-import {
-  BatchItemError,
-  CircuitOpenError,
-  ClawperfError,
-  ClosedError,
-  OverloadedError,
-  QueueTimeoutError,
-  RateLimitedError,
-  TimeoutError,
-  UpstreamError,
-} from '../errors.ts';
+import { ClawperfError, OverloadedError, QueueTimeoutError, UpstreamError } from '../errors.ts';
 import { MetricsCollector, PrometheusExporter, type Trackable } from '../metrics/index.ts';
 import { createProfilingHandler } from '../profiling/index.ts';
 import { BackpressureController, MemoryManager } from '../resources/index.ts';
@@ -45,34 +32,29 @@ import {
   usageFromResponse,
   withGenAISpan,
 } from '../tracing/index.ts';
+import { chatHandler } from './chat.ts';
 import { type GatewayConfig, resolveConfig } from './config.ts';
-import { DashboardFeed, dashboardPage } from './dashboard.ts';
+import {
+  bearer,
+  CACHE_HEADER,
+  digest,
+  type GatewayContext,
+  type GatewayCounts,
+  type RequestState,
+} from './context.ts';
+import { DashboardFeed } from './dashboard.ts';
 import { WriteBehindDiskStore } from './disk-writer.ts';
-import {
-  LOCAL_CHAT_MODEL,
-  LOCAL_EMBED_MODEL,
-  LOCAL_MODELS,
-  LOCAL_OWNER,
-  LocalUpstream,
-} from './local-upstream.ts';
-import {
-  type ApiError,
-  apiError,
-  type ChatRequest,
-  type EmbeddingsRequest,
-  estimateTokens,
-  parseChatRequest,
-  parseEmbeddingsRequest,
-  toBase64,
-  totalTokens,
-} from './openai.ts';
+import { createEmbeddingBatcher, embeddingsHandler } from './embeddings.ts';
+import { errorAnswer, retrySeconds, rootCause, sendError } from './error-answers.ts';
+import { LOCAL_CHAT_MODEL, LOCAL_EMBED_MODEL, LOCAL_MODELS, LocalUpstream } from './local-upstream.ts';
+import { type ApiError, apiError } from './openai.ts';
+import { registerOperations } from './operations.ts';
 import { UpstreamClient } from './upstream.ts';
 
 /** Provider name recorded on spans of calls answered by the built-in local models. */
-export const LOCAL_PROVIDER = 'clawperf.local';
-/** Completion tokens assumed for a TPM reservation when the request sets no `max_tokens`. @default 256 */
-export const DEFAULT_COMPLETION_ESTIMATE = 256;
+export { DEFAULT_COMPLETION_ESTIMATE } from './context.ts';
 
+export const LOCAL_PROVIDER = 'clawperf.local';
 /** A running gateway. */
 export interface Gateway {
   app: FastifyInstance;
@@ -106,136 +88,7 @@ export interface GatewayStats {
   upstreamCallsSaved: number;
 }
 
-/** What one request carries through the hooks. */
-interface RequestState {
-  start: number;
-  upstreamMs: number;
-  cache: 'hit' | 'miss' | 'bypass';
-  limit: RateLimitResult | undefined;
-  cacheKey: string | undefined;
-}
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    clawperf: RequestState;
-  }
-}
-
-interface EmbedItem {
-  model: string;
-  dimensions: number | undefined;
-  input: string | number[];
-}
-
-interface EmbedValue {
-  /** The vector. */
-  e: number[];
-  /** Tokens of the input. */
-  t: number;
-}
-
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
-const CACHE_HEADER = 'x-clawperf-cache';
-
-function sha256(text: string): string {
-  return createHash('sha256').update(text).digest('base64url');
-}
-
-function digest(text: string): Buffer {
-  return createHash('sha256').update(text).digest();
-}
-
-function bearer(headers: IncomingHttpHeaders): string | undefined {
-  const auth = headers.authorization;
-  if (typeof auth !== 'string' || !auth.startsWith('Bearer ')) return undefined;
-  return auth.slice(7).trim();
-}
-
-/** The cause chain's first error that says something about the upstream or admission. */
-function rootCause(error: unknown): unknown {
-  let e = error;
-  for (let i = 0; i < 5 && e instanceof BatchItemError && e.cause !== undefined; i++) e = e.cause;
-  return e;
-}
-
-function retrySeconds(ms: number | undefined): string {
-  return String(Math.max(1, Math.ceil((ms ?? 1000) / 1000)));
-}
-
-/** Maps a failure to the OpenAI-style error answer the client gets. */
-export function errorAnswer(error: unknown): ApiError {
-  const e = rootCause(error);
-  if (e instanceof UpstreamError) {
-    const answer = e.cause as { status?: number; body?: unknown } | undefined;
-    if (e.status !== undefined && e.status < 500 && e.status !== 429 && answer?.body !== undefined) {
-      const body = answer.body as {
-        error?: { message?: unknown; type?: unknown; code?: unknown; param?: unknown };
-      };
-      const err = body?.error;
-      return apiError(
-        e.status,
-        typeof err?.message === 'string' ? err.message : `the upstream answered ${e.status}`,
-        typeof err?.type === 'string' ? err.type : 'invalid_request_error',
-        typeof err?.code === 'string' ? err.code : null,
-        typeof err?.param === 'string' ? err.param : null,
-      );
-    }
-    if (e.status === 429) {
-      return apiError(
-        503,
-        'the upstream is rate limiting; retry later',
-        'server_error',
-        'upstream_rate_limited',
-        null,
-        {
-          'retry-after': retrySeconds(e.retryAfterMs),
-        },
-      );
-    }
-    return apiError(502, e.message, 'server_error', 'upstream_error');
-  }
-  if (e instanceof TimeoutError) return apiError(504, e.message, 'server_error', 'upstream_timeout');
-  if (e instanceof CircuitOpenError) {
-    return apiError(503, e.message, 'server_error', 'upstream_unavailable', null, {
-      'retry-after': retrySeconds(e.retryAfterMs),
-    });
-  }
-  if (e instanceof OverloadedError) {
-    return apiError(503, e.message, 'server_error', 'overloaded', null, {
-      'retry-after': retrySeconds(e.retryAfterMs),
-    });
-  }
-  if (e instanceof QueueTimeoutError) {
-    return apiError(503, e.message, 'server_error', 'overloaded', null, { 'retry-after': '1' });
-  }
-  if (e instanceof RateLimitedError) {
-    return apiError(
-      503,
-      `the upstream's rate limit is exhausted: ${e.message}`,
-      'server_error',
-      'upstream_rate_limited',
-      null,
-      {
-        'retry-after': retrySeconds(e.retryAfterMs),
-      },
-    );
-  }
-  if (e instanceof ClosedError) {
-    return apiError(503, 'the gateway is shutting down', 'server_error', 'shutting_down', null, {
-      'retry-after': '1',
-    });
-  }
-  return apiError(500, 'internal error', 'server_error', e instanceof ClawperfError ? e.code : null);
-}
-
-function sendError(reply: FastifyReply, error: ApiError): FastifyReply {
-  if (error.headers !== undefined) reply.headers(error.headers);
-  return reply.code(error.status).send(error.body);
-}
-
-function isApiError(value: unknown): value is ApiError {
-  return value !== null && typeof value === 'object' && 'status' in value && 'body' in value;
-}
 
 /**
  * Without an OTLP endpoint nothing is recorded (sample ratio 0), but every request still gets a span
@@ -353,7 +206,7 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     registers: [collector.registry],
   });
 
-  const counts = {
+  const counts: GatewayCounts = {
     requests: 0,
     errors4xx: 0,
     errors5xx: 0,
@@ -467,108 +320,6 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     }
     return answer.body;
   };
-
-  const embedGroup = async (
-    model: string,
-    dimensions: number | undefined,
-    inputs: (string | number[])[],
-  ): Promise<EmbedValue[]> => {
-    if (model === LOCAL_EMBED_MODEL) {
-      return upstreamCall('embeddings', model, inputs.length, async () => {
-        const { vectors, tokens } = local.embed(inputs, dimensions);
-        return vectors.map((e, i) => ({ e, t: tokens[i]! }));
-      });
-    }
-    const body = await upstreamCall('embeddings', model, inputs.length, async () =>
-      expectSuccess(
-        await upstream!.postJson(
-          '/embeddings',
-          {
-            model,
-            input: inputs,
-            encoding_format: 'float',
-            ...(dimensions === undefined ? {} : { dimensions }),
-          },
-          {
-            tokens: inputs.reduce<number>(
-              (n, i) => n + (typeof i === 'string' ? estimateTokens(i) : i.length),
-              0,
-            ),
-          },
-        ),
-      ),
-    );
-    const data = (body as { data?: unknown }).data;
-    if (!Array.isArray(data) || data.length !== inputs.length) {
-      throw new UpstreamError('the upstream answered embeddings of the wrong shape', { status: 200 });
-    }
-    const estimates = inputs.map((i) => (typeof i === 'string' ? estimateTokens(i) : i.length));
-    const sum = estimates.reduce((a, b) => a + b, 0) || 1;
-    const total = totalTokens(body) ?? sum;
-    const vectors = new Array<number[]>(inputs.length);
-    for (const d of data as { index?: unknown; embedding?: unknown }[]) {
-      const index = typeof d?.index === 'number' ? d.index : -1;
-      if (index < 0 || index >= inputs.length || !Array.isArray(d.embedding)) {
-        throw new UpstreamError('the upstream answered an embedding without a valid index or vector', {
-          status: 200,
-        });
-      }
-      vectors[index] = d.embedding as number[];
-    }
-    return vectors.map((e, i) => ({ e, t: Math.round((total * estimates[i]!) / sum) }));
-  };
-
-  const batcher = new RequestBatcher<EmbedItem, EmbedValue>(
-    async (items) => {
-      const groups = new Map<string, number[]>();
-      items.forEach((item, i) => {
-        const id = `${item.model}\u0000${item.dimensions ?? ''}`;
-        const group = groups.get(id);
-        if (group === undefined) groups.set(id, [i]);
-        else group.push(i);
-      });
-      const results = new Array<EmbedValue | Error>(items.length);
-      await Promise.all(
-        [...groups.values()].map(async (indexes) => {
-          const first = items[indexes[0]!]!;
-          try {
-            const values = await embedGroup(
-              first.model,
-              first.dimensions,
-              indexes.map((i) => items[i]!.input),
-            );
-            indexes.forEach((i, j) => {
-              results[i] = values[j]!;
-            });
-          } catch (error) {
-            for (const i of indexes) results[i] = error as Error;
-          }
-        }),
-      );
-      return results;
-    },
-    {
-      maxBatchSize: config.batchMaxSize,
-      maxWaitMs: config.batchMaxWaitMs,
-      maxQueueSize: config.maxQueueSize * config.batchMaxSize,
-    },
-  );
-
-  const tracked: [string, Trackable | undefined][] = [
-    ['cache', cache],
-    ['disk_writer', disk],
-    ['batcher', batcher],
-    ['backpressure', backpressure],
-    ['memory', memory],
-    ['local_upstream', local],
-    ['tracer', tracer],
-    ['prometheus', prometheus],
-    ['gateway', { stats, statsCounters: Object.keys(counts).filter((k) => k !== 'inFlight') }],
-    ['limiter', limiter],
-    ['upstream', upstream],
-    ['outbound', outbound],
-  ];
-  for (const [name, component] of tracked) if (component !== undefined) collector.track(name, component);
 
   const app = Fastify({
     bodyLimit: config.bodyLimitBytes,
@@ -811,284 +562,55 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     if (answer !== undefined) setGenAIUsage(span, usageFromResponse(answer));
   };
 
-  app.post('/v1/embeddings', async (request, reply) => {
-    const parsed = parseEmbeddingsRequest(request.body);
-    if (isApiError(parsed)) return sendError(reply, parsed);
-    const req: EmbeddingsRequest = parsed;
-    const wrong = checkModel(req.model, 'embeddings');
-    if (wrong !== undefined) return sendError(reply, wrong);
-    const tenant = tenantOf(request);
-    if (typeof tenant !== 'string') return sendError(reply, tenant);
-    const estimates = req.inputs.map((i) => (typeof i === 'string' ? estimateTokens(i) : i.length));
-    const estimate = estimates.reduce((a, b) => a + b, 0);
-    const admitted = await admit(request, tenant, estimate);
-    if (isApiError(admitted)) return sendError(reply, admitted);
-    setSpan(request, 'embeddings', req.model);
-    const mode = cacheMode(request);
-    const dims = req.dimensions;
-    const keys = req.inputs.map(
-      (input) =>
-        `emb:${tenant}:${req.model}:${dims ?? ''}:${sha256(typeof input === 'string' ? input : JSON.stringify(input))}`,
-    );
-    const values = new Array<EmbedValue | undefined>(keys.length);
-    if (mode !== 'bypass') {
-      const found = await cache.getMany(keys).catch(() => new Array<undefined>(keys.length));
-      for (let i = 0; i < keys.length; i++) values[i] = found[i] as EmbedValue | undefined;
-    }
-    const missing: number[] = [];
-    for (let i = 0; i < keys.length; i++) if (values[i] === undefined) missing.push(i);
-    request.clawperf.cache = mode === 'bypass' ? 'bypass' : missing.length === 0 ? 'hit' : 'miss';
-    if (keys.length === 1) request.clawperf.cacheKey = keys[0];
-    if (missing.length > 0) {
-      const tags = [`tenant:${tenant}`, `model:${req.model}`];
-      await timed(request, () =>
-        Promise.all(
-          missing.map(async (i) => {
-            const item: EmbedItem = { model: req.model, dimensions: dims, input: req.inputs[i]! };
-            values[i] = (
-              mode === 'bypass'
-                ? await batcher.add(item)
-                : await loadThrough(keys[i]!, () => batcher.add(item), tags)
-            ) as EmbedValue;
-          }),
-        ),
-      );
-    }
-    counts.servedItems += keys.length;
-    if (request.clawperf.cache === 'hit') counts.cacheHits++;
-    else if (request.clawperf.cache === 'miss') counts.cacheMisses++;
-    else counts.cacheBypass++;
-    answers.inc({ endpoint: 'embeddings', cache: request.clawperf.cache });
-    let tokens = 0;
-    const data = values.map((v, index) => {
-      tokens += v!.t;
-      return {
-        object: 'embedding',
-        index,
-        embedding: req.encodingFormat === 'base64' ? toBase64(v!.e) : v!.e,
-      };
-    });
-    settle(admitted, missing.length === 0 ? 0 : tokens);
-    const answer = {
-      object: 'list',
-      data,
-      model: req.model,
-      usage: { prompt_tokens: tokens, total_tokens: tokens },
-    };
-    setGenAIUsage(requestSpan(request)!, { inputTokens: tokens });
-    return answer;
-  });
-
-  const chatOnce = async (req: ChatRequest, estimate: number): Promise<Record<string, unknown>> => {
-    if (req.model === LOCAL_CHAT_MODEL) return upstreamCall('chat', req.model, 1, () => local.chat(req));
-    return upstreamCall('chat', req.model, 1, async () =>
-      expectSuccess(await upstream!.postJson('/chat/completions', req.body, { tokens: estimate })),
-    ) as Promise<Record<string, unknown>>;
+  const ctx: GatewayContext = {
+    config,
+    cache,
+    local,
+    upstream,
+    counts,
+    answers,
+    upstreamCall,
+    expectSuccess,
+    tenantOf,
+    checkModel,
+    admit,
+    settle,
+    cacheMode,
+    timed,
+    loadThrough,
+    safeGet,
+    setSpan,
   };
 
-  app.post('/v1/chat/completions', async (request, reply) => {
-    const parsed = parseChatRequest(request.body);
-    if (isApiError(parsed)) return sendError(reply, parsed);
-    const req: ChatRequest = parsed;
-    const wrong = checkModel(req.model, 'chat');
-    if (wrong !== undefined) return sendError(reply, wrong);
-    const tenant = tenantOf(request);
-    if (typeof tenant !== 'string') return sendError(reply, tenant);
-    const estimate = Math.ceil(req.promptChars / 4) + (req.maxTokens ?? DEFAULT_COMPLETION_ESTIMATE);
-    const admitted = await admit(request, tenant, estimate);
-    if (isApiError(admitted)) return sendError(reply, admitted);
-    setSpan(request, 'chat', req.model);
-    const mode = cacheMode(request);
-    const cacheable = mode === 'force' || (mode === 'auto' && req.deterministic);
-    const { stream: _stream, stream_options: _options, user: _user, ...identity } = req.body;
-    const key = cacheable ? `chat:${tenant}:${sha256(JSON.stringify(identity))}` : undefined;
-    const tags = [`tenant:${tenant}`, `model:${req.model}`];
-    if (req.stream) {
-      const cached = key === undefined ? undefined : await safeGet(key);
-      if (cached === undefined) return streamChat(request, reply, req, admitted, estimate, key, tags);
-      request.clawperf.cache = 'hit';
-      request.clawperf.cacheKey = key;
-      counts.cacheHits++;
-      counts.servedItems++;
-      answers.inc({ endpoint: 'chat', cache: 'hit' });
-      settle(admitted, 0);
-      reply.header('content-type', 'text/event-stream; charset=utf-8');
-      reply.header('cache-control', 'no-cache');
-      return reply.send(Readable.from(replayStream(cached, req.body.stream_options)));
-    }
-    let answer: unknown;
-    if (key === undefined) {
-      request.clawperf.cache = 'bypass';
-      counts.cacheBypass++;
-      answer = await timed(request, () => chatOnce(req, estimate));
-    } else {
-      request.clawperf.cacheKey = key;
-      answer = await safeGet(key);
-      if (answer !== undefined) {
-        request.clawperf.cache = 'hit';
-        counts.cacheHits++;
-      } else {
-        request.clawperf.cache = 'miss';
-        counts.cacheMisses++;
-        answer = await timed(request, () => loadThrough(key, () => chatOnce(req, estimate), tags));
-      }
-    }
-    counts.servedItems++;
-    answers.inc({ endpoint: 'chat', cache: request.clawperf.cache });
-    settle(admitted, request.clawperf.cache === 'hit' ? 0 : totalTokens(answer));
-    setSpan(request, 'chat', req.model, answer);
-    return answer;
-  });
+  const batcher = createEmbeddingBatcher(ctx);
 
-  const streamChat = async (
-    request: FastifyRequest,
-    reply: FastifyReply,
-    req: ChatRequest,
-    admitted: Reservation | undefined,
-    estimate: number,
-    key: string | undefined,
-    tags: string[],
-  ): Promise<FastifyReply> => {
-    request.clawperf.cache = key === undefined ? 'bypass' : 'miss';
-    if (key === undefined) counts.cacheBypass++;
-    else {
-      request.clawperf.cacheKey = key;
-      counts.cacheMisses++;
-    }
-    const abort = new AbortController();
-    reply.raw.once('close', () => {
-      if (!reply.raw.writableFinished) abort.abort(new Error('the client went away'));
-    });
-    // The token limit settles from `usage`, so the gateway asks for it; a client that did not ask never sees it.
-    const options = req.body.stream_options as Record<string, unknown> | undefined;
-    const clientWantsUsage = options?.include_usage === true;
-    const withUsage: ChatRequest = clientWantsUsage
-      ? req
-      : { ...req, body: { ...req.body, stream_options: { ...options, include_usage: true } } };
-    let body: Readable;
-    if (req.model === LOCAL_CHAT_MODEL) {
-      counts.upstreamCalls++;
-      counts.upstreamItems++;
-      body = local.chatStream(withUsage, abort.signal);
-    } else {
-      const answer = await timed(request, () =>
-        upstreamCall('chat', req.model, 1, () =>
-          upstream!.postStream('/chat/completions', withUsage.body, {
-            tokens: estimate,
-            signal: abort.signal,
-          }),
-        ),
-      );
-      if (answer.status >= 300) {
-        expectSuccess(answer);
-      }
-      body = answer.body as Readable;
-    }
-    counts.servedItems++;
-    answers.inc({ endpoint: 'chat', cache: request.clawperf.cache });
-    const tap = new StreamTap({
-      dropUsage: !clientWantsUsage,
-      assemble: key !== undefined,
-      maxBytes: DEFAULT_MAX_VALUE_BYTES,
-    });
-    pipeline(body, tap, (error) => {
-      settle(admitted, tap.total);
-      if (error !== undefined || key === undefined) return;
-      const completion = tap.completion();
-      if (completion !== undefined) cache.set(key, completion, { tags }).catch(() => {});
-    });
-    reply.header('content-type', 'text/event-stream; charset=utf-8');
-    reply.header('cache-control', 'no-cache');
-    return reply.send(tap);
-  };
+  const tracked: [string, Trackable | undefined][] = [
+    ['cache', cache],
+    ['disk_writer', disk],
+    ['batcher', batcher],
+    ['backpressure', backpressure],
+    ['memory', memory],
+    ['local_upstream', local],
+    ['tracer', tracer],
+    ['prometheus', prometheus],
+    ['gateway', { stats, statsCounters: Object.keys(counts).filter((k) => k !== 'inFlight') }],
+    ['limiter', limiter],
+    ['upstream', upstream],
+    ['outbound', outbound],
+  ];
+  for (const [name, component] of tracked) if (component !== undefined) collector.track(name, component);
 
-  app.get('/v1/models', async () => {
-    const created = Math.floor(Date.now() / 1000);
-    const data: unknown[] = LOCAL_MODELS.map((id) => ({
-      id,
-      object: 'model',
-      created,
-      owned_by: LOCAL_OWNER,
-    }));
-    if (upstream !== undefined) {
-      try {
-        const answer = await upstream.getJson('/models');
-        const more = (answer.body as { data?: unknown }).data;
-        if (answer.status < 300 && Array.isArray(more)) data.push(...more);
-      } catch {
-        // The local models are still served when the upstream cannot list its own.
-      }
-    }
-    return { object: 'list', data };
-  });
+  app.post('/v1/embeddings', embeddingsHandler(ctx, batcher));
+  app.post('/v1/chat/completions', chatHandler(ctx));
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_request, reply) => {
-    const s = cache.stats();
-    const redis = config.redisUrl === undefined ? 'off' : s.l2_up === 1 ? 'up' : 'down';
-    const upstreamState = upstream === undefined ? 'local' : upstream.available ? 'up' : 'circuit-open';
-    const ready = !closing && upstreamState !== 'circuit-open';
-    return reply
-      .code(ready ? 200 : 503)
-      .send({ status: ready ? 'ready' : 'not-ready', upstream: upstreamState, redis });
-  });
-  const metricsRoute = prometheus.route();
-  app.get('/metrics', (request, reply) => metricsRoute.handler(request, reply));
-
-  const adminToken = config.adminToken === undefined ? undefined : digest(config.adminToken);
-  const adminCheck = (request: FastifyRequest): ApiError | undefined => {
-    if (adminToken === undefined) {
-      return apiError(
-        404,
-        'admin endpoints are disabled: no CLAWPERF_ADMIN_TOKEN is set',
-        'invalid_request_error',
-        'not_found',
-      );
-    }
-    const given = bearer(request.headers);
-    if (given === undefined || !timingSafeEqual(digest(given), adminToken)) {
-      return apiError(
-        401,
-        'a valid admin bearer token is required',
-        'invalid_request_error',
-        'invalid_api_key',
-      );
-    }
-    return undefined;
-  };
-  app.post('/admin/cache/invalidate', async (request, reply) => {
-    const denied = adminCheck(request);
-    if (denied !== undefined) return sendError(reply, denied);
-    const body = request.body as { key?: unknown; tag?: unknown } | undefined;
-    const key = body?.key;
-    const tag = body?.tag;
-    if ((typeof key !== 'string' || key === '') && (typeof tag !== 'string' || tag === '')) {
-      return sendError(
-        reply,
-        apiError(400, 'give a non-empty "key" or "tag"', 'invalid_request_error', 'invalid_value', 'key'),
-      );
-    }
-    if (typeof key === 'string' && key !== '') await cache.del(key);
-    if (typeof tag === 'string' && tag !== '') await cache.invalidateByTag(tag);
-    return {
-      invalidated: { key: typeof key === 'string' ? key : null, tag: typeof tag === 'string' ? tag : null },
-    };
-  });
-  const debug = async (request: FastifyRequest, reply: FastifyReply) => {
-    reply.hijack();
-    reply.raw.setHeader(CACHE_HEADER, 'bypass');
-    await profiling(request.raw, reply.raw);
-  };
-  app.get('/debug/pprof/profile', debug);
-  app.get('/debug/pprof/heap', debug);
-  app.get('/debug/eventloop', debug);
-
-  app.get('/', (_request, reply) => reply.type('text/html; charset=utf-8').send(dashboardPage()));
-  app.get('/dashboard/uplot.js', (_request, reply) => reply.type('text/javascript').send(feed.asset('js')));
-  app.get('/dashboard/uplot.css', (_request, reply) => reply.type('text/css').send(feed.asset('css')));
-  app.get('/dashboard/events', (request, reply) => {
-    reply.hijack();
-    feed.subscribe(request.raw, reply.raw);
+  registerOperations(app, {
+    config,
+    cache,
+    upstream,
+    prometheus,
+    profiling,
+    feed,
+    isClosing: () => closing,
   });
 
   await cache.ready();
@@ -1124,25 +646,6 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
   return { app, config, cache, stats, close };
 }
 
-/** A cached chat completion as the server-sent events a streaming client expects. */
-function* replayStream(answer: unknown, streamOptions: unknown): Generator<string> {
-  const a = answer as {
-    id?: string;
-    created?: number;
-    model?: string;
-    choices?: { index?: number; message?: { role?: string; content?: unknown }; finish_reason?: unknown }[];
-    usage?: unknown;
-  };
-  const head = { id: a.id, object: 'chat.completion.chunk', created: a.created, model: a.model };
-  const choices = a.choices ?? [];
-  yield `data: ${JSON.stringify({ ...head, choices: choices.map((c, index) => ({ index: c.index ?? index, delta: { role: c.message?.role ?? 'assistant', content: c.message?.content ?? '' }, finish_reason: null })) })}\n\n`;
-  yield `data: ${JSON.stringify({ ...head, choices: choices.map((c, index) => ({ index: c.index ?? index, delta: {}, finish_reason: c.finish_reason ?? 'stop' })) })}\n\n`;
-  if ((streamOptions as { include_usage?: unknown } | undefined)?.include_usage === true) {
-    yield `data: ${JSON.stringify({ ...head, choices: [], usage: a.usage })}\n\n`;
-  }
-  yield 'data: [DONE]\n\n';
-}
-
 function rateLimitHeaders(result: RateLimitResult): Record<string, string> {
   const headers: Record<string, string> = {};
   const policies: Record<string, { limit: number; remaining: number; resetMs: number }> = result.policies ?? {
@@ -1154,154 +657,6 @@ function rateLimitHeaders(result: RateLimitResult): Record<string, string> {
     headers[`x-ratelimit-reset-${name}`] = `${Math.ceil(p.resetMs)}ms`;
   }
   return headers;
-}
-
-interface AssembledChoice {
-  index: number;
-  role: string;
-  content: string;
-  finish: unknown;
-}
-
-/**
- * Sits between a streamed chat completion and the client, event by event (backpressure is the pipe's): it
- * reads `usage` (for the token limit's settlement), drops the usage-only chunk when the gateway asked for it
- * and the client did not, and, when `assemble` is set, rebuilds the whole `chat.completion` so the answer
- * can be cached like a non-streamed one. Anything it cannot rebuild exactly (tool calls, refusals, a stream
- * without `[DONE]`) is passed on untouched and not assembled.
- */
-class StreamTap extends Transform {
-  total: number | undefined;
-  #tail = '';
-  #done = false;
-  #assemble: boolean;
-  #bytes = 0;
-  readonly #dropUsage: boolean;
-  readonly #maxBytes: number;
-  #head: { id?: unknown; created?: unknown; model?: unknown; system_fingerprint?: unknown } = {};
-  #usage: unknown;
-  readonly #choices = new Map<number, AssembledChoice>();
-
-  constructor(options: { dropUsage: boolean; assemble: boolean; maxBytes: number }) {
-    super();
-    this.#dropUsage = options.dropUsage;
-    this.#assemble = options.assemble;
-    this.#maxBytes = options.maxBytes;
-  }
-
-  override _transform(chunk: Buffer | string, _encoding: BufferEncoding, callback: () => void): void {
-    const text = this.#tail + (typeof chunk === 'string' ? chunk : chunk.toString('utf8'));
-    const end = text.lastIndexOf('\n\n');
-    if (end === -1) {
-      this.#tail = text;
-      callback();
-      return;
-    }
-    this.#tail = text.slice(end + 2);
-    let out = '';
-    for (const event of text.slice(0, end).split('\n\n')) {
-      if (this.#event(event)) out += `${event}\n\n`;
-    }
-    if (out !== '') this.push(out);
-    callback();
-  }
-
-  override _flush(callback: () => void): void {
-    if (this.#tail !== '') {
-      if (this.#event(this.#tail)) this.push(this.#tail);
-      this.#tail = '';
-    }
-    callback();
-  }
-
-  /** Reads one event; false when it is to be dropped. */
-  #event(event: string): boolean {
-    if (this.#assemble) {
-      this.#bytes += event.length;
-      if (this.#bytes > this.#maxBytes) this.#assemble = false;
-    }
-    const data = event.startsWith('data: ') ? event.slice(6).trim() : undefined;
-    if (data === undefined) return true;
-    if (data === '[DONE]') {
-      this.#done = true;
-      return true;
-    }
-    if (!data.startsWith('{')) return true;
-    let chunk: {
-      id?: unknown;
-      created?: unknown;
-      model?: unknown;
-      system_fingerprint?: unknown;
-      choices?: { index?: unknown; delta?: Record<string, unknown>; finish_reason?: unknown }[];
-      usage?: unknown;
-    };
-    try {
-      chunk = JSON.parse(data);
-    } catch {
-      // A chunk that is not JSON is passed on untouched; nothing is assembled from such a stream.
-      this.#assemble = false;
-      return true;
-    }
-    const usageOnly = chunk.usage != null && Array.isArray(chunk.choices) && chunk.choices.length === 0;
-    if (chunk.usage != null) {
-      const t = totalTokens(chunk);
-      if (t !== undefined) this.total = t;
-      this.#usage = chunk.usage;
-    }
-    if (this.#assemble) this.#collect(chunk);
-    return !(usageOnly && this.#dropUsage);
-  }
-
-  #collect(chunk: {
-    id?: unknown;
-    created?: unknown;
-    model?: unknown;
-    system_fingerprint?: unknown;
-    choices?: { index?: unknown; delta?: Record<string, unknown>; finish_reason?: unknown }[];
-  }): void {
-    const head = this.#head;
-    head.id ??= chunk.id;
-    head.created ??= chunk.created;
-    head.model ??= chunk.model;
-    head.system_fingerprint ??= chunk.system_fingerprint;
-    for (const c of chunk.choices ?? []) {
-      const index = typeof c.index === 'number' ? c.index : 0;
-      let choice = this.#choices.get(index);
-      if (choice === undefined) {
-        choice = { index, role: 'assistant', content: '', finish: null };
-        this.#choices.set(index, choice);
-      }
-      for (const [field, value] of Object.entries(c.delta ?? {})) {
-        if (value == null) continue;
-        if (field === 'role' && typeof value === 'string') choice.role = value;
-        else if (field === 'content' && typeof value === 'string') choice.content += value;
-        // Tool calls, refusals, audio: not rebuilt, so not cached.
-        else this.#assemble = false;
-      }
-      if (c.finish_reason != null) choice.finish = c.finish_reason;
-    }
-  }
-
-  /** The whole completion, when the stream ended with `[DONE]` and every choice finished. */
-  completion(): Record<string, unknown> | undefined {
-    const choices = [...this.#choices.values()].sort((a, b) => a.index - b.index);
-    if (!this.#assemble || !this.#done || choices.length === 0) return undefined;
-    if (choices.some((c) => c.finish === null)) return undefined;
-    return {
-      id: this.#head.id,
-      object: 'chat.completion',
-      created: this.#head.created,
-      model: this.#head.model,
-      ...(this.#head.system_fingerprint == null ? {} : { system_fingerprint: this.#head.system_fingerprint }),
-      choices: choices.map((c) => ({
-        index: c.index,
-        message: { role: c.role, content: c.content },
-        logprobs: null,
-        finish_reason: c.finish,
-      })),
-      ...(this.#usage === undefined ? {} : { usage: this.#usage }),
-    };
-  }
 }
 
 /**

@@ -1,0 +1,195 @@
+/**
+ * `POST /v1/embeddings`: each input cached on its own, misses coalesced across requests and sent upstream
+ * in batches.
+ *
+ * @module
+ */
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { RequestBatcher } from '../concurrency/index.ts';
+import { UpstreamError } from '../errors.ts';
+import { requestSpan, setGenAIUsage } from '../tracing/index.ts';
+import { type GatewayContext, sha256 } from './context.ts';
+import { isApiError, sendError } from './error-answers.ts';
+import { LOCAL_EMBED_MODEL } from './local-upstream.ts';
+import {
+  type EmbeddingsRequest,
+  estimateTokens,
+  parseEmbeddingsRequest,
+  toBase64,
+  totalTokens,
+} from './openai.ts';
+
+/** One input to embed. */
+export interface EmbedItem {
+  model: string;
+  dimensions: number | undefined;
+  input: string | number[];
+}
+
+/** A cached embedding. */
+export interface EmbedValue {
+  /** The vector. */
+  e: number[];
+  /** Tokens of the input. */
+  t: number;
+}
+
+/** The batcher that groups pending inputs by model and dimensions and embeds each group in one call. */
+export function createEmbeddingBatcher(ctx: GatewayContext): RequestBatcher<EmbedItem, EmbedValue> {
+  const embedGroup = async (
+    model: string,
+    dimensions: number | undefined,
+    inputs: (string | number[])[],
+  ): Promise<EmbedValue[]> => {
+    if (model === LOCAL_EMBED_MODEL) {
+      return ctx.upstreamCall('embeddings', model, inputs.length, async () => {
+        const { vectors, tokens } = ctx.local.embed(inputs, dimensions);
+        return vectors.map((e, i) => ({ e, t: tokens[i]! }));
+      });
+    }
+    const body = await ctx.upstreamCall('embeddings', model, inputs.length, async () =>
+      ctx.expectSuccess(
+        await ctx.upstream!.postJson(
+          '/embeddings',
+          {
+            model,
+            input: inputs,
+            encoding_format: 'float',
+            ...(dimensions === undefined ? {} : { dimensions }),
+          },
+          {
+            tokens: inputs.reduce<number>(
+              (n, i) => n + (typeof i === 'string' ? estimateTokens(i) : i.length),
+              0,
+            ),
+          },
+        ),
+      ),
+    );
+    const data = (body as { data?: unknown }).data;
+    if (!Array.isArray(data) || data.length !== inputs.length) {
+      throw new UpstreamError('the upstream answered embeddings of the wrong shape', { status: 200 });
+    }
+    const estimates = inputs.map((i) => (typeof i === 'string' ? estimateTokens(i) : i.length));
+    const sum = estimates.reduce((a, b) => a + b, 0) || 1;
+    const total = totalTokens(body) ?? sum;
+    const vectors = new Array<number[]>(inputs.length);
+    for (const d of data as { index?: unknown; embedding?: unknown }[]) {
+      const index = typeof d?.index === 'number' ? d.index : -1;
+      if (index < 0 || index >= inputs.length || !Array.isArray(d.embedding)) {
+        throw new UpstreamError('the upstream answered an embedding without a valid index or vector', {
+          status: 200,
+        });
+      }
+      vectors[index] = d.embedding as number[];
+    }
+    return vectors.map((e, i) => ({ e, t: Math.round((total * estimates[i]!) / sum) }));
+  };
+
+  return new RequestBatcher<EmbedItem, EmbedValue>(
+    async (items) => {
+      const groups = new Map<string, number[]>();
+      items.forEach((item, i) => {
+        const id = `${item.model}\u0000${item.dimensions ?? ''}`;
+        const group = groups.get(id);
+        if (group === undefined) groups.set(id, [i]);
+        else group.push(i);
+      });
+      const results = new Array<EmbedValue | Error>(items.length);
+      await Promise.all(
+        [...groups.values()].map(async (indexes) => {
+          const first = items[indexes[0]!]!;
+          try {
+            const values = await embedGroup(
+              first.model,
+              first.dimensions,
+              indexes.map((i) => items[i]!.input),
+            );
+            indexes.forEach((i, j) => {
+              results[i] = values[j]!;
+            });
+          } catch (error) {
+            for (const i of indexes) results[i] = error as Error;
+          }
+        }),
+      );
+      return results;
+    },
+    {
+      maxBatchSize: ctx.config.batchMaxSize,
+      maxWaitMs: ctx.config.batchMaxWaitMs,
+      maxQueueSize: ctx.config.maxQueueSize * ctx.config.batchMaxSize,
+    },
+  );
+}
+
+/** The route handler; `batcher` from {@link createEmbeddingBatcher}. */
+export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<EmbedItem, EmbedValue>) {
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const parsed = parseEmbeddingsRequest(request.body);
+    if (isApiError(parsed)) return sendError(reply, parsed);
+    const req: EmbeddingsRequest = parsed;
+    const wrong = ctx.checkModel(req.model, 'embeddings');
+    if (wrong !== undefined) return sendError(reply, wrong);
+    const tenant = ctx.tenantOf(request);
+    if (typeof tenant !== 'string') return sendError(reply, tenant);
+    const estimates = req.inputs.map((i) => (typeof i === 'string' ? estimateTokens(i) : i.length));
+    const estimate = estimates.reduce((a, b) => a + b, 0);
+    const admitted = await ctx.admit(request, tenant, estimate);
+    if (isApiError(admitted)) return sendError(reply, admitted);
+    ctx.setSpan(request, 'embeddings', req.model);
+    const mode = ctx.cacheMode(request);
+    const dims = req.dimensions;
+    const keys = req.inputs.map(
+      (input) =>
+        `emb:${tenant}:${req.model}:${dims ?? ''}:${sha256(typeof input === 'string' ? input : JSON.stringify(input))}`,
+    );
+    const values = new Array<EmbedValue | undefined>(keys.length);
+    if (mode !== 'bypass') {
+      const found = await ctx.cache.getMany(keys).catch(() => new Array<undefined>(keys.length));
+      for (let i = 0; i < keys.length; i++) values[i] = found[i] as EmbedValue | undefined;
+    }
+    const missing: number[] = [];
+    for (let i = 0; i < keys.length; i++) if (values[i] === undefined) missing.push(i);
+    request.clawperf.cache = mode === 'bypass' ? 'bypass' : missing.length === 0 ? 'hit' : 'miss';
+    if (keys.length === 1) request.clawperf.cacheKey = keys[0];
+    if (missing.length > 0) {
+      const tags = [`tenant:${tenant}`, `model:${req.model}`];
+      await ctx.timed(request, () =>
+        Promise.all(
+          missing.map(async (i) => {
+            const item: EmbedItem = { model: req.model, dimensions: dims, input: req.inputs[i]! };
+            values[i] = (
+              mode === 'bypass'
+                ? await batcher.add(item)
+                : await ctx.loadThrough(keys[i]!, () => batcher.add(item), tags)
+            ) as EmbedValue;
+          }),
+        ),
+      );
+    }
+    ctx.counts.servedItems += keys.length;
+    if (request.clawperf.cache === 'hit') ctx.counts.cacheHits++;
+    else if (request.clawperf.cache === 'miss') ctx.counts.cacheMisses++;
+    else ctx.counts.cacheBypass++;
+    ctx.answers.inc({ endpoint: 'embeddings', cache: request.clawperf.cache });
+    let tokens = 0;
+    const data = values.map((v, index) => {
+      tokens += v!.t;
+      return {
+        object: 'embedding',
+        index,
+        embedding: req.encodingFormat === 'base64' ? toBase64(v!.e) : v!.e,
+      };
+    });
+    ctx.settle(admitted, missing.length === 0 ? 0 : tokens);
+    const answer = {
+      object: 'list',
+      data,
+      model: req.model,
+      usage: { prompt_tokens: tokens, total_tokens: tokens },
+    };
+    setGenAIUsage(requestSpan(request)!, { inputTokens: tokens });
+    return answer;
+  };
+}

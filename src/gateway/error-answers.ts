@@ -1,0 +1,107 @@
+/**
+ * How failures become OpenAI-style error answers: the status, the body and a `Retry-After` where waiting helps.
+ *
+ * @module
+ */
+import type { FastifyReply } from 'fastify';
+import {
+  BatchItemError,
+  CircuitOpenError,
+  ClawperfError,
+  ClosedError,
+  OverloadedError,
+  QueueTimeoutError,
+  RateLimitedError,
+  TimeoutError,
+  UpstreamError,
+} from '../errors.ts';
+import { type ApiError, apiError } from './openai.ts';
+
+/** The cause chain's first error that says something about the upstream or admission. */
+export function rootCause(error: unknown): unknown {
+  let e = error;
+  for (let i = 0; i < 5 && e instanceof BatchItemError && e.cause !== undefined; i++) e = e.cause;
+  return e;
+}
+
+/** Whole seconds for `Retry-After`, at least 1. */
+export function retrySeconds(ms: number | undefined): string {
+  return String(Math.max(1, Math.ceil((ms ?? 1000) / 1000)));
+}
+
+/** Maps a failure to the OpenAI-style error answer the client gets. */
+export function errorAnswer(error: unknown): ApiError {
+  const e = rootCause(error);
+  if (e instanceof UpstreamError) {
+    const answer = e.cause as { status?: number; body?: unknown } | undefined;
+    if (e.status !== undefined && e.status < 500 && e.status !== 429 && answer?.body !== undefined) {
+      const body = answer.body as {
+        error?: { message?: unknown; type?: unknown; code?: unknown; param?: unknown };
+      };
+      const err = body?.error;
+      return apiError(
+        e.status,
+        typeof err?.message === 'string' ? err.message : `the upstream answered ${e.status}`,
+        typeof err?.type === 'string' ? err.type : 'invalid_request_error',
+        typeof err?.code === 'string' ? err.code : null,
+        typeof err?.param === 'string' ? err.param : null,
+      );
+    }
+    if (e.status === 429) {
+      return apiError(
+        503,
+        'the upstream is rate limiting; retry later',
+        'server_error',
+        'upstream_rate_limited',
+        null,
+        {
+          'retry-after': retrySeconds(e.retryAfterMs),
+        },
+      );
+    }
+    return apiError(502, e.message, 'server_error', 'upstream_error');
+  }
+  if (e instanceof TimeoutError) return apiError(504, e.message, 'server_error', 'upstream_timeout');
+  if (e instanceof CircuitOpenError) {
+    return apiError(503, e.message, 'server_error', 'upstream_unavailable', null, {
+      'retry-after': retrySeconds(e.retryAfterMs),
+    });
+  }
+  if (e instanceof OverloadedError) {
+    return apiError(503, e.message, 'server_error', 'overloaded', null, {
+      'retry-after': retrySeconds(e.retryAfterMs),
+    });
+  }
+  if (e instanceof QueueTimeoutError) {
+    return apiError(503, e.message, 'server_error', 'overloaded', null, { 'retry-after': '1' });
+  }
+  if (e instanceof RateLimitedError) {
+    return apiError(
+      503,
+      `the upstream's rate limit is exhausted: ${e.message}`,
+      'server_error',
+      'upstream_rate_limited',
+      null,
+      {
+        'retry-after': retrySeconds(e.retryAfterMs),
+      },
+    );
+  }
+  if (e instanceof ClosedError) {
+    return apiError(503, 'the gateway is shutting down', 'server_error', 'shutting_down', null, {
+      'retry-after': '1',
+    });
+  }
+  return apiError(500, 'internal error', 'server_error', e instanceof ClawperfError ? e.code : null);
+}
+
+/** Sends an error answer with its headers. */
+export function sendError(reply: FastifyReply, error: ApiError): FastifyReply {
+  if (error.headers !== undefined) reply.headers(error.headers);
+  return reply.code(error.status).send(error.body);
+}
+
+/** Whether a parse or admission result is an error answer. */
+export function isApiError(value: unknown): value is ApiError {
+  return value !== null && typeof value === 'object' && 'status' in value && 'body' in value;
+}

@@ -1,0 +1,123 @@
+/**
+ * The gateway's operational routes: models, health and readiness, Prometheus metrics, cache invalidation,
+ * profiling and the dashboard. Admin and debug routes need the admin token.
+ *
+ * @module
+ */
+import { timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { MultiLevelCache } from '../cache/index.ts';
+import type { PrometheusExporter } from '../metrics/index.ts';
+import type { createProfilingHandler } from '../profiling/index.ts';
+import type { GatewayConfig } from './config.ts';
+import { bearer, CACHE_HEADER, digest } from './context.ts';
+import { type DashboardFeed, dashboardPage } from './dashboard.ts';
+import { sendError } from './error-answers.ts';
+import { LOCAL_MODELS, LOCAL_OWNER } from './local-upstream.ts';
+import { type ApiError, apiError } from './openai.ts';
+import type { UpstreamClient } from './upstream.ts';
+
+/** What the operational routes read. */
+export interface OperationsOptions {
+  config: GatewayConfig;
+  cache: MultiLevelCache<unknown>;
+  upstream: UpstreamClient | undefined;
+  prometheus: PrometheusExporter;
+  profiling: ReturnType<typeof createProfilingHandler>;
+  feed: DashboardFeed;
+  /** True once the gateway is shutting down (`/readyz` answers 503). */
+  isClosing: () => boolean;
+}
+
+/** Registers the operational routes on `app`. */
+export function registerOperations(app: FastifyInstance, options: OperationsOptions): void {
+  const { config, cache, upstream, prometheus, profiling, feed } = options;
+  app.get('/v1/models', async () => {
+    const created = Math.floor(Date.now() / 1000);
+    const data: unknown[] = LOCAL_MODELS.map((id) => ({
+      id,
+      object: 'model',
+      created,
+      owned_by: LOCAL_OWNER,
+    }));
+    if (upstream !== undefined) {
+      try {
+        const answer = await upstream.getJson('/models');
+        const more = (answer.body as { data?: unknown }).data;
+        if (answer.status < 300 && Array.isArray(more)) data.push(...more);
+      } catch {
+        // The local models are still served when the upstream cannot list its own.
+      }
+    }
+    return { object: 'list', data };
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    const s = cache.stats();
+    const redis = config.redisUrl === undefined ? 'off' : s.l2_up === 1 ? 'up' : 'down';
+    const upstreamState = upstream === undefined ? 'local' : upstream.available ? 'up' : 'circuit-open';
+    const ready = !options.isClosing() && upstreamState !== 'circuit-open';
+    return reply
+      .code(ready ? 200 : 503)
+      .send({ status: ready ? 'ready' : 'not-ready', upstream: upstreamState, redis });
+  });
+  const metricsRoute = prometheus.route();
+  app.get('/metrics', (request, reply) => metricsRoute.handler(request, reply));
+
+  const adminToken = config.adminToken === undefined ? undefined : digest(config.adminToken);
+  const adminCheck = (request: FastifyRequest): ApiError | undefined => {
+    if (adminToken === undefined) {
+      return apiError(
+        404,
+        'admin endpoints are disabled: no CLAWPERF_ADMIN_TOKEN is set',
+        'invalid_request_error',
+        'not_found',
+      );
+    }
+    const given = bearer(request.headers);
+    if (given === undefined || !timingSafeEqual(digest(given), adminToken)) {
+      return apiError(
+        401,
+        'a valid admin bearer token is required',
+        'invalid_request_error',
+        'invalid_api_key',
+      );
+    }
+    return undefined;
+  };
+  app.post('/admin/cache/invalidate', async (request, reply) => {
+    const denied = adminCheck(request);
+    if (denied !== undefined) return sendError(reply, denied);
+    const body = request.body as { key?: unknown; tag?: unknown } | undefined;
+    const key = body?.key;
+    const tag = body?.tag;
+    if ((typeof key !== 'string' || key === '') && (typeof tag !== 'string' || tag === '')) {
+      return sendError(
+        reply,
+        apiError(400, 'give a non-empty "key" or "tag"', 'invalid_request_error', 'invalid_value', 'key'),
+      );
+    }
+    if (typeof key === 'string' && key !== '') await cache.del(key);
+    if (typeof tag === 'string' && tag !== '') await cache.invalidateByTag(tag);
+    return {
+      invalidated: { key: typeof key === 'string' ? key : null, tag: typeof tag === 'string' ? tag : null },
+    };
+  });
+  const debug = async (request: FastifyRequest, reply: FastifyReply) => {
+    reply.hijack();
+    reply.raw.setHeader(CACHE_HEADER, 'bypass');
+    await profiling(request.raw, reply.raw);
+  };
+  app.get('/debug/pprof/profile', debug);
+  app.get('/debug/pprof/heap', debug);
+  app.get('/debug/eventloop', debug);
+
+  app.get('/', (_request, reply) => reply.type('text/html; charset=utf-8').send(dashboardPage()));
+  app.get('/dashboard/uplot.js', (_request, reply) => reply.type('text/javascript').send(feed.asset('js')));
+  app.get('/dashboard/uplot.css', (_request, reply) => reply.type('text/css').send(feed.asset('css')));
+  app.get('/dashboard/events', (request, reply) => {
+    reply.hijack();
+    feed.subscribe(request.raw, reply.raw);
+  });
+}
