@@ -1,0 +1,145 @@
+/**
+ * The gateway's Fastify instance before its routes: body parsing, the request span, the per-request state
+ * and response headers (`x-clawperf-cache`, `x-clawperf-overhead-ms`, rate-limit headers), request metrics,
+ * and errors answered in OpenAI's shape.
+ *
+ * @module
+ */
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { RateLimitResult } from '../concurrency/index.ts';
+import type { MetricsCollector } from '../metrics/index.ts';
+import { fastifyTracing, requestSpan, type Tracer } from '../tracing/index.ts';
+import type { GatewayConfig } from './config.ts';
+import { CACHE_HEADER, type GatewayCounts, type RequestState } from './context.ts';
+import type { DashboardFeed } from './dashboard.ts';
+import { errorAnswer, sendError } from './error-answers.ts';
+import { apiError } from './openai.ts';
+
+/** What the hooks record into. */
+export interface HttpAppOptions {
+  config: GatewayConfig;
+  counts: GatewayCounts;
+  collector: MetricsCollector;
+  feed: DashboardFeed;
+  tracer: Tracer;
+}
+
+/** Builds the Fastify instance with the gateway's hooks and error handling; routes are added by the caller. */
+export async function createHttpApp(options: HttpAppOptions): Promise<FastifyInstance> {
+  const { config, counts, collector, feed, tracer } = options;
+  const app = Fastify({
+    bodyLimit: config.bodyLimitBytes,
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
+    logger: false,
+  });
+  // Clients that POST JSON without `content-type: application/json` (curl -d) still get parsed.
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
+    try {
+      done(null, body === '' ? undefined : JSON.parse(body as string));
+    } catch (error) {
+      (error as { statusCode?: number }).statusCode = 400;
+      done(error as Error, undefined);
+    }
+  });
+  app.decorateRequest('clawperf', null as unknown as RequestState);
+  await app.register(fastifyTracing, { tracer });
+
+  app.addHook('onRequest', (request, _reply, done) => {
+    counts.requests++;
+    counts.inFlight++;
+    request.clawperf = {
+      start: performance.now(),
+      upstreamMs: 0,
+      cache: 'bypass',
+      limit: undefined,
+      cacheKey: undefined,
+    };
+    done();
+  });
+  app.addHook('onSend', (request, reply, payload, done) => {
+    const s = request.clawperf;
+    if (s !== null && s !== undefined) {
+      reply.header(CACHE_HEADER, s.cache);
+      reply.header(
+        'x-clawperf-overhead-ms',
+        Math.max(0, performance.now() - s.start - s.upstreamMs).toFixed(3),
+      );
+      if (s.cacheKey !== undefined) reply.header('x-clawperf-cache-key', s.cacheKey);
+      if (s.limit !== undefined) reply.headers(rateLimitHeaders(s.limit));
+    }
+    done(null, payload);
+  });
+  app.addHook('onResponse', (request, reply, done) => {
+    counts.inFlight--;
+    const status = reply.statusCode;
+    if (status >= 500) counts.errors5xx++;
+    else if (status >= 400) counts.errors4xx++;
+    const s = request.clawperf;
+    const ms = performance.now() - (s?.start ?? performance.now());
+    collector.recordRequest({
+      method: request.method,
+      route: request.routeOptions.url ?? 'unknown',
+      status,
+      durationMs: ms,
+    });
+    if (request.url.startsWith('/v1/')) feed.record(ms, status);
+    done();
+  });
+
+  app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
+    const status = error.statusCode;
+    if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || status === 413) {
+      return sendError(
+        reply,
+        apiError(
+          413,
+          `the request body is larger than the limit of ${config.bodyLimitBytes} bytes`,
+          'invalid_request_error',
+          'request_too_large',
+        ),
+      );
+    }
+    if (status !== undefined && status >= 400 && status < 500) {
+      const json = error instanceof SyntaxError || /JSON/i.test(error.message);
+      return sendError(
+        reply,
+        apiError(
+          status,
+          json ? `the request body is not valid JSON: ${error.message}` : error.message,
+          'invalid_request_error',
+          json ? 'invalid_json' : (error.code ?? null),
+          json ? 'body' : null,
+        ),
+      );
+    }
+    const span = requestSpan(request);
+    span?.recordException(error);
+    return sendError(reply, errorAnswer(error));
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendError(
+      reply,
+      apiError(
+        404,
+        `no route ${request.method} ${request.url.split('?', 1)[0]}`,
+        'invalid_request_error',
+        'not_found',
+      ),
+    ),
+  );
+  return app;
+}
+
+function rateLimitHeaders(result: RateLimitResult): Record<string, string> {
+  const headers: Record<string, string> = {};
+  const policies: Record<string, { limit: number; remaining: number; resetMs: number }> = result.policies ?? {
+    [result.policy]: { limit: result.limit, remaining: result.remaining, resetMs: result.resetMs },
+  };
+  for (const [name, p] of Object.entries(policies)) {
+    headers[`x-ratelimit-limit-${name}`] = String(p.limit);
+    headers[`x-ratelimit-remaining-${name}`] = String(Math.max(0, p.remaining));
+    headers[`x-ratelimit-reset-${name}`] = `${Math.ceil(p.resetMs)}ms`;
+  }
+  return headers;
+}
