@@ -1,47 +1,23 @@
-/**
- * `clawperf gateway`: an OpenAI-compatible HTTP service composed of every clawperf component through its
- * public entry point: the multi-level cache, the request batcher, per-tenant rate limits, backpressure,
- * metrics, tracing and profiling.
- *
- * @module
- */
-import { timingSafeEqual } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { Counter, Histogram } from 'prom-client';
+import type { FastifyInstance } from 'fastify';
+import { Counter } from 'prom-client';
 import { MultiLevelCache } from '../cache/index.ts';
-import {
-  OutboundLimiter,
-  RateLimiter,
-  type RateLimitPolicy,
-  type Reservation,
-} from '../concurrency/index.ts';
-import { ClawperfError, OverloadedError, QueueTimeoutError, UpstreamError } from '../errors.ts';
+import { OutboundLimiter, RateLimiter, type RateLimitPolicy } from '../concurrency/index.ts';
 import { MetricsCollector, PrometheusExporter, type Trackable } from '../metrics/index.ts';
 import { createProfilingHandler } from '../profiling/index.ts';
 import { BackpressureController, MemoryManager } from '../resources/index.ts';
-import {
-  GEN_AI_DURATION_BUCKETS,
-  GEN_AI_TOKEN_USAGE_BUCKETS,
-  type GenAIRequest,
-  genAIAttributes,
-  requestSpan,
-  setGenAIUsage,
-  Tracer,
-  usageFromResponse,
-  withGenAISpan,
-} from '../tracing/index.ts';
+import { Tracer } from '../tracing/index.ts';
 import { chatHandler } from './chat.ts';
 import { type GatewayConfig, resolveConfig } from './config.ts';
-import { bearer, CACHE_HEADER, digest, type GatewayContext, type GatewayCounts } from './context.ts';
+import type { GatewayContext, GatewayCounts } from './context.ts';
 import { DashboardFeed } from './dashboard.ts';
 import { WriteBehindDiskStore } from './disk-writer.ts';
 import { createEmbeddingBatcher, embeddingsHandler } from './embeddings.ts';
-import { retrySeconds, rootCause } from './error-answers.ts';
 import { createHttpApp } from './http.ts';
-import { LOCAL_CHAT_MODEL, LOCAL_EMBED_MODEL, LOCAL_MODELS, LocalUpstream } from './local-upstream.ts';
-import { type ApiError, apiError } from './openai.ts';
+import { LOCAL_MODELS, LocalUpstream } from './local-upstream.ts';
 import { registerOperations } from './operations.ts';
+import { createRequestHelpers } from './request-helpers.ts';
 import { UpstreamClient } from './upstream.ts';
+import { createUpstreamCalls } from './upstream-calls.ts';
 
 /** Provider name recorded on spans of calls answered by the built-in local models. */
 export { DEFAULT_COMPLETION_ESTIMATE } from './context.ts';
@@ -79,8 +55,6 @@ export interface GatewayStats {
   /** Answers that needed no upstream call of their own: servedItems - upstreamCalls. */
   upstreamCallsSaved: number;
 }
-
-const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 
 /**
  * Without an OTLP endpoint nothing is recorded (sample ratio 0), but every request still gets a span
@@ -172,25 +146,6 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
       ? { exporter: discardSpans as never, processor: 'simple' as const, sampleRatio: 0 }
       : { exporter: 'otlp' as const, otlpUrl: config.otlpUrl }),
   });
-  const genAIDuration = new Histogram({
-    name: 'gen_ai_client_operation_duration_seconds',
-    help: 'GenAI operation duration (gen_ai.client.operation.duration), upstream calls only',
-    labelNames: ['gen_ai_operation_name', 'gen_ai_request_model', 'gen_ai_provider_name', 'error_type'],
-    buckets: [...GEN_AI_DURATION_BUCKETS],
-    registers: [collector.registry],
-  });
-  const genAITokens = new Histogram({
-    name: 'gen_ai_client_token_usage',
-    help: 'Tokens used per GenAI operation (gen_ai.client.token.usage), upstream calls only',
-    labelNames: [
-      'gen_ai_operation_name',
-      'gen_ai_request_model',
-      'gen_ai_provider_name',
-      'gen_ai_token_type',
-    ],
-    buckets: [...GEN_AI_TOKEN_USAGE_BUCKETS],
-    registers: [collector.registry],
-  });
   const answers = new Counter({
     name: 'clawperf_gateway_answers_total',
     help: 'Answers by endpoint and cache outcome',
@@ -224,236 +179,16 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     stats,
   });
 
-  const genAIRequest = (operation: 'chat' | 'embeddings', model: string): GenAIRequest => {
-    const isLocal = LOCAL_MODELS.includes(model);
-    return {
-      operation,
-      model,
-      provider: isLocal ? LOCAL_PROVIDER : 'openai',
-      ...(isLocal || upstream === undefined
-        ? {}
-        : { serverAddress: upstream.host, serverPort: upstream.port }),
-    };
-  };
-
-  /** Label children by label values: a child observes without prom-client validating labels each time. */
-  const children = new Map<string, { observe(value: number): void }>();
-  const child = (
-    histogram: Histogram,
-    operation: string,
-    model: string,
-    provider: string,
-    last: [string, string],
-  ) => {
-    const id = `${histogram === genAIDuration ? 'd' : 't'}\u0000${operation}\u0000${model}\u0000${last[1]}`;
-    let c = children.get(id);
-    if (c === undefined) {
-      c = histogram.labels({
-        gen_ai_operation_name: operation,
-        gen_ai_request_model: model,
-        gen_ai_provider_name: provider,
-        [last[0]]: last[1],
-      });
-      children.set(id, c);
-    }
-    return c;
-  };
-  // Without an exporter a client span would be discarded: skip making it (the request span stays, for `traceparent`).
-  const clientSpans = config.otlpUrl !== undefined;
-
-  /** Runs one upstream call under backpressure, in a GenAI client span, and records the GenAI metrics. */
-  const upstreamCall = async <R>(
-    operation: 'chat' | 'embeddings',
-    model: string,
-    items: number,
-    fn: () => Promise<R>,
-  ): Promise<R> => {
-    const request = genAIRequest(operation, model);
-    const provider = request.provider;
-    const start = performance.now();
-    try {
-      const result = await backpressure.run(() => {
-        counts.upstreamCalls++;
-        counts.upstreamItems += items;
-        return clientSpans ? withGenAISpan(tracer, request, fn) : fn();
-      });
-      child(genAIDuration, operation, model, provider, ['error_type', '']).observe(
-        (performance.now() - start) / 1e3,
-      );
-      const usage = usageFromResponse(result);
-      if (usage.inputTokens !== undefined)
-        child(genAITokens, operation, model, provider, ['gen_ai_token_type', 'input']).observe(
-          usage.inputTokens,
-        );
-      if (usage.outputTokens !== undefined)
-        child(genAITokens, operation, model, provider, ['gen_ai_token_type', 'output']).observe(
-          usage.outputTokens,
-        );
-      return result;
-    } catch (error) {
-      const e = rootCause(error);
-      if (e instanceof OverloadedError || e instanceof QueueTimeoutError) counts.overloaded++;
-      child(genAIDuration, operation, model, provider, [
-        'error_type',
-        e instanceof ClawperfError ? e.code : 'error',
-      ]).observe((performance.now() - start) / 1e3);
-      throw error;
-    }
-  };
-
-  /** An upstream answer that is not a success becomes an error, so nothing caches it. */
-  const expectSuccess = <B>(answer: { status: number; body: B }): B => {
-    if (answer.status >= 300) {
-      throw new UpstreamError(
-        `the upstream answered ${answer.status}`,
-        { status: answer.status },
-        { cause: answer },
-      );
-    }
-    return answer.body;
-  };
-
   const app = await createHttpApp({ config, counts, collector, feed, tracer });
 
-  const keyDigests = Object.entries(config.apiKeys).map(([key, tenant]) => ({ digest: digest(key), tenant }));
-  const tenantOf = (request: FastifyRequest): string | ApiError => {
-    if (keyDigests.length === 0) {
-      if (LOOPBACK.test(request.socket.remoteAddress ?? '')) return 'default';
-      return apiError(
-        401,
-        'this gateway has no API keys configured and only serves clients on loopback; set GATEWAY_API_KEYS',
-        'invalid_request_error',
-        'invalid_api_key',
-      );
-    }
-    const key = bearer(request.headers);
-    if (key !== undefined) {
-      const d = digest(key);
-      for (const entry of keyDigests) if (timingSafeEqual(d, entry.digest)) return entry.tenant;
-    }
-    return apiError(
-      401,
-      key === undefined
-        ? 'you must provide an API key (Authorization: Bearer <key>)'
-        : 'incorrect API key provided',
-      'invalid_request_error',
-      'invalid_api_key',
-    );
-  };
-
-  const checkModel = (model: string, kind: 'chat' | 'embeddings'): ApiError | undefined => {
-    const wrongLocal = kind === 'chat' ? model === LOCAL_EMBED_MODEL : model === LOCAL_CHAT_MODEL;
-    if (wrongLocal) {
-      return apiError(
-        400,
-        `the local model ${model} does not serve ${kind}`,
-        'invalid_request_error',
-        'model_not_supported',
-        'model',
-      );
-    }
-    if (LOCAL_MODELS.includes(model) || upstream !== undefined) return undefined;
-    return apiError(
-      404,
-      `the model ${model} does not exist; without an upstream this gateway serves ${LOCAL_MODELS.join(', ')}`,
-      'invalid_request_error',
-      'model_not_found',
-      'model',
-    );
-  };
-
-  /** Charges the tenant's limits; an error answer when refused. */
-  const admit = async (
-    request: FastifyRequest,
-    tenant: string,
-    tokens: number,
-  ): Promise<Reservation | ApiError | undefined> => {
-    if (limiter === undefined) return undefined;
-    const reservation = await limiter.reserve(tenant, { cost: 1, tokens });
-    request.clawperf.limit = reservation;
-    if (reservation.allowed) return reservation;
-    counts.rateLimited++;
-    const type = reservation.policy === 'tokens' ? 'tokens' : 'requests';
-    return apiError(
-      429,
-      reservation.retryAfterMs === undefined
-        ? `the request needs more ${type} than the per-minute limit of ${reservation.limit}`
-        : `rate limit reached for ${type} (limit ${reservation.limit} per minute); retry in ${Math.ceil(reservation.retryAfterMs / 1000)} s`,
-      type,
-      'rate_limit_exceeded',
-      null,
-      { 'retry-after': retrySeconds(reservation.retryAfterMs ?? 60_000) },
-    );
-  };
-
-  const settle = (reservation: Reservation | undefined, tokens: number | undefined): void => {
-    if (reservation === undefined || tokens === undefined) return;
-    reservation.settle({ cost: 1, tokens }).catch(() => {});
-  };
-
-  const cacheMode = (request: FastifyRequest): 'bypass' | 'force' | 'auto' => {
-    const h = request.headers[CACHE_HEADER];
-    if (h === 'bypass') return 'bypass';
-    if (h === 'force') return 'force';
-    const cc = request.headers['cache-control'];
-    if (typeof cc === 'string' && /no-cache|no-store/.test(cc)) return 'bypass';
-    return 'auto';
-  };
-
-  /** Times an upstream-bound wait, so `x-clawperf-overhead-ms` leaves it out. */
-  const timed = async <R>(request: FastifyRequest, fn: () => Promise<R>): Promise<R> => {
-    const t0 = performance.now();
-    try {
-      return await fn();
-    } finally {
-      request.clawperf.upstreamMs += performance.now() - t0;
-    }
-  };
-
-  /**
-   * `cache.getOrSet`, but the caller whose factory ran gets the value as soon as it is produced, without
-   * waiting for the cache's writes (Redis, disk): a miss then costs the client nothing for storing it.
-   * Coalesced callers still wait for the cache as usual; a failed factory rejects and stores nothing.
-   */
-  const loadThrough = <V>(key: string, factory: () => Promise<V>, tags: string[]): Promise<V> => {
-    let produced!: (value: V) => void;
-    const early = new Promise<V>((resolve) => {
-      produced = resolve;
-    });
-    const stored = cache.getOrSet(
-      key,
-      async () => {
-        const value = await factory();
-        produced(value);
-        return value;
-      },
-      { tags },
-    ) as Promise<V>;
-    stored.catch(() => {});
-    return Promise.race([stored, early]);
-  };
-
-  const safeGet = async (key: string): Promise<unknown> => {
-    try {
-      return await cache.get(key);
-    } catch {
-      return undefined;
-    }
-  };
-
-  const setSpan = (
-    request: FastifyRequest,
-    operation: 'chat' | 'embeddings',
-    model: string,
-    answer?: unknown,
-  ) => {
-    const span = requestSpan(request);
-    if (span === undefined) return;
-    span.setAttributes(genAIAttributes(genAIRequest(operation, model)));
-    span.setAttribute('clawperf.cache', request.clawperf.cache);
-    if (answer !== undefined) setGenAIUsage(span, usageFromResponse(answer));
-  };
-
+  const { upstreamCall, expectSuccess, genAIRequest } = createUpstreamCalls({
+    config,
+    upstream,
+    backpressure,
+    tracer,
+    counts,
+    registry: collector.registry,
+  });
   const ctx: GatewayContext = {
     config,
     cache,
@@ -463,15 +198,7 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     answers,
     upstreamCall,
     expectSuccess,
-    tenantOf,
-    checkModel,
-    admit,
-    settle,
-    cacheMode,
-    timed,
-    loadThrough,
-    safeGet,
-    setSpan,
+    ...createRequestHelpers({ config, cache, upstream, limiter, counts, genAIRequest }),
   };
 
   const batcher = createEmbeddingBatcher(ctx);
