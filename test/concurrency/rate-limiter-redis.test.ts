@@ -143,6 +143,78 @@ describe('checks on Redis are exact under concurrency', () => {
   });
 });
 
+describe('checks of one tick share one script call', () => {
+  const evalshaCalls = async () => {
+    const m = /cmdstat_evalsha:calls=(\d+)/.exec(await client.info('commandstats'));
+    return Number(m?.[1] ?? 0);
+  };
+
+  it('a burst of checks on many keys is one EVALSHA, each caller getting its own exact answer', async () => {
+    const l = new RateLimiter({
+      policies: [
+        { name: 'rpm', windowMs: 3_600_000, limit: 3 },
+        { name: 'tpm', windowMs: 3_600_000, limit: 100, unit: 'tokens' },
+      ],
+      redis: client,
+      keyPrefix: prefix(),
+    });
+    await l.allow('warm-up'); // loads the script
+    const before = await evalshaCalls();
+    // Five checks on each of 20 keys, interleaved, one with braces in its name; the 4th and 5th of a key
+    // are refused by rpm, and `big` is refused by tpm without counting against rpm.
+    const keys = Array.from({ length: 20 }, (_, i) => (i === 7 ? 'user:{7}' : `user:${i}`));
+    const calls: Promise<RateLimitResult>[] = [];
+    for (let round = 0; round < 5; round++) for (const k of keys) calls.push(l.allow(k, { tokens: 10 }));
+    const big = l.allow('user:0', { tokens: 95 });
+    const results = await Promise.all(calls);
+    assert.equal((await evalshaCalls()) - before, 1, 'one script call for the whole tick');
+    for (let k = 0; k < keys.length; k++) {
+      const own = [0, 1, 2, 3, 4].map((round) => results[round * keys.length + k]!);
+      assert.deepEqual(
+        own.map((r) => r.allowed),
+        [true, true, true, false, false],
+        keys[k],
+      );
+      assert.deepEqual(
+        own.map((r) => r.policies!.rpm!.remaining),
+        [2, 1, 0, 0, 0],
+      );
+      assert.equal(own[3]!.reason, 'limit-exceeded');
+    }
+    const refused = await big;
+    assert.equal(refused.allowed, false);
+    assert.equal(refused.policy, 'rpm', 'rpm was already used up by then');
+    await l.close();
+  });
+
+  it('a check that fails inside the shared call fails alone', async () => {
+    const key = `${prefix()}`;
+    const l = new RateLimiter({
+      algorithm: 'gcra',
+      windowMs: 60_000,
+      maxRequests: 10,
+      redis: client,
+      keyPrefix: key,
+      onStoreError: 'fail-closed',
+    });
+    // A GCRA key holding a hash makes its GET fail with WRONGTYPE inside the script.
+    await client.hset(`${key}:{bad}:default:4`, 'x', '1');
+    await l.allow('warm-up'); // loads the script
+    const before = await evalshaCalls();
+    const mixed = await Promise.all([l.allow('good'), l.allow('bad'), l.allow('good')]);
+    assert.equal((await evalshaCalls()) - before, 1);
+    assert.deepEqual(
+      mixed.map((r) => r.status),
+      ['allowed', 'store-error', 'allowed'],
+    );
+    assert.deepEqual(
+      mixed.map((r) => r.remaining),
+      [9, 0, 8],
+    );
+    await l.close();
+  });
+});
+
 describe('tracing', () => {
   it('each Redis check is a span, a failed one marked as an error', async () => {
     const exporter = new InMemorySpanExporter();

@@ -4,9 +4,32 @@
  * `<prefix>:{<key>}:<policy name>:<algorithm code>` (plus `:log` sets for sliding logs): the hash tag puts all of them in
  * one Cluster slot.
  */
+import { Cluster } from 'ioredis';
 import { hashTag, type RedisClient, RedisScript } from '../../internal/redis.ts';
 import { checkLua, keySuffixes, settleLua } from './scripts.ts';
 import type { ChargeRef, CheckResult, CompiledPolicy, RateLimitStore } from './store.ts';
+
+/** Most checks sent in one script call. */
+const MAX_CHECKS_PER_CALL = 256;
+
+const resolved = Promise.resolve();
+
+interface Waiter {
+  resolve(result: CheckResult): void;
+  reject(error: unknown): void;
+}
+
+interface Batch {
+  keys: string[];
+  args: number[];
+  waiters: Waiter[];
+}
+
+/** One shared promise executor: no closure per check. */
+let collected: Waiter | undefined;
+const collect = (resolve: (result: CheckResult) => void, reject: (error: unknown) => void): void => {
+  collected = { resolve, reject };
+};
 
 export interface RedisRateLimitStoreOptions {
   client: RedisClient;
@@ -22,6 +45,11 @@ export class RedisRateLimitStore implements RateLimitStore {
   readonly #check: RedisScript;
   readonly #settle: RedisScript;
   readonly #allowedAt: number;
+  /** Values per check in the script's reply. */
+  readonly #stride: number;
+  readonly #cluster: boolean;
+  /** Checks of this tick not yet sent, by call group ('' unless on a Cluster, where it is the key). */
+  readonly #forming = new Map<string, Batch>();
 
   constructor(options: RedisRateLimitStoreOptions) {
     this.#client = options.client;
@@ -31,6 +59,8 @@ export class RedisRateLimitStore implements RateLimitStore {
     this.#check = new RedisScript(checkLua(options.policies));
     this.#settle = new RedisScript(settleLua(options.policies));
     this.#allowedAt = this.#n * 4 + 1;
+    this.#stride = this.#n * 4 + 2;
+    this.#cluster = this.#client instanceof Cluster;
   }
 
   #base(key: string): string {
@@ -46,33 +76,77 @@ export class RedisRateLimitStore implements RateLimitStore {
     return keys;
   }
 
-  // EVALSHA straight from the client (one promise less than RedisScript.run on the hot path); the script
-  // loads itself through RedisScript only when the server lacks it.
+  /**
+   * Checks issued in the same tick go to Redis as one EVALSHA (`checkLua` runs them in turn), so the
+   * client and the server pay their per-command cost once per tick rather than once per check. On a
+   * Cluster only checks of the same key share a call (one slot per call).
+   */
   check(key: string, charges: readonly number[]): Promise<CheckResult> {
-    if (this.#suffixes.length === 1) {
-      // One policy, one Redis key: no arrays to build or spread.
-      const only = this.#base(key) + this.#suffixes[0];
-      return this.#client
-        .evalsha(this.#check.sha, 1, only, charges[0]!)
-        .then(this.#toResult, (error) => this.#noScript(error, [only], charges));
+    const group = this.#cluster ? key : '';
+    let batch = this.#forming.get(group);
+    if (batch === undefined) {
+      batch = { keys: [], args: [], waiters: [] };
+      this.#forming.set(group, batch);
+      if (this.#forming.size === 1) resolved.then(this.#scheduleFlush);
     }
-    const keys = this.#keys(key);
-    return this.#client
-      .evalsha(this.#check.sha, keys.length, ...keys, ...charges)
-      .then(this.#toResult, (error) => this.#noScript(error, keys, charges));
+    const base = this.#base(key);
+    for (const suffix of this.#suffixes) batch.keys.push(base + suffix);
+    for (let i = 0; i < this.#n; i++) batch.args.push(charges[i]!);
+    const promise = new Promise<CheckResult>(collect);
+    batch.waiters.push(collected!);
+    if (batch.waiters.length >= MAX_CHECKS_PER_CALL) {
+      this.#forming.delete(group);
+      this.#send(batch);
+    }
+    return promise;
   }
 
-  /** After a failed EVALSHA: loads and runs the script when Redis lacks it (a restart), else rethrows. */
-  #noScript(error: unknown, keys: string[], charges: readonly number[]): Promise<CheckResult> {
-    if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
-    return this.#check.run(this.#client, keys, charges).then(this.#toResult);
-  }
+  /** After every promise callback of this tick had its chance to add a check, like dataloader. */
+  readonly #scheduleFlush = (): void => process.nextTick(this.#flush);
 
-  /** The reply is the store-neutral output followed by the allowed flag (scripts.ts). */
-  readonly #toResult = (reply: unknown): CheckResult => {
-    const out = reply as number[];
-    return { allowed: out[this.#allowedAt] === 1, out };
+  readonly #flush = (): void => {
+    if (this.#forming.size === 0) return;
+    const batches = [...this.#forming.values()];
+    this.#forming.clear();
+    for (const batch of batches) this.#send(batch);
   };
+
+  #send(batch: Batch): void {
+    this.#client
+      .evalsha(this.#check.sha, batch.keys.length, ...batch.keys, ...batch.args)
+      .catch((error: unknown) => {
+        // A restarted Redis has lost the script: load it and run the same call once more.
+        if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+        return this.#check.run(this.#client, batch.keys, batch.args);
+      })
+      .then(
+        (reply) => this.#deliver(batch, reply as (number | string)[]),
+        (error: unknown) => {
+          for (const waiter of batch.waiters) waiter.reject(error);
+        },
+      );
+  }
+
+  #deliver(batch: Batch, reply: (number | string)[]): void {
+    const stride = this.#stride;
+    const waiters = batch.waiters;
+    const size = stride * waiters.length;
+    if (!Array.isArray(reply) || reply.length < size) {
+      const error = new Error(
+        `the rate-limit script answered ${Array.isArray(reply) ? reply.length : typeof reply} values for ${waiters.length} checks`,
+      );
+      for (const waiter of waiters) waiter.reject(error);
+      return;
+    }
+    let failed = size;
+    for (let j = 0; j < waiters.length; j++) {
+      const out = (waiters.length === 1 ? reply : reply.slice(j * stride, (j + 1) * stride)) as number[];
+      const flag = out[this.#allowedAt];
+      if (flag === -1)
+        waiters[j]!.reject(new Error(String(reply[failed++] ?? 'the rate-limit check failed')));
+      else waiters[j]!.resolve({ allowed: flag === 1, out });
+    }
+  }
 
   async settle(key: string, ref: ChargeRef, deltas: readonly number[]): Promise<void> {
     const args: number[] = [ref.at];

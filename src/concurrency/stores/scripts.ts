@@ -216,16 +216,20 @@ local function newest(z, w)
 end`;
 
 /**
- * The check script for `policies`. ARGV: the charge per policy. Returns the store-neutral check output
- * (store.ts: per policy remaining, resetMs, retryAfterMs; the time, floored to ms; per policy the log
- * entry id) followed by allowed (0/1), so the reply needs no reshaping.
+ * The check script for `policies`, covering one or more checks in one call (checks issued in the same tick
+ * are sent together, one `TIME` for all). KEYS: each check's keys in turn (`keySuffixes` order); ARGV: each
+ * check's charge per policy in turn. Checks run one after the other, each seeing the ones before it.
+ * Returns, for each check, the store-neutral check output (store.ts: per policy remaining, resetMs,
+ * retryAfterMs; the time, floored to ms; per policy the log entry id) followed by allowed (0/1, or -1
+ * when that check failed): a fixed stride per check, so the reply needs no reshaping. The failed checks'
+ * error messages follow, in order.
  */
 export function checkLua(policies: readonly CompiledPolicy[]): string {
   const z = logKeys(policies);
   const ids = policies.map((_, k) => k + 1);
   const hasLog = policies.some((p) => p.code === 2);
   const hasFixed = policies.some((p) => p.code === 0);
-  return `${PRELUDE}${hasLog ? NEWEST : ''}${hasFixed ? INCR : ''}
+  const one = `
 local ok = true
 ${ids
   .map(
@@ -269,7 +273,34 @@ local q${i} = math.ceil(q)
 local reset${i} = math.ceil(${reset(policies[i - 1]!, i, z[i - 1]!)})`,
   )
   .join('\n')}
-return { ${ids.map((i) => `math.max(0, math.floor(r${i} + 1e-9)), reset${i}, q${i}`).join(', ')}, math.floor(now), ${ids.map((i) => `id${i}`).join(', ')}, ok and 1 or 0 }
+${ids.map((i) => `out[#out + 1] = math.max(0, math.floor(r${i} + 1e-9))\nout[#out + 1] = reset${i}\nout[#out + 1] = q${i}`).join('\n')}
+out[#out + 1] = math.floor(now)
+${ids.map((i) => `out[#out + 1] = id${i}`).join('\n')}
+out[#out + 1] = ok and 1 or 0
+`
+    // One check's keys and charges start at offsets kb and ab of KEYS and ARGV.
+    .replace(/KEYS\[(\d+)\]/g, 'KEYS[kb + $1]')
+    .replace(/ARGV\[(\d+)\]/g, 'ARGV[ab + $1]');
+  const keysPerCheck = keySuffixes(policies).length;
+  const stride = policies.length * 4 + 2;
+  // A check that fails (a key of the wrong type, say) fails alone: its output becomes zeros with allowed
+  // -1, and its error message is appended after every check's output.
+  return `${PRELUDE}${hasLog ? NEWEST : ''}${hasFixed ? INCR : ''}
+local out = {}
+local errors = {}
+local function check(kb, ab)${one}end
+for j = 0, #ARGV / ${policies.length} - 1 do
+  local at = #out
+  local fine, e = pcall(check, j * ${keysPerCheck}, j * ${policies.length})
+  if not fine then
+    for k = #out, at + 1, -1 do out[k] = nil end
+    for k = 1, ${stride - 1} do out[at + k] = 0 end
+    out[at + ${stride}] = -1
+    errors[#errors + 1] = type(e) == 'table' and tostring(e.err) or tostring(e)
+  end
+end
+for _, e in ipairs(errors) do out[#out + 1] = e end
+return out
 `;
 }
 
