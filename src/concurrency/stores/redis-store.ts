@@ -25,12 +25,6 @@ interface Batch {
   waiters: Waiter[];
 }
 
-/** One shared promise executor: no closure per check. */
-let collected: Waiter | undefined;
-const collect = (resolve: (result: CheckResult) => void, reject: (error: unknown) => void): void => {
-  collected = { resolve, reject };
-};
-
 export interface RedisRateLimitStoreOptions {
   client: RedisClient;
   policies: readonly CompiledPolicy[];
@@ -92,8 +86,10 @@ export class RedisRateLimitStore implements RateLimitStore {
     const base = this.#base(key);
     for (const suffix of this.#suffixes) batch.keys.push(base + suffix);
     for (let i = 0; i < this.#n; i++) batch.args.push(charges[i]!);
-    const promise = new Promise<CheckResult>(collect);
-    batch.waiters.push(collected!);
+    const waiters = batch.waiters;
+    const promise = new Promise<CheckResult>((resolve, reject) => {
+      waiters.push({ resolve, reject });
+    });
     if (batch.waiters.length >= MAX_CHECKS_PER_CALL) {
       this.#forming.delete(group);
       this.#send(batch);
