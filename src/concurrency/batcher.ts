@@ -566,7 +566,7 @@ export class RequestBatcher<T, R> {
       this.#run(this.#sealed.shift()!);
     }
     const current = this.#current;
-    if (current !== null && current.due && this.#running.size < this.#maxConcurrent) this.#seal(current);
+    if (current?.due && this.#running.size < this.#maxConcurrent) this.#seal(current);
   }
 
   // --- processing ----------------------------------------------------------------------------------

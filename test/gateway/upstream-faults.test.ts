@@ -219,7 +219,8 @@ describe('streaming', () => {
 
   it('asks the upstream for usage and hides it from a client that did not ask', async () => {
     const res = await stream(chat('usage please', { stream: true }));
-    assert.equal((fake.lastChat?.stream_options as { include_usage?: unknown }).include_usage, true);
+    const options = fake.lastChat?.stream_options as { include_usage?: unknown } | undefined;
+    assert.equal(options?.include_usage, true, JSON.stringify(fake.lastChat));
     assert.doesNotMatch(res.text, /"usage"/);
     assert.ok(res.text.endsWith('data: [DONE]\n\n'));
     const asked = await stream(
