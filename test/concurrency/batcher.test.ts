@@ -213,7 +213,10 @@ describe('concurrency and queue bounds (seed: no cap on concurrent batches)', ()
       up.release();
       await settle();
     }
-    assert.deepEqual(up.batches.slice(2).map((batch) => batch.length), [10, 3]);
+    assert.deepEqual(
+      up.batches.slice(2).map((batch) => batch.length),
+      [10, 3],
+    );
     assert.equal(await first, 0);
     assert.deepEqual(await Promise.all(later), [20, 22, 40, 42, 60, 62, 80, 82]);
     assert.equal((await Promise.all(more)).length, 13);
