@@ -3,10 +3,11 @@
  *
  * 1. Cached answers (`/v1/embeddings` with one input, a deterministic `/v1/chat/completions`) against a bare
  *    Fastify route returning the same JSON: requests/s with autocannon at 16 connections, rounds interleaved.
- * 2. Overhead on a cache miss: a local OpenAI-shaped upstream (a bare node:http server answering at once)
- *    called through the gateway (`upstreamUrl`) and directly, from an undici client loop recording into
- *    `perf_hooks.createHistogram` (bench/harness.ts), at 1 and 16 connections. Added latency = the
- *    gateway's percentile minus the direct one.
+ * 2. Overhead on a cache miss: a local OpenAI-shaped upstream (a bare node:http server in its own process,
+ *    answering at once, and a second one answering after 20 ms) called through the gateway (`upstreamUrl`),
+ *    through the thinnest possible proxy process (the floor for any gateway), and directly, from an undici
+ *    client loop recording into `perf_hooks.createHistogram` (bench/harness.ts), at 1 and 16 connections.
+ *    Added latency = the gateway's percentile minus the direct one.
  *
  * 3. Against a peer: the Portkey open-source gateway (`@portkey-ai/gateway`, started with `--headless` as its
  *    own process) in front of the same upstream, on chat completions (its 1.15.2 release answers 500 to
@@ -14,8 +15,10 @@
  *    connections, beside clawperf with the cache bypassed (so both do the full proxy work) and the upstream
  *    called directly.
  *
- * The servers run in a child process (this file with `serve`), so the load generator does not share their
- * event loop.
+ * 4. 1,000 concurrent `/v1/embeddings` requests over real sockets: upstream calls made.
+ *
+ * The gateways run in a child process (this file with `serve`) and the upstreams and proxies in processes
+ * of their own (fixtures/processes.ts), so no two of them share an event loop.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
@@ -26,7 +29,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Fastify from 'fastify';
 import { Agent, request } from 'undici';
-import { startOpenAIUpstream } from './fixtures/openai-upstream.ts';
+import { startProcess } from './fixtures/processes.ts';
 import { compare } from './harness.ts';
 
 /** The part of autocannon's API used here (the package ships no types). */
@@ -44,10 +47,13 @@ interface Ports {
   /** The same gateway without the disk cache (memory only). */
   memoryOnly: number;
   bare: number;
+  /** The thinnest proxy process in front of the upstream: what any extra process in the path costs. */
+  proxy: number;
   upstream: number;
   /** The same two gateways in front of an upstream answering after SLOW_UPSTREAM_MS. */
   slowGateway: number;
   slowMemoryOnly: number;
+  slowProxy: number;
   slowUpstream: number;
 }
 
@@ -60,10 +66,9 @@ const wanted = (section: string) => only === undefined || only.includes(section)
 
 async function serve(): Promise<void> {
   const { createGateway, LISTEN_BACKLOG } = await import('../src/gateway/server.ts');
-  const { server: upstream, port: upstreamPort } = await startOpenAIUpstream();
-  const { server: slowUpstream, port: slowUpstreamPort } = await startOpenAIUpstream({
-    latencyMs: SLOW_UPSTREAM_MS,
-  });
+  // The upstreams run in processes of their own (started by main), as a real upstream would.
+  const upstreamPort = Number(process.argv[3]);
+  const slowUpstreamPort = Number(process.argv[4]);
   const dir = await mkdtemp(join(tmpdir(), 'clawperf-bench-gw-'));
   const started: Awaited<ReturnType<typeof createGateway>>[] = [];
   /** A gateway listening the way `clawperf gateway` does; `disk` false for memory only. */
@@ -95,9 +100,11 @@ async function serve(): Promise<void> {
     gateway: (gw.app.server.address() as AddressInfo).port,
     memoryOnly: (memoryOnly.app.server.address() as AddressInfo).port,
     bare: (bare.server.address() as AddressInfo).port,
+    proxy: 0,
     upstream: upstreamPort,
     slowGateway: (slowGw.app.server.address() as AddressInfo).port,
     slowMemoryOnly: (slowMemoryOnly.app.server.address() as AddressInfo).port,
+    slowProxy: 0,
     slowUpstream: slowUpstreamPort,
   };
   // The burst section asks how many upstream calls the first gateway has made.
@@ -108,8 +115,6 @@ async function serve(): Promise<void> {
   process.once('disconnect', async () => {
     for (const g of started) await g.close();
     await bare.close();
-    upstream.close();
-    slowUpstream.close();
     await rm(dir, { recursive: true, force: true });
     process.exit(0);
   });
@@ -242,11 +247,16 @@ async function burst(child: ChildProcess, gateway: string): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const child: ChildProcess = fork(new URL(import.meta.url).pathname, ['serve'], {
-    execArgv: ['--import', 'tsx'],
-    stdio: 'inherit',
-  });
-  const [ports] = (await once(child, 'message')) as [Ports];
+  const fast = await startProcess('upstream', 0);
+  const slow = await startProcess('upstream', SLOW_UPSTREAM_MS);
+  const proxies = [await startProcess('proxy', fast.port), await startProcess('proxy', slow.port)];
+  const child: ChildProcess = fork(
+    new URL(import.meta.url).pathname,
+    ['serve', String(fast.port), String(slow.port)],
+    { execArgv: ['--import', 'tsx'], stdio: 'inherit' },
+  );
+  const [served] = (await once(child, 'message')) as [Ports];
+  const ports: Ports = { ...served, proxy: proxies[0]!.port, slowProxy: proxies[1]!.port };
   const gateway = `http://127.0.0.1:${ports.gateway}`;
   const memoryOnly = `http://127.0.0.1:${ports.memoryOnly}`;
   const bare = `http://127.0.0.1:${ports.bare}`;
@@ -325,7 +335,10 @@ async function main(): Promise<void> {
       if (r.statusCode !== 200) throw new Error(`${url}: ${r.statusCode}`);
       return r.body.dump();
     });
-  const overhead = async (label: string, to: { gateway: string; memoryOnly: string; upstream: string }) => {
+  const overhead = async (
+    label: string,
+    to: { gateway: string; memoryOnly: string; proxy: string; upstream: string },
+  ) => {
     const portkeyHeaders = { ...portkey.headers, 'x-portkey-custom-host': `${to.upstream}/v1` };
     for (const concurrency of [1, 16]) {
       const results = await compare(
@@ -377,16 +390,20 @@ async function main(): Promise<void> {
               }),
           },
           {
+            name: 'thinnest proxy process: node:http + undici, nothing else (limit for any gateway)',
+            op: () => post(`${to.proxy}/v1/chat/completions`, chat),
+          },
+          {
             name: 'the upstream called directly (limit)',
             op: () => post(`${to.upstream}/v1/chat/completions`, chat),
           },
         ],
       );
-      const direct = results[4]!;
+      const direct = results[5]!;
       console.log(`\nAdded latency, ${label}, ${concurrency} connection(s), gateway minus direct:\n`);
       console.log('| path | p50 added (ms) | p99 added (ms) |');
       console.log('|---|---:|---:|');
-      for (const r of results.slice(0, 4)) {
+      for (const r of results.slice(0, 5)) {
         console.log(
           `| ${r.name} | ${(((r.p50Us ?? 0) - (direct.p50Us ?? 0)) / 1000).toFixed(3)} | ${(((r.p99Us ?? 0) - (direct.p99Us ?? 0)) / 1000).toFixed(3)} |`,
         );
@@ -394,10 +411,16 @@ async function main(): Promise<void> {
     }
   };
   if (wanted('overhead')) {
-    await overhead('upstream answering at once', { gateway, memoryOnly, upstream });
+    await overhead('upstream answering at once', {
+      gateway,
+      memoryOnly,
+      proxy: `http://127.0.0.1:${ports.proxy}`,
+      upstream,
+    });
     await overhead(`upstream answering after ${SLOW_UPSTREAM_MS} ms`, {
       gateway: `http://127.0.0.1:${ports.slowGateway}`,
       memoryOnly: `http://127.0.0.1:${ports.slowMemoryOnly}`,
+      proxy: `http://127.0.0.1:${ports.slowProxy}`,
       upstream: `http://127.0.0.1:${ports.slowUpstream}`,
     });
   }
@@ -406,6 +429,7 @@ async function main(): Promise<void> {
   await portkey.stop();
   child.disconnect();
   await once(child, 'exit');
+  for (const p of [...proxies, fast, slow]) await p.stop();
 }
 
 if (process.argv[2] === 'serve') await serve();
