@@ -30,6 +30,8 @@ export interface Trace {
    * increasing; `Infinity` when it never changes again).
    */
   changes(): (k: number) => number;
+  /** Each key's mean time between changes, ms, when the generator knows it (for the bounds in `simulate-bounds.ts`). */
+  readonly changeMeanMs?: Float64Array;
 }
 
 export interface TraceOptions {
@@ -117,6 +119,7 @@ export function generateTrace(options: TraceOptions): Trace {
     keys,
     requestKeys,
     requestTimes,
+    changeMeanMs: mean,
     changes() {
       // One PRNG stream per key, so the schedule does not depend on the order keys are asked about.
       const state = new Uint32Array(keys);
