@@ -69,7 +69,7 @@ export function chatHandler(ctx: GatewayContext) {
       body = answer.body as Readable;
     }
     ctx.counts.servedItems++;
-    ctx.answers.inc({ endpoint: 'chat', cache: request.clawperf.cache });
+    ctx.answered('chat', request.clawperf.cache);
     const tap = new StreamTap({
       dropUsage: !clientWantsUsage,
       assemble: key !== undefined,
@@ -110,7 +110,7 @@ export function chatHandler(ctx: GatewayContext) {
       request.clawperf.cacheKey = key;
       ctx.counts.cacheHits++;
       ctx.counts.servedItems++;
-      ctx.answers.inc({ endpoint: 'chat', cache: 'hit' });
+      ctx.answered('chat', 'hit');
       ctx.settle(admitted, 0);
       reply.header('content-type', 'text/event-stream; charset=utf-8');
       reply.header('cache-control', 'no-cache');
@@ -134,7 +134,7 @@ export function chatHandler(ctx: GatewayContext) {
       }
     }
     ctx.counts.servedItems++;
-    ctx.answers.inc({ endpoint: 'chat', cache: request.clawperf.cache });
+    ctx.answered('chat', request.clawperf.cache);
     ctx.settle(admitted, request.clawperf.cache === 'hit' ? 0 : totalTokens(answer));
     ctx.setSpan(request, 'chat', req.model, answer);
     return answer;

@@ -7,7 +7,6 @@
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyRequest } from 'fastify';
-import type { Counter } from 'prom-client';
 import type { MultiLevelCache } from '../cache/index.ts';
 import type { RateLimitResult, Reservation } from '../concurrency/index.ts';
 import type { GatewayConfig } from './config.ts';
@@ -60,8 +59,8 @@ export interface GatewayContext {
   /** Undefined without `upstreamUrl`: only the local models are served. */
   upstream: UpstreamClient | undefined;
   counts: GatewayCounts;
-  /** `clawperf_gateway_answers_total{endpoint, cache}`. */
-  answers: Counter<'endpoint' | 'cache'>;
+  /** Counts an answer in `clawperf_gateway_answers_total{endpoint, cache}`. */
+  answered(endpoint: 'chat' | 'embeddings', cache: RequestState['cache']): void;
   /** Runs one upstream call under backpressure, in a GenAI client span, and records the GenAI metrics. */
   upstreamCall<R>(
     operation: 'chat' | 'embeddings',

@@ -172,7 +172,7 @@ export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<E
     if (request.clawperf.cache === 'hit') ctx.counts.cacheHits++;
     else if (request.clawperf.cache === 'miss') ctx.counts.cacheMisses++;
     else ctx.counts.cacheBypass++;
-    ctx.answers.inc({ endpoint: 'embeddings', cache: request.clawperf.cache });
+    ctx.answered('embeddings', request.clawperf.cache);
     let tokens = 0;
     const data = values.map((v, index) => {
       tokens += v!.t;

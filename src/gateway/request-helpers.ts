@@ -183,7 +183,8 @@ export function createRequestHelpers(
     answer?: unknown,
   ) => {
     const span = requestSpan(request);
-    if (span === undefined) return;
+    // Without an exporter the request span records nothing: skip building its attributes.
+    if (span === undefined || !span.isRecording()) return;
     span.setAttributes(genAIAttributes(genAIRequest(operation, model)));
     span.setAttribute('clawperf.cache', request.clawperf.cache);
     if (answer !== undefined) setGenAIUsage(span, usageFromResponse(answer));

@@ -153,6 +153,7 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     registers: [collector.registry],
   });
 
+  const answerChildren = new Map<string, { inc(): void }>();
   const counts: GatewayCounts = {
     requests: 0,
     errors4xx: 0,
@@ -195,7 +196,16 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     local,
     upstream,
     counts,
-    answers,
+    answered: (endpoint, outcome) => {
+      // One child per label pair, so an answer does not hash its labels again.
+      const id = `${endpoint}:${outcome}`;
+      let child = answerChildren.get(id);
+      if (child === undefined) {
+        child = answers.labels({ endpoint, cache: outcome });
+        answerChildren.set(id, child);
+      }
+      child.inc();
+    },
     upstreamCall,
     expectSuccess,
     ...createRequestHelpers({ config, cache, upstream, limiter, counts, genAIRequest }),
