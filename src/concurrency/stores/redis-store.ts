@@ -1,6 +1,7 @@
 /**
- * The Redis rate-limit store: one EVALSHA per check covering every policy of the key (atomic, one round
- * trip, time from Redis `TIME`), so limits are exact across processes and nodes. A key's Redis keys are
+ * The Redis rate-limit store: each check is one script run covering every policy of the key (atomic, one
+ * round trip, time from Redis `TIME`), so limits are exact across processes and nodes; the checks of one
+ * tick share one EVALSHA. A key's Redis keys are
  * `<prefix>:{<key>}:<policy name>:<algorithm code>` (plus `:log` sets for sliding logs): the hash tag puts all of them in
  * one Cluster slot.
  */
