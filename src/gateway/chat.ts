@@ -11,7 +11,7 @@ import type { Reservation } from '../concurrency/index.ts';
 import { DEFAULT_COMPLETION_ESTIMATE, type GatewayContext, sha256 } from './context.ts';
 import { isApiError, sendError } from './error-answers.ts';
 import { LOCAL_CHAT_MODEL } from './local-upstream.ts';
-import { type ChatRequest, parseChatRequest, totalTokens } from './openai.ts';
+import { CHARS_PER_TOKEN, type ChatRequest, parseChatRequest, totalTokens } from './openai.ts';
 import { replayStream, StreamTap } from './streaming.ts';
 
 /** The route handler. */
@@ -94,7 +94,8 @@ export function chatHandler(ctx: GatewayContext) {
     if (wrong !== undefined) return sendError(reply, wrong);
     const tenant = ctx.tenantOf(request);
     if (typeof tenant !== 'string') return sendError(reply, tenant);
-    const estimate = Math.ceil(req.promptChars / 4) + (req.maxTokens ?? DEFAULT_COMPLETION_ESTIMATE);
+    const estimate =
+      Math.ceil(req.promptChars / CHARS_PER_TOKEN) + (req.maxTokens ?? DEFAULT_COMPLETION_ESTIMATE);
     const admitted = await ctx.admit(request, tenant, estimate);
     if (isApiError(admitted)) return sendError(reply, admitted);
     ctx.setSpan(request, 'chat', req.model);

@@ -45,8 +45,11 @@ export interface GatewayCounts {
   cacheBypass: number;
   rateLimited: number;
   overloaded: number;
+  /** Calls to the upstream (or the local models): embedding batches and chat completions. */
   upstreamCalls: number;
+  /** Embedding inputs and chat completions sent upstream. */
   upstreamItems: number;
+  /** Embedding inputs and chat completions answered. */
   servedItems: number;
   inFlight: number;
 }

@@ -10,14 +10,8 @@ import { UpstreamError } from '../errors.ts';
 import { requestSpan, setGenAIUsage } from '../tracing/index.ts';
 import { type GatewayContext, sha256 } from './context.ts';
 import { isApiError, sendError } from './error-answers.ts';
-import { LOCAL_EMBED_MODEL } from './local-upstream.ts';
-import {
-  type EmbeddingsRequest,
-  estimateTokens,
-  parseEmbeddingsRequest,
-  toBase64,
-  totalTokens,
-} from './openai.ts';
+import { inputTokens, LOCAL_EMBED_MODEL } from './local-upstream.ts';
+import { type EmbeddingsRequest, parseEmbeddingsRequest, toBase64, totalTokens } from './openai.ts';
 
 /** One input to embed. */
 export interface EmbedItem {
@@ -41,6 +35,7 @@ export function createEmbeddingBatcher(ctx: GatewayContext): RequestBatcher<Embe
     dimensions: number | undefined,
     inputs: (string | number[])[],
   ): Promise<EmbedValue[]> => {
+    const estimates = inputs.map(inputTokens);
     if (model === LOCAL_EMBED_MODEL) {
       return ctx.upstreamCall('embeddings', model, inputs.length, async () => {
         const { vectors, tokens } = ctx.local.embed(inputs, dimensions);
@@ -57,12 +52,7 @@ export function createEmbeddingBatcher(ctx: GatewayContext): RequestBatcher<Embe
             encoding_format: 'float',
             ...(dimensions === undefined ? {} : { dimensions }),
           },
-          {
-            tokens: inputs.reduce<number>(
-              (n, i) => n + (typeof i === 'string' ? estimateTokens(i) : i.length),
-              0,
-            ),
-          },
+          { tokens: estimates.reduce((a, b) => a + b, 0) },
         ),
       ),
     );
@@ -70,7 +60,6 @@ export function createEmbeddingBatcher(ctx: GatewayContext): RequestBatcher<Embe
     if (!Array.isArray(data) || data.length !== inputs.length) {
       throw new UpstreamError('the upstream answered embeddings of the wrong shape', { status: 200 });
     }
-    const estimates = inputs.map((i) => (typeof i === 'string' ? estimateTokens(i) : i.length));
     const sum = estimates.reduce((a, b) => a + b, 0) || 1;
     const total = totalTokens(body) ?? sum;
     const vectors = new Array<number[]>(inputs.length);
@@ -133,8 +122,7 @@ export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<E
     if (wrong !== undefined) return sendError(reply, wrong);
     const tenant = ctx.tenantOf(request);
     if (typeof tenant !== 'string') return sendError(reply, tenant);
-    const estimates = req.inputs.map((i) => (typeof i === 'string' ? estimateTokens(i) : i.length));
-    const estimate = estimates.reduce((a, b) => a + b, 0);
+    const estimate = req.inputs.reduce((n, input) => n + inputTokens(input), 0);
     const admitted = await ctx.admit(request, tenant, estimate);
     if (isApiError(admitted)) return sendError(reply, admitted);
     ctx.setSpan(request, 'embeddings', req.model);

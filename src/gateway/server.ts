@@ -36,22 +36,7 @@ export interface Gateway {
 }
 
 /** Counters of the gateway itself (exported as `clawperf_gateway_*`). */
-export interface GatewayStats {
-  requests: number;
-  errors4xx: number;
-  errors5xx: number;
-  cacheHits: number;
-  cacheMisses: number;
-  cacheBypass: number;
-  rateLimited: number;
-  overloaded: number;
-  /** Calls to the upstream (or the local models): embedding batches and chat completions. */
-  upstreamCalls: number;
-  /** Embedding inputs and chat completions sent upstream. */
-  upstreamItems: number;
-  /** Embedding inputs and chat completions answered. */
-  servedItems: number;
-  inFlight: number;
+export interface GatewayStats extends GatewayCounts {
   /** Answers that needed no upstream call of their own: servedItems - upstreamCalls. */
   upstreamCallsSaved: number;
 }

@@ -33,6 +33,16 @@ interface AssembledChoice {
   finish: unknown;
 }
 
+/** A `chat.completion.chunk` as far as the tap reads it. */
+interface Chunk {
+  id?: unknown;
+  created?: unknown;
+  model?: unknown;
+  system_fingerprint?: unknown;
+  choices?: { index?: unknown; delta?: Record<string, unknown>; finish_reason?: unknown }[];
+  usage?: unknown;
+}
+
 /**
  * Sits between a streamed chat completion and the client, event by event (backpressure is the pipe's): it
  * reads `usage` (for the token limit's settlement), drops the usage-only chunk when the gateway asked for it
@@ -97,14 +107,7 @@ export class StreamTap extends Transform {
       return true;
     }
     if (!data.startsWith('{')) return true;
-    let chunk: {
-      id?: unknown;
-      created?: unknown;
-      model?: unknown;
-      system_fingerprint?: unknown;
-      choices?: { index?: unknown; delta?: Record<string, unknown>; finish_reason?: unknown }[];
-      usage?: unknown;
-    };
+    let chunk: Chunk;
     try {
       chunk = JSON.parse(data);
     } catch {
@@ -122,13 +125,7 @@ export class StreamTap extends Transform {
     return !(usageOnly && this.#dropUsage);
   }
 
-  #collect(chunk: {
-    id?: unknown;
-    created?: unknown;
-    model?: unknown;
-    system_fingerprint?: unknown;
-    choices?: { index?: unknown; delta?: Record<string, unknown>; finish_reason?: unknown }[];
-  }): void {
+  #collect(chunk: Chunk): void {
     const head = this.#head;
     head.id ??= chunk.id;
     head.created ??= chunk.created;
