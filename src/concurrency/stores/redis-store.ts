@@ -7,7 +7,7 @@
  */
 import { Cluster } from 'ioredis';
 import { hashTag, type RedisClient, RedisScript } from '../../internal/redis.ts';
-import { checkLua, keySuffixes, settleLua } from './scripts.ts';
+import { checkLua, checkStride, keySuffixes, settleLua } from './scripts.ts';
 import type { ChargeRef, CheckResult, CompiledPolicy, RateLimitStore } from './store.ts';
 
 /** Most checks sent in one script call. */
@@ -53,8 +53,8 @@ export class RedisRateLimitStore implements RateLimitStore {
     this.#suffixes = keySuffixes(options.policies);
     this.#check = new RedisScript(checkLua(options.policies));
     this.#settle = new RedisScript(settleLua(options.policies));
-    this.#allowedAt = this.#n * 4 + 1;
-    this.#stride = this.#n * 4 + 2;
+    this.#stride = checkStride(this.#n);
+    this.#allowedAt = this.#stride - 1;
     this.#cluster = this.#client instanceof Cluster;
   }
 

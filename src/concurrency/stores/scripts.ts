@@ -215,6 +215,11 @@ local function newest(z, w)
   return 0
 end`;
 
+/** Values per check in the check script's reply: 3 per policy, the time, a log id per policy, allowed. */
+export function checkStride(policies: number): number {
+  return policies * 4 + 2;
+}
+
 /**
  * The check script for `policies`, covering one or more checks in one call (checks issued in the same tick
  * are sent together, one `TIME` for all). KEYS: each check's keys in turn (`keySuffixes` order); ARGV: each
@@ -282,7 +287,7 @@ out[#out + 1] = ok and 1 or 0
     .replace(/KEYS\[(\d+)\]/g, 'KEYS[kb + $1]')
     .replace(/ARGV\[(\d+)\]/g, 'ARGV[ab + $1]');
   const keysPerCheck = keySuffixes(policies).length;
-  const stride = policies.length * 4 + 2;
+  const stride = checkStride(policies.length);
   // A check that fails (a key of the wrong type, say) fails alone: its output becomes zeros with allowed
   // -1, and its error message is appended after every check's output.
   return `${PRELUDE}${hasLog ? NEWEST : ''}${hasFixed ? INCR : ''}
