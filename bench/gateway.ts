@@ -134,6 +134,26 @@ async function cannon(url: string, body: unknown, headers: Record<string, string
   return result.requests.average;
 }
 
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+
+/** Prints the autocannon rounds of `rows` (medians) as a table, each row's ratio to row `base`. */
+function rpsTable(
+  title: string,
+  baseName: string,
+  rows: Record<string, number[]>,
+  names: [label: string, key: string][],
+  base: string,
+): void {
+  const baseRps = median(rows[base]!);
+  console.log(`\n### ${title}, autocannon, 16 connections, 3 rounds of 3 s (median)\n`);
+  console.log(`| contender | req/s | ratio to ${baseName} |`);
+  console.log('|---|---:|---:|');
+  for (const [label, key] of names) {
+    const rps = median(rows[key]!);
+    console.log(`| ${label} | ${Math.round(rps)} | ${(rps / baseRps).toFixed(2)}x |`);
+  }
+}
+
 async function freePort(): Promise<number> {
   const server = createNetServer();
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -273,7 +293,6 @@ async function main(): Promise<void> {
     headers: { 'content-type': 'application/json' },
   }).then((r) => r.body.dump());
 
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
   if (wanted('cached')) {
     const rows: Record<string, number[]> = { bare: [], embed: [], chat: [] };
     await cannon(`${bare}/v1/embeddings`, embed);
@@ -283,18 +302,17 @@ async function main(): Promise<void> {
       rows.chat!.push(await cannon(`${gateway}/v1/chat/completions`, chat));
       rows.bare!.push(await cannon(`${bare}/v1/embeddings`, embed));
     }
-    const bareRps = median(rows.bare!);
-    console.log('\n### Cached answers, autocannon, 16 connections, 3 rounds of 3 s (median)\n');
-    console.log('| contender | req/s | ratio to bare Fastify |');
-    console.log('|---|---:|---:|');
-    for (const [name, key] of [
-      ['clawperf gateway, cached /v1/embeddings (1 input)', 'embed'],
-      ['clawperf gateway, cached deterministic /v1/chat/completions', 'chat'],
-      ['bare Fastify route, same JSON (limit)', 'bare'],
-    ] as const) {
-      const rps = median(rows[key]!);
-      console.log(`| ${name} | ${Math.round(rps)} | ${(rps / bareRps).toFixed(2)}x |`);
-    }
+    rpsTable(
+      'Cached answers',
+      'bare Fastify',
+      rows,
+      [
+        ['clawperf gateway, cached /v1/embeddings (1 input)', 'embed'],
+        ['clawperf gateway, cached deterministic /v1/chat/completions', 'chat'],
+        ['bare Fastify route, same JSON (limit)', 'bare'],
+      ],
+      'bare',
+    );
   }
 
   const portkey = await startPortkey(upstream);
@@ -307,20 +325,17 @@ async function main(): Promise<void> {
       peerRows.portkey!.push(await cannon(`${portkey.url}/v1/chat/completions`, chat, portkey.headers));
       peerRows.direct!.push(await cannon(`${upstream}/v1/chat/completions`, chat));
     }
-    const clawperfRps = median(peerRows.clawperf!);
-    console.log(
-      '\n### Proxied chat completions (no cache) against Portkey, autocannon, 16 connections, 3 rounds of 3 s (median)\n',
+    rpsTable(
+      'Proxied chat completions (no cache) against Portkey',
+      'clawperf',
+      peerRows,
+      [
+        ['clawperf gateway, x-clawperf-cache: bypass', 'clawperf'],
+        ['Portkey gateway 1.15.2 (--headless)', 'portkey'],
+        ['the upstream called directly (limit)', 'direct'],
+      ],
+      'clawperf',
     );
-    console.log('| contender | req/s | ratio to clawperf |');
-    console.log('|---|---:|---:|');
-    for (const [name, key] of [
-      ['clawperf gateway, x-clawperf-cache: bypass', 'clawperf'],
-      ['Portkey gateway 1.15.2 (--headless)', 'portkey'],
-      ['the upstream called directly (limit)', 'direct'],
-    ] as const) {
-      const rps = median(peerRows[key]!);
-      console.log(`| ${name} | ${Math.round(rps)} | ${(rps / clawperfRps).toFixed(2)}x |`);
-    }
   }
 
   const agent = new Agent({ connections: 32 });
