@@ -29,6 +29,8 @@ export {
   DEFAULT_STALE_WHILE_REVALIDATE_MS,
   DEFAULT_TTL_JITTER,
   DEFAULT_TTL_MS,
+  type Factory,
+  type FactoryContext,
   type GetOrSetOptions,
   MultiLevelCache,
   type MultiLevelCacheEvents,

@@ -137,6 +137,21 @@ export interface SetOptions {
   staleWhileRevalidateMs?: number;
 }
 
+/** What a `getOrSet` factory is told about the call it serves. */
+export interface FactoryContext {
+  /**
+   * `true` when the factory refreshes an entry that was just served stale (inside its
+   * `staleWhileRevalidateMs` window): no caller waits for this result.
+   */
+  readonly background: boolean;
+}
+
+/** Produces the value for a key on a miss; see {@link MultiLevelCache.getOrSet}. */
+export type Factory<T> = (context: FactoryContext) => Promise<T> | T;
+
+const FOREGROUND: FactoryContext = Object.freeze({ background: false });
+const BACKGROUND: FactoryContext = Object.freeze({ background: true });
+
 export interface GetOrSetOptions extends SetOptions {
   /** Overrides the cache's `lock`. */
   lock?: boolean;
@@ -441,7 +456,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     const l1 = this.#l1;
     if (l1 !== undefined) {
       const entry = l1.get(key);
-      if (entry !== undefined && (entry.grace === 0 || entry.freshUntil > this.#clock.now())) {
+      if (entry !== undefined && (entry.grace === 0 || entry.freshUntil >= this.#clock.now())) {
         this.#l1Hits++;
         if (this.#listenHit) this.#emitSafe('hit', key, 'l1');
         return Promise.resolve(entry.value);
@@ -462,7 +477,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!;
       const entry = this.#l1?.get(key);
-      if (entry !== undefined && (entry.grace === 0 || entry.freshUntil > now)) {
+      if (entry !== undefined && (entry.grace === 0 || entry.freshUntil >= now)) {
         this.#l1Hits++;
         if (this.#listenHit) this.#emitSafe('hit', key, 'l1');
         values[i] = entry.value;
@@ -639,10 +654,11 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
    * The cached value, or the factory's result, cached. The factory runs once per key at a time in this
    * process (other callers wait for it); with `lock` once across nodes (a Redis lease). A failing factory
    * rejects every waiter and caches nothing. With `staleWhileRevalidateMs`, an expired value inside that
-   * window is served at once while one refresh runs, and keeps being served if the refresh fails.
+   * window is served at once while one refresh runs (its factory call is told `{ background: true }`),
+   * and keeps being served if the refresh fails.
    * A factory result of `undefined` is returned but not cached.
    */
-  getOrSet(key: string, factory: () => Promise<T> | T, options: GetOrSetOptions = {}): Promise<T> {
+  getOrSet(key: string, factory: Factory<T>, options: GetOrSetOptions = {}): Promise<T> {
     if (this.#closed) return Promise.reject(new ClosedError(NAME));
     if (typeof key !== 'string' || key.length === 0) return Promise.reject(invalidKey(key));
     let write: WriteOptions;
@@ -657,7 +673,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       return Promise.reject(error);
     }
     const entry = this.#l1?.get(key);
-    if (entry !== undefined && (entry.grace === 0 || entry.freshUntil > this.#clock.now())) {
+    if (entry !== undefined && (entry.grace === 0 || entry.freshUntil >= this.#clock.now())) {
       this.#l1Hits++;
       if (this.#listenHit) this.#emitSafe('hit', key, 'l1');
       return Promise.resolve(entry.value);
@@ -854,7 +870,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
 
   async #load(
     key: string,
-    factory: () => Promise<T> | T,
+    factory: Factory<T>,
     write: WriteOptions,
     lock: boolean,
     l1Entry: MemoryEntry<T> | undefined,
@@ -875,27 +891,34 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     return this.#produce(key, factory, write, lock);
   }
 
-  #refresh(key: string, factory: () => Promise<T> | T, write: WriteOptions, lock: boolean): void {
+  #refresh(key: string, factory: Factory<T>, write: WriteOptions, lock: boolean): void {
     if (this.#refreshing.has(key)) return;
     this.#refreshing.add(key);
-    this.#produce(key, factory, write, lock)
+    this.#produce(key, factory, write, lock, BACKGROUND)
       .catch((error: unknown) => this.#report(error))
       .finally(() => this.#refreshing.delete(key));
   }
 
   /** Runs the factory (under the Redis lease when `lock`) and caches its result. */
-  #produce(key: string, factory: () => Promise<T> | T, write: WriteOptions, lock: boolean): Promise<T> {
+  #produce(
+    key: string,
+    factory: Factory<T>,
+    write: WriteOptions,
+    lock: boolean,
+    context: FactoryContext = FOREGROUND,
+  ): Promise<T> {
     return spanned('clawperf.cache.load', (span) => {
       span.setAttribute('clawperf.cache.lock', lock);
-      return this.#produceIn(key, factory, write, lock);
+      return this.#produceIn(key, factory, write, lock, context);
     });
   }
 
   async #produceIn(
     key: string,
-    factory: () => Promise<T> | T,
+    factory: Factory<T>,
     write: WriteOptions,
     lock: boolean,
+    context: FactoryContext,
   ): Promise<T> {
     let fence = '';
     if (lock && this.#l2 !== undefined) {
@@ -910,7 +933,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       this.#factoryCalls++;
       let value: T;
       try {
-        value = await factory();
+        value = await factory(context);
       } catch (error) {
         this.#factoryErrors++;
         throw error;

@@ -3,7 +3,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { DEFAULT_TTL_MS, MultiLevelCache, type MultiLevelCacheOptions } from '../../src/cache/index.ts';
+import {
+  DEFAULT_TTL_MS,
+  type FactoryContext,
+  MultiLevelCache,
+  type MultiLevelCacheOptions,
+} from '../../src/cache/index.ts';
 import { ClosedError, InvalidKeyError, SerializationError, ValueTooLargeError } from '../../src/errors.ts';
 import { ManualClock } from '../../src/internal/clock.ts';
 
@@ -290,9 +295,11 @@ describe('stale-while-revalidate', () => {
     await clock.advance(1_500);
     assert.equal(await cache.get('k'), undefined, 'get never returns a stale value');
     let calls = 0;
+    const told: boolean[] = [];
     let release!: () => void;
-    const factory = async () => {
+    const factory = async (context: FactoryContext) => {
       calls++;
+      told.push(context.background);
       await new Promise<void>((r) => (release = r));
       return 'new';
     };
@@ -303,6 +310,17 @@ describe('stale-while-revalidate', () => {
     await new Promise((r) => setImmediate(r));
     assert.equal(await cache.get('k'), 'new');
     assert.equal(cache.stats().stale_served, 2);
+    assert.deepEqual(told, [true], 'the refresh is told no caller waits for it');
+  });
+
+  it('a miss tells the factory that a caller waits for it', async () => {
+    const cache = make<string>({ staleWhileRevalidateMs: 10_000 });
+    const told: boolean[] = [];
+    await cache.getOrSet('k', (context) => {
+      told.push(context.background);
+      return 'v';
+    });
+    assert.deepEqual(told, [false]);
   });
 
   it('keeps serving the stale value when the refresh fails', async () => {

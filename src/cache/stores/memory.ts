@@ -13,7 +13,7 @@ export const L1_ENTRY_OVERHEAD_BYTES = 160;
 export interface MemoryEntry<T> {
   readonly value: T;
   readonly tags: readonly string[];
-  /** Clock time until which the value is fresh. */
+  /** Clock time until which (inclusive, as the store's TTLs) the value is fresh. */
   readonly freshUntil: number;
   /** Whether a stale window follows `freshUntil` (0 = no, so a hit needs no clock read). */
   readonly grace: number;
