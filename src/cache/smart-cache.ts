@@ -3,6 +3,7 @@ import { LRUCache } from 'lru-cache';
 import { type Clock, systemClock } from '../internal/clock.ts';
 import * as check from '../internal/options.ts';
 import type { MultiLevelCache } from './index.ts';
+import { DEFAULT_STALE_WHILE_REVALIDATE_MS } from './multi-level-cache.ts';
 
 /** @default 1000 (1 second) */
 export const DEFAULT_MIN_TTL_MS = 1_000;
@@ -30,6 +31,8 @@ export const DEFAULT_PRIOR_WEIGHT = 0.05;
 export const DEFAULT_STALE_READ_COST = 7;
 /** @default 8 */
 export const DEFAULT_PRELOAD_CONCURRENCY = 8;
+/** @default 0.02 */
+export const DEFAULT_MAX_STALE_CHANCE = 0.02;
 
 /** Built-in TTL policies, or your own function. */
 export type TtlPolicyName = 'hit-rate' | 'change-aware';
@@ -116,6 +119,20 @@ export interface SmartCacheOptions {
    * more origin calls. @default 7
    */
   staleReadCost?: number;
+  /**
+   * After an entry's TTL, how long it may still be served while one refresh runs in the background, ms
+   * (the cache's stale-while-revalidate window, set per entry). A key gets the window only while the
+   * chance that its value changed since it was fetched stays under `maxStaleChance`, estimated from the
+   * key's own refreshes as `'change-aware'` does; a key that changes often gets none and expires as before.
+   * Serving on through a refresh turns the miss at expiry into a hit; it does not save the origin call.
+   * @default 0 (off)
+   */
+  staleWhileRevalidateMs?: number;
+  /**
+   * Largest estimated chance that a value served inside the stale-while-revalidate window has changed
+   * since it was fetched. @default 0.02
+   */
+  maxStaleChance?: number;
   /** Hash of a value, compared between fetches. @default SHA-1 of `JSON.stringify(value)` */
   hash?: (value: unknown) => string;
   clock?: Clock;
@@ -145,6 +162,7 @@ export type SmartCacheStats = {
   coalesced: number;
   fetch_errors: number;
   early_expiries: number;
+  revalidations: number;
   changes_detected: number;
   unchanged_refreshes: number;
   ttl_grown: number;
@@ -175,10 +193,13 @@ interface KeyRecord {
   expiresAt: number;
   /** Hits since the last fetch; reviews run at powers of two of it. */
   windowHits: number;
-  /** Fetches completed; lets a waiting call tell a coalesced wait from a hit. */
+  /** Fetches completed for waiting callers; lets a waiting call tell a coalesced wait from a hit. */
   epoch: number;
   hash: string | undefined;
+  /** A fetch that callers wait for is running. */
   fetching: boolean;
+  /** A background refresh (stale-while-revalidate) is running. */
+  refreshing: boolean;
 }
 
 /** Weight of the newest interval in the moving average of change intervals. */
@@ -211,6 +232,7 @@ export class SmartCache<T = unknown> {
     'coalesced',
     'fetch_errors',
     'early_expiries',
+    'revalidations',
     'changes_detected',
     'unchanged_refreshes',
     'ttl_grown',
@@ -232,6 +254,12 @@ export class SmartCache<T = unknown> {
   readonly #hash: (value: unknown) => string;
   readonly #clock: Clock;
   readonly #keys: LRUCache<string, KeyRecord>;
+  readonly #swrMs: number;
+  /** `-ln(1 - maxStaleChance)`: the changes expected in the stale window at that chance. */
+  readonly #staleBudget: number;
+  /** The change-rate prior the window's estimate uses: `priorWeight` and `priorWeight · priorChangeIntervalMs`. */
+  readonly #priorChanges: number;
+  readonly #priorMs: number;
 
   #requests = 0;
   #hits = 0;
@@ -239,6 +267,7 @@ export class SmartCache<T = unknown> {
   #coalesced = 0;
   #fetchErrors = 0;
   #earlyExpiries = 0;
+  #revalidations = 0;
   #changesDetected = 0;
   #unchangedRefreshes = 0;
   #ttlGrown = 0;
@@ -267,7 +296,23 @@ export class SmartCache<T = unknown> {
     }
     this.#maxKeys = check.integer('options.maxKeys', options.maxKeys ?? DEFAULT_MAX_KEYS, 1);
     this.#hash = options.hash === undefined ? sha1Json : check.fn('options.hash', options.hash);
-    this.#policy = this.#makePolicy(options);
+    const priorWeight = positive('options.priorWeight', options.priorWeight ?? DEFAULT_PRIOR_WEIGHT);
+    const priorChangeIntervalMs = check.integer(
+      'options.priorChangeIntervalMs',
+      options.priorChangeIntervalMs ?? DEFAULT_PRIOR_CHANGE_INTERVAL_MS,
+      1,
+    );
+    this.#priorChanges = priorWeight;
+    this.#priorMs = priorWeight * priorChangeIntervalMs;
+    this.#policy = this.#makePolicy(options, priorWeight, priorChangeIntervalMs);
+    this.#swrMs = check.integer(
+      'options.staleWhileRevalidateMs',
+      options.staleWhileRevalidateMs ?? DEFAULT_STALE_WHILE_REVALIDATE_MS,
+      0,
+    );
+    const chance = check.ratio('options.maxStaleChance', options.maxStaleChance ?? DEFAULT_MAX_STALE_CHANCE);
+    if (chance >= 1) throw new TypeError(`options.maxStaleChance must be < 1, got ${chance}`);
+    this.#staleBudget = -Math.log1p(-chance);
     this.#keys = new LRUCache<string, KeyRecord>({ max: this.#maxKeys });
   }
 
@@ -283,19 +328,24 @@ export class SmartCache<T = unknown> {
     this.#requests++;
     const now = this.#clock.now();
     let record = this.#keys.get(key);
-    if (record !== undefined && !record.fetching && now >= record.expiresAt) {
+    let revalidate = false;
+    if (record !== undefined && !record.fetching && !record.refreshing && now >= record.expiresAt) {
       // A review decided that this entry should expire before the TTL it was stored with.
       record.expiresAt = Number.POSITIVE_INFINITY;
       this.#earlyExpiries++;
-      await this.#cache.del(key);
+      // Inside the safe age it is served on while a refresh runs: started here while the entry is within
+      // its TTL, by the cache (the entry's stale window) after.
+      if (this.#mayServeStale(record, now)) revalidate = now - record.fetchedAt < record.ttlMs;
+      else await this.#cache.del(key);
     }
     const epoch = record?.epoch ?? -1;
     let ran = false;
     const value = await this.#cache.getOrSet(
       key,
-      () => {
+      (context) => {
+        if (context.background) return this.#fetch(key, fetcher, true);
         ran = true;
-        return this.#fetch(key, fetcher);
+        return this.#fetch(key, fetcher, false);
       },
       // The factory writes the entry itself with the TTL chosen from the fetched value.
       { ttlMs: 0 },
@@ -305,6 +355,10 @@ export class SmartCache<T = unknown> {
     if (record !== undefined && (record.epoch !== epoch || record.fetching)) this.#coalesced++;
     else this.#hits++;
     this.#recordHit(key, record);
+    if (revalidate && record !== undefined && !record.fetching && !record.refreshing) {
+      // Served the value the review expired; refresh it behind this read instead of making it a miss.
+      this.#fetch(key, fetcher, true).catch(() => {});
+    }
     return value as V;
   }
 
@@ -340,7 +394,7 @@ export class SmartCache<T = unknown> {
             throw new TypeError(`keys must hold non-empty strings, got ${String(key)}`);
           }
           this.#requests++;
-          await this.#fetch(key, () => fetcher(key, fetchOptions));
+          await this.#fetch(key, () => fetcher(key, fetchOptions), false);
           result.loaded++;
         } catch (error) {
           result.failed.push({ key, error });
@@ -367,6 +421,7 @@ export class SmartCache<T = unknown> {
       coalesced: this.#coalesced,
       fetch_errors: this.#fetchErrors,
       early_expiries: this.#earlyExpiries,
+      revalidations: this.#revalidations,
       changes_detected: this.#changesDetected,
       unchanged_refreshes: this.#unchangedRefreshes,
       ttl_grown: this.#ttlGrown,
@@ -403,16 +458,25 @@ export class SmartCache<T = unknown> {
         epoch: 0,
         hash: undefined,
         fetching: false,
+        refreshing: false,
       };
       this.#keys.set(key, record);
     }
     return record;
   }
 
-  /** Runs the fetcher, picks the TTL and writes the entry. */
-  async #fetch<V extends T>(key: string, fetcher: () => Promise<V> | V): Promise<V> {
+  /**
+   * Runs the fetcher, picks the TTL and writes the entry. `background`: a stale-while-revalidate refresh,
+   * which no caller waits for and which is not a request of its own.
+   */
+  async #fetch<V extends T>(key: string, fetcher: () => Promise<V> | V, background: boolean): Promise<V> {
     const record = this.#touch(key, this.#clock.now());
-    record.fetching = true;
+    if (background) {
+      record.refreshing = true;
+      this.#revalidations++;
+    } else {
+      record.fetching = true;
+    }
     try {
       this.#fetches++;
       let value: V;
@@ -425,17 +489,47 @@ export class SmartCache<T = unknown> {
       const now = this.#clock.now();
       // The record may have been evicted from the budget while the fetcher ran.
       const current = this.#touch(key, now);
-      const ttlMs = this.#decide(key, current, value, now);
-      if (value !== undefined) await this.#cache.set(key, value, { ttlMs });
+      const ttlMs = this.#decide(key, current, value, now, background);
+      if (value !== undefined) {
+        await this.#cache.set(key, value, {
+          ttlMs,
+          staleWhileRevalidateMs: this.#staleWindow(current, ttlMs, now),
+        });
+      }
       return value;
     } finally {
-      record.fetching = false;
-      record.epoch++;
+      if (background) {
+        record.refreshing = false;
+      } else {
+        record.fetching = false;
+        record.epoch++;
+      }
     }
   }
 
+  /**
+   * How long after `ttlMs` the value fetched at `now` may be served while it is refreshed: up to the age at
+   * which the chance it changed reaches `maxStaleChance`, at the key's estimated change rate.
+   */
+  #staleWindow(record: KeyRecord, ttlMs: number, now: number): number {
+    if (this.#swrMs === 0) return 0;
+    return Math.min(this.#swrMs, Math.max(0, Math.floor(this.#safeAgeMs(record, now) - ttlMs)));
+  }
+
+  /** Whether the value `record` was fetched with may still be served at `now` while it is refreshed. */
+  #mayServeStale(record: KeyRecord, now: number): boolean {
+    return this.#swrMs > 0 && now - record.fetchedAt < this.#safeAgeMs(record, record.fetchedAt);
+  }
+
+  /** The age at which a value fetched at `fetchedAt` has changed with chance `maxStaleChance`. */
+  #safeAgeMs(record: KeyRecord, fetchedAt: number): number {
+    const changeRate =
+      (record.changes + this.#priorChanges) / (fetchedAt - record.firstFetchAt + this.#priorMs);
+    return this.#staleBudget / changeRate;
+  }
+
   /** Updates the record for a fetch of `value` at `now` and returns the TTL the policy picks. */
-  #decide(key: string, record: KeyRecord, value: unknown, now: number): number {
+  #decide(key: string, record: KeyRecord, value: unknown, now: number, background: boolean): number {
     let hash: string | undefined;
     try {
       hash = this.#hash(value);
@@ -449,7 +543,7 @@ export class SmartCache<T = unknown> {
       record.firstFetchAt = now;
       record.lastChangeAt = now;
     }
-    record.misses++;
+    if (!background) record.misses++;
     record.fetches++;
     record.fetchedAt = now;
     record.windowHits = 0;
@@ -518,13 +612,13 @@ export class SmartCache<T = unknown> {
     const record = known ?? this.#touch(key, now);
     record.hits++;
     const n = ++record.windowHits;
-    if ((n & (n - 1)) !== 0 || record.fetches === 0 || record.fetching) return;
+    if ((n & (n - 1)) !== 0 || record.fetches === 0 || record.fetching || record.refreshing) return;
     const ttlMs = this.#ask(key, record, 'review', undefined, record.ttlMs, now);
     const at = record.fetchedAt + ttlMs;
     if (ttlMs < record.ttlMs && at < record.expiresAt) record.expiresAt = at;
   }
 
-  #makePolicy(options: SmartCacheOptions): TtlPolicy {
+  #makePolicy(options: SmartCacheOptions, priorWeight: number, priorChangeIntervalMs: number): TtlPolicy {
     const policy = options.policy ?? 'hit-rate';
     if (typeof policy === 'function') return policy;
     check.oneOf('options.policy', policy, ['hit-rate', 'change-aware'] as const);
@@ -539,12 +633,8 @@ export class SmartCache<T = unknown> {
     }
     return changeAwarePolicy({
       initialTtlMs: check.integer('options.initialTtlMs', options.initialTtlMs ?? DEFAULT_INITIAL_TTL_MS, 1),
-      priorChangeIntervalMs: check.integer(
-        'options.priorChangeIntervalMs',
-        options.priorChangeIntervalMs ?? DEFAULT_PRIOR_CHANGE_INTERVAL_MS,
-        1,
-      ),
-      priorWeight: positive('options.priorWeight', options.priorWeight ?? DEFAULT_PRIOR_WEIGHT),
+      priorChangeIntervalMs,
+      priorWeight,
       staleReadCost: positive('options.staleReadCost', options.staleReadCost ?? DEFAULT_STALE_READ_COST),
     });
   }

@@ -54,6 +54,20 @@ describe('stale reads are counted against the origin at the moment of each read'
   });
 });
 
+describe('stale-while-revalidate in the replay', () => {
+  it('turns the refetch at 6 s into a hit served stale, and the refresh still costs an origin call', async () => {
+    const result = await runPolicy(tinyTrace(), {
+      name: 'fixed 5 s, stale-while-revalidate',
+      options: { policy: () => 5_000, staleWhileRevalidateMs: 600_000 },
+    });
+    assert.equal(result.originCalls, 2);
+    assert.equal(result.hits, 9, 'the read at 6 s is a hit');
+    // Reads at 4, 5 and 6 s serve version 0; the refresh behind the read at 6 s brings version 1.
+    assert.equal(result.staleReads, 3);
+    assert.equal(result.staleSeconds, 0.5 + 1.5 + 2.5);
+  });
+});
+
 describe('the simulation is deterministic', () => {
   it('the same seed gives identical results', async () => {
     const first = await simulate(generateTrace(small));

@@ -252,6 +252,125 @@ describe('a custom policy function', () => {
   });
 });
 
+describe('stale-while-revalidate, only for keys unlikely to have changed', () => {
+  // A key with no change seen yet is estimated from the prior (one change per 3 h): the chance it changed
+  // reaches 2 % at -ln(0.98) * 3 h = 218,189.2 ms after its fetch. With a 60 s TTL its window is 158,189 ms.
+  const ttl = () => 60_000;
+  const window = 158_189;
+  const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+  it('off by default: a read after the TTL waits for the fetcher', async () => {
+    const { smart, clock } = setup<string>({ policy: ttl });
+    let value = 'a';
+    await smart.getWithAdaptiveTTL('k', () => value);
+    value = 'b';
+    await clock.advance(60_001);
+    assert.equal(await smart.getWithAdaptiveTTL('k', () => value), 'b');
+    assert.equal(smart.stats().revalidations, 0);
+  });
+
+  it('a read inside the window gets the cached value while one refresh runs; the next gets the new one', async () => {
+    const { smart, clock } = setup<string>({ policy: ttl, staleWhileRevalidateMs: 600_000 });
+    let value = 'a';
+    let calls = 0;
+    const fetcher = () => {
+      calls++;
+      return value;
+    };
+    await smart.getWithAdaptiveTTL('k', fetcher);
+    value = 'b';
+    await clock.advance(61_000);
+    assert.equal(await smart.getWithAdaptiveTTL('k', fetcher), 'a', 'served at once');
+    await tick();
+    assert.equal(calls, 2, 'one background refresh');
+    assert.equal(await smart.getWithAdaptiveTTL('k', fetcher), 'b');
+    const stats = smart.stats();
+    assert.equal(stats.revalidations, 1);
+    assert.equal(stats.hits, 2, 'the stale read and the one after it are hits');
+    assert.equal(stats.fetches, 2);
+    assert.equal(stats.changes_detected, 1);
+    // The refresh saw a change 61 s after the first fetch, so the estimate is now about one change per
+    // 10 minutes: 2 % is reached after 11.6 s, within the TTL, and the key gets no window.
+    value = 'c';
+    await clock.advance(60_001);
+    assert.equal(await smart.getWithAdaptiveTTL('k', fetcher), 'c', 'a key seen to change expires as before');
+    assert.equal(smart.stats().revalidations, 1);
+  });
+
+  it('the window ends where the chance of a change reaches maxStaleChance', async () => {
+    for (const [age, served] of [
+      // The cache's TTLs include their last millisecond.
+      [60_000 + window, 'a'],
+      [60_000 + window + 1, 'b'],
+    ] as const) {
+      const { smart, clock } = setup<string>({ policy: ttl, staleWhileRevalidateMs: 600_000 });
+      let value = 'a';
+      await smart.getWithAdaptiveTTL('k', () => value);
+      value = 'b';
+      await clock.advance(age);
+      assert.equal(await smart.getWithAdaptiveTTL('k', () => value), served, `read at ${age} ms`);
+      assert.equal(smart.stats().revalidations, served === 'a' ? 1 : 0);
+    }
+  });
+
+  it('a window of zero chance (maxStaleChance 0) serves nothing stale', async () => {
+    const { smart, clock } = setup<string>({
+      policy: ttl,
+      staleWhileRevalidateMs: 600_000,
+      maxStaleChance: 0,
+    });
+    let value = 'a';
+    await smart.getWithAdaptiveTTL('k', () => value);
+    value = 'b';
+    await clock.advance(60_001);
+    assert.equal(await smart.getWithAdaptiveTTL('k', () => value), 'b');
+  });
+
+  it('a failing refresh keeps the cached value served, counts the error and rejects nobody', async () => {
+    const { smart, clock } = setup<string>({ policy: ttl, staleWhileRevalidateMs: 600_000 });
+    await smart.getWithAdaptiveTTL('k', () => 'a');
+    await clock.advance(61_000);
+    const failing = () => Promise.reject(new Error('origin down'));
+    assert.equal(await smart.getWithAdaptiveTTL('k', failing), 'a');
+    await tick();
+    assert.equal(smart.stats().fetch_errors, 1);
+    assert.equal(await smart.getWithAdaptiveTTL('k', failing), 'a', 'still served, refresh tried again');
+    await tick();
+    assert.equal(smart.stats().fetch_errors, 2);
+    await clock.advance(window);
+    await assert.rejects(
+      smart.getWithAdaptiveTTL('k', failing),
+      /origin down/,
+      'past the window the caller waits',
+    );
+  });
+
+  it('an entry a review cut short is refreshed behind the read that finds it expired', async () => {
+    const policy = (c: TtlContext) => (c.reason === 'review' ? 10_000 : 600_000);
+    for (const swr of [0, 600_000]) {
+      const { smart, clock } = setup<string>({ policy, staleWhileRevalidateMs: swr });
+      let value = 'a';
+      await smart.getWithAdaptiveTTL('k', () => value);
+      await clock.advance(1_000);
+      await smart.getWithAdaptiveTTL('k', () => value); // the first hit's review: expire at 10 s
+      value = 'b';
+      await clock.advance(10_000);
+      const read = await smart.getWithAdaptiveTTL('k', () => value);
+      await tick();
+      const stats = smart.stats();
+      assert.equal(stats.early_expiries, 1);
+      if (swr === 0) {
+        assert.equal(read, 'b', 'without a window the read waits');
+        assert.equal(stats.revalidations, 0);
+      } else {
+        assert.equal(read, 'a', 'with one it is served and refreshed');
+        assert.equal(stats.revalidations, 1);
+        assert.equal(await smart.getWithAdaptiveTTL('k', () => value), 'b');
+      }
+    }
+  });
+});
+
 describe('per-key statistics are bounded', () => {
   it('memory for statistics does not grow with the number of keys ever seen', async () => {
     const { smart } = setup<number>({ maxKeys: 100 }, 100);
@@ -365,6 +484,11 @@ describe('options and lifecycle', () => {
       () => new SmartCache(cache, { policy: 'change-aware', staleReadCost: -1 }),
       /options\.staleReadCost.*got -1/,
     );
+    assert.throws(
+      () => new SmartCache(cache, { staleWhileRevalidateMs: -1 }),
+      /options\.staleWhileRevalidateMs.*got -1/,
+    );
+    assert.throws(() => new SmartCache(cache, { maxStaleChance: 1 }), /options\.maxStaleChance.*got 1/);
     assert.throws(() => new SmartCache({} as MultiLevelCache, {}), TypeError);
   });
 
