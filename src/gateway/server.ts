@@ -128,7 +128,8 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
   const tracer = new Tracer({
     serviceName: 'clawperf-gateway',
     ...(config.otlpUrl === undefined
-      ? { exporter: discardSpans as never, processor: 'simple' as const, sampleRatio: 0 }
+      ? // Nothing is recorded, so nothing needs the active span across awaits: no AsyncLocalStorage.
+        { exporter: discardSpans as never, processor: 'simple' as const, sampleRatio: 0, asyncContext: false }
       : { exporter: 'otlp' as const, otlpUrl: config.otlpUrl }),
   });
   const answers = new Counter({

@@ -15,6 +15,7 @@ import {
   isSpanContextValid,
   ProxyTracerProvider,
   propagation,
+  ROOT_CONTEXT,
   type Span,
   type SpanContext,
   type SpanOptions,
@@ -113,6 +114,16 @@ export interface TracerOptions {
    * @default true
    */
   registerGlobal?: boolean;
+  /**
+   * Keep the active span across `await` with `AsyncLocalStorage`. On Node 20 that hooks every promise in
+   * the process, which costs a busy HTTP service about a sixth of its requests/s (measured in
+   * BENCHMARKS.md). With `false` the active span holds only while the callback of `withSpan` or
+   * `withContext` runs synchronously: a span started after an `await` inside it is a root unless it is
+   * given a `parent`, and no global context manager is installed. Turn it off where spans are not
+   * recorded, or where parents are passed explicitly.
+   * @default true
+   */
+  asyncContext?: boolean;
 }
 
 /** Options of {@link Tracer.startSpan} and {@link Tracer.withSpan}. */
@@ -311,12 +322,16 @@ class ForwardingProvider implements TracerProvider {
 let forwarding: ForwardingProvider | undefined;
 let globalProviderInstalled = false;
 let globalContextInstalled = false;
+let globalPropagatorInstalled = false;
 
-function installGlobals(): ForwardingProvider | undefined {
-  if (!globalContextInstalled) {
+function installGlobals(asyncContext: boolean): ForwardingProvider | undefined {
+  // Each set* returns false (and changes nothing) when the application installed its own first.
+  if (asyncContext && !globalContextInstalled) {
     globalContextInstalled = true;
-    // Each returns false (and changes nothing) when the application installed its own first.
     context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  }
+  if (!globalPropagatorInstalled) {
+    globalPropagatorInstalled = true;
     propagation.setGlobalPropagator(
       new CompositePropagator({ propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()] }),
     );
@@ -326,6 +341,30 @@ function installGlobals(): ForwardingProvider | undefined {
     globalProviderInstalled = trace.setGlobalTracerProvider(forwarding);
   }
   return globalProviderInstalled ? forwarding : undefined;
+}
+
+/** The active context for the synchronous run of `with` only: no `AsyncLocalStorage`, no promise hooks. */
+class SyncContext implements ContextRunner {
+  #current: Context = ROOT_CONTEXT;
+
+  active(): Context {
+    return this.#current;
+  }
+
+  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
+    ctx: Context,
+    fn: F,
+    thisArg?: ThisParameterType<F>,
+    ...args: A
+  ): ReturnType<F> {
+    const previous = this.#current;
+    this.#current = ctx;
+    try {
+      return fn.call(thisArg, ...args);
+    } finally {
+      this.#current = previous;
+    }
+  }
 }
 
 function isContext(value: object): value is Context {
@@ -443,6 +482,7 @@ export class Tracer {
         ? DEFAULT_EXPORT_TIMEOUT_MS
         : integer('exportTimeoutMs', o.exportTimeoutMs, 1);
     const registerGlobal = booleanOption('registerGlobal', o.registerGlobal, true);
+    const asyncContext = booleanOption('asyncContext', o.asyncContext, true);
 
     this.#memory = exporterChoice === 'memory' ? new InMemorySpanExporter() : undefined;
     const base =
@@ -475,9 +515,13 @@ export class Tracer {
       spanProcessors: [countingProcessor(this.#counts), spanProcessor],
     });
     this.#otel = this.#provider.getTracer(TRACER_SCOPE);
-    this.#forwarding = registerGlobal ? installGlobals() : undefined;
+    this.#forwarding = registerGlobal ? installGlobals(asyncContext) : undefined;
     this.#forwarding?.open.push(this.#provider);
-    this.#runner = registerGlobal ? context : new AsyncLocalStorageContextManager().enable();
+    this.#runner = !asyncContext
+      ? new SyncContext()
+      : registerGlobal
+        ? context
+        : new AsyncLocalStorageContextManager().enable();
   }
 
   /** The underlying OpenTelemetry tracer (scope `clawperf`), for code that speaks the OpenTelemetry API. */

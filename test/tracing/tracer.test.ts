@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setImmediate as nextTick, setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { context, type SpanContext, SpanStatusCode, TraceFlags, trace } from '@opentelemetry/api';
@@ -12,6 +14,8 @@ import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { ClosedError } from '../../src/errors.ts';
 import { Tracer } from '../../src/tracing/index.ts';
 import { freePort } from '../helpers/servers.ts';
+
+const execFileAsync = promisify(execFile);
 
 const memoryTracer = (extra: Partial<ConstructorParameters<typeof Tracer>[0]> = {}) =>
   new Tracer({ serviceName: 'tracer-test', exporter: 'memory', ...extra });
@@ -94,6 +98,45 @@ describe('nested async work links to its parent without passing it by hand', () 
     assert.equal(parentOf(byName(spans, 'local-child')), idOf(byName(spans, 'local-root')));
     assert.equal(local.isGlobal, false);
     await local.close();
+  });
+});
+
+describe('asyncContext: false, for services that record no spans or pass parents by hand', () => {
+  it('keeps the active span for the synchronous part of withSpan only', async () => {
+    const local = memoryTracer({ registerGlobal: false, asyncContext: false });
+    await local.withSpan('root', async (root) => {
+      await local.withSpan('sync-child', () => undefined);
+      await sleep(1);
+      await local.withSpan('after-await', () => undefined);
+      await local.withSpan('given-parent', () => undefined, { parent: root });
+    });
+    const spans = local.getFinishedSpans();
+    const root = idOf(byName(spans, 'root'));
+    assert.equal(parentOf(byName(spans, 'sync-child')), root);
+    assert.equal(parentOf(byName(spans, 'after-await')), undefined, 'after an await: a root');
+    assert.equal(parentOf(byName(spans, 'given-parent')), root);
+    assert.equal(local.activeSpan(), undefined);
+    await local.close();
+  });
+
+  it('hooks no promise, while the default does (Node 20 AsyncLocalStorage)', async () => {
+    const run = async (mode: string) => {
+      const fixture = new URL('./fixtures/promise-hooks.ts', import.meta.url).pathname;
+      const { stdout } = await execFileAsync(process.execPath, ['--import', 'tsx', fixture, mode]);
+      return JSON.parse(stdout) as { before: boolean; after: boolean };
+    };
+    const [sync, async, gateway] = await Promise.all([
+      run('tracer-sync'),
+      run('tracer-async'),
+      run('gateway'),
+    ]);
+    assert.deepEqual(sync, { before: false, after: false });
+    assert.deepEqual(async, { before: false, after: true }, 'the probe sees hooks when they are on');
+    assert.deepEqual(gateway, { before: false, after: false }, 'a gateway without OTLP hooks no promise');
+  });
+
+  it('rejects a non-boolean', () => {
+    assert.throws(() => memoryTracer({ asyncContext: 'no' as unknown as boolean }), /asyncContext.*"no"/);
   });
 });
 
