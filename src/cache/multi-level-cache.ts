@@ -15,7 +15,13 @@ import type { RedisInput } from '../internal/redis.ts';
 import { type BusMessage, type InvalidationBus, RedisBus } from './bus.ts';
 import { jsonSerializer, type Serializer } from './serializer.ts';
 import { DiskStore, type DiskStoreOptions } from './stores/disk.ts';
-import { type MemoryEntry, MemoryStore, type MemoryStoreOptions, sizeOf } from './stores/memory.ts';
+import {
+  type MemoryEntry,
+  MemoryStore,
+  type MemoryStoreOptions,
+  sizeOf,
+  type UnsavedEntry,
+} from './stores/memory.ts';
 import { DEFAULT_NAMESPACE, DEFAULT_TOMBSTONE_MS, RedisStore } from './stores/redis.ts';
 import type { StoredEntry } from './stores/store.ts';
 
@@ -52,6 +58,13 @@ export interface MultiLevelCacheOptions {
   bus?: InvalidationBus | false;
   /** L3 on disk: options, a ready-made {@link DiskStore} (closed by the cache), or `false`. @default false */
   disk?: Omit<DiskStoreOptions, 'clock'> | DiskStore | false;
+  /**
+   * When a value is written to disk: `'write'`, with every write; `'reuse'`, the first time it is read
+   * from L1 again, so values used once (most of an LLM answer cache) never cost a disk write. A value
+   * evicted from L1 before its reuse is not written. Needs an L1; without one every write goes to disk.
+   * @default 'write'
+   */
+  diskAdmission?: 'write' | 'reuse';
   /** Prefix of every Redis key and of the bus channel. @default 'clawperf' */
   namespace?: string;
   /** TTL when a call gives none, ms. @default 3600000 */
@@ -106,6 +119,10 @@ export type MultiLevelCacheStats = {
   l3_bytes: number;
   l3_evictions: number;
   l3_corrupt: number;
+  /** Writes that left the disk for the value's first reuse (`diskAdmission: 'reuse'`). */
+  l3_deferred: number;
+  /** Values written to disk at their first reuse. */
+  l3_admitted: number;
   sets: number;
   deletes: number;
   tag_invalidations: number;
@@ -234,6 +251,8 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     'l1_evictions',
     'l3_evictions',
     'l3_corrupt',
+    'l3_deferred',
+    'l3_admitted',
     'sets',
     'deletes',
     'tag_invalidations',
@@ -257,6 +276,8 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   readonly #l1: MemoryStore<T> | undefined;
   readonly #l2: RedisStore | undefined;
   readonly #l3: DiskStore | undefined;
+  /** L3 writes wait for the value's first reuse from L1 (`diskAdmission: 'reuse'` with an L1 and an L3). */
+  readonly #admitOnReuse: boolean;
   readonly #bus: InvalidationBus | undefined;
   readonly #busReady: Promise<void>;
   readonly #breaker: CircuitBreaker;
@@ -292,6 +313,10 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   #l3Misses = 0;
   #misses = 0;
   #l1Backfills = 0;
+  #diskDeferred = 0;
+  /** Disk writes started by a reuse, awaited by `close()`. */
+  readonly #admitting = new Set<Promise<void>>();
+  #diskAdmitted = 0;
   #l2Backfills = 0;
   #sets = 0;
   #deletes = 0;
@@ -391,6 +416,12 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
         clock: this.#clock,
       });
 
+    this.#admitOnReuse =
+      check.oneOf('options.diskAdmission', options.diskAdmission ?? 'write', ['write', 'reuse'] as const) ===
+        'reuse' &&
+      this.#l1 !== undefined &&
+      this.#l3 !== undefined;
+
     this.#breaker = new CircuitBreaker({
       name: 'redis',
       clock: this.#clock,
@@ -459,6 +490,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       if (entry !== undefined && (entry.grace === 0 || entry.freshUntil >= this.#clock.now())) {
         this.#l1Hits++;
         if (this.#listenHit) this.#emitSafe('hit', key, 'l1');
+        if (entry.unsaved !== undefined) this.#admit(key, entry);
         return Promise.resolve(entry.value);
       }
       this.#l1Misses++;
@@ -480,6 +512,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       if (entry !== undefined && (entry.grace === 0 || entry.freshUntil >= now)) {
         this.#l1Hits++;
         if (this.#listenHit) this.#emitSafe('hit', key, 'l1');
+        if (entry.unsaved !== undefined) this.#admit(key, entry);
         values[i] = entry.value;
       } else {
         if (this.#l1 !== undefined) this.#l1Misses++;
@@ -676,6 +709,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     if (entry !== undefined && (entry.grace === 0 || entry.freshUntil >= this.#clock.now())) {
       this.#l1Hits++;
       if (this.#listenHit) this.#emitSafe('hit', key, 'l1');
+      if (entry.unsaved !== undefined) this.#admit(key, entry);
       return Promise.resolve(entry.value);
     }
     let pending = this.#inflight.get(key);
@@ -716,6 +750,8 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       l3_bytes: this.#l3?.bytes ?? 0,
       l3_evictions: this.#l3?.evictions ?? 0,
       l3_corrupt: this.#l3?.corrupt ?? 0,
+      l3_deferred: this.#diskDeferred,
+      l3_admitted: this.#diskAdmitted,
       sets: this.#sets,
       deletes: this.#deletes,
       tag_invalidations: this.#tagInvalidations,
@@ -747,6 +783,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     await this.#busReady;
     await this.#bus?.close().catch(() => undefined);
     await this.#l2?.close().catch(() => undefined);
+    await Promise.all(this.#admitting);
     await this.#l3?.close().catch(() => undefined);
   }
 
@@ -1043,21 +1080,70 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       this.#refused++;
       return 'refused';
     }
-    if (this.#l1 !== undefined) this.#fillL1(key, value, write.tags, write.ttlMs, write.graceMs);
-    await this.#useL3((l3) => l3.set(key, entry));
+    if (this.#admitOnReuse) {
+      this.#diskDeferred++;
+      this.#fillL1(key, value, write.tags, write.ttlMs, write.graceMs, { version, since, staleUntil: 0 });
+    } else {
+      if (this.#l1 !== undefined) this.#fillL1(key, value, write.tags, write.ttlMs, write.graceMs);
+      await this.#useL3((l3) => l3.set(key, entry));
+    }
     if (accepted === DOWN) return 'local';
     await this.#publish({ keys: [key] });
     return 'stored';
   }
 
-  #fillL1(key: string, value: T, tags: readonly string[], ttlMs: number, graceMs: number): void {
+  /** Puts a value in L1; `unsaved` (its `staleUntil` filled in here) when its disk write waits for a reuse. */
+  #fillL1(
+    key: string,
+    value: T,
+    tags: readonly string[],
+    ttlMs: number,
+    graceMs: number,
+    unsaved?: UnsavedEntry,
+  ): void {
+    const freshUntil = this.#clock.now() + ttlMs;
     const entry: MemoryEntry<T> = {
       value,
       tags: tags.length === 0 ? NO_TAGS : tags,
-      freshUntil: this.#clock.now() + ttlMs,
+      freshUntil,
       grace: graceMs > 0 ? 1 : 0,
+      unsaved:
+        unsaved === undefined
+          ? undefined
+          : { version: unsaved.version, since: unsaved.since, staleUntil: freshUntil + graceMs },
     };
     this.#l1!.set(key, entry, ttlMs + graceMs, sizeOf(value));
+  }
+
+  /**
+   * Writes an L1 value to disk at its first reuse (`diskAdmission: 'reuse'`), in the background, with its
+   * remaining lifetime, unless it was invalidated since it was written. Failures are counted, never thrown.
+   */
+  #admit(key: string, entry: MemoryEntry<T>): void {
+    const unsaved = entry.unsaved!;
+    entry.unsaved = undefined;
+    if (this.#closed) return;
+    if (!this.#untouched(key, entry.tags, unsaved.since)) return;
+    const now = this.#clock.now();
+    const ttlMs = entry.freshUntil - now;
+    if (ttlMs <= 0) return;
+    let data: string;
+    try {
+      data = this.#encode(key, entry.value);
+    } catch {
+      return;
+    }
+    this.#diskAdmitted++;
+    const stored: StoredEntry = {
+      data,
+      version: unsaved.version,
+      ttlMs,
+      graceMs: Math.max(0, unsaved.staleUntil - entry.freshUntil),
+      tags: entry.tags,
+    };
+    const writing = this.#useL3((l3) => l3.set(key, stored));
+    this.#admitting.add(writing);
+    void writing.finally(() => this.#admitting.delete(writing));
   }
 
   /** A version for a write starting now: Redis time when there is an L2, else Unix time. */

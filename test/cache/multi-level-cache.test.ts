@@ -183,6 +183,73 @@ describe('L3 is really used', () => {
   });
 });
 
+describe("diskAdmission: 'reuse' writes a value to disk at its first reuse only", () => {
+  it('a value used once never reaches the disk; a reused one does, once, with its remaining TTL', async () => {
+    const clock = new ManualClock();
+    const dir = await tempDir();
+    const cache = make<string>({ clock, disk: { dir }, diskAdmission: 'reuse' });
+    await cache.set('once', 'a', { ttlMs: 10_000 });
+    await cache.set('twice', 'b', { ttlMs: 10_000, tags: ['t'] });
+    assert.equal(cache.stats().l3_entries, 0, 'nothing on disk at write time');
+    assert.equal(cache.stats().l3_deferred, 2);
+    await clock.advance(4_000);
+    assert.equal(await cache.get('twice'), 'b');
+    assert.equal(await cache.get('twice'), 'b');
+    assert.deepEqual(await cache.getMany(['twice']), ['b']);
+    await cache.close();
+    assert.equal(cache.stats().l3_admitted, 1, 'written once however often it is read');
+    const reader = make<string>({ clock, disk: { dir } });
+    assert.equal(await reader.get('once'), undefined, 'the value used once was never written');
+    assert.equal(await reader.get('twice'), 'b', 'the reused value survives a restart');
+    await clock.advance(5_999);
+    assert.equal(await reader.get('twice'), 'b');
+    await clock.advance(2);
+    assert.equal(await reader.get('twice'), undefined, 'its disk TTL is what was left: 10 s in all');
+  });
+
+  it('getOrSet: the miss writes no disk entry, the next hit does', async () => {
+    const dir = await tempDir();
+    const cache = make<string>({ disk: { dir }, diskAdmission: 'reuse' });
+    assert.equal(await cache.getOrSet('k', () => 'v'), 'v');
+    assert.equal(cache.stats().l3_entries, 0);
+    assert.equal(await cache.getOrSet('k', () => 'other'), 'v');
+    await cache.close();
+    assert.equal(cache.stats().l3_admitted, 1);
+    const reader = make<string>({ disk: { dir } });
+    assert.equal(await reader.get('k'), 'v');
+  });
+
+  it('a value deleted or invalidated before its reuse is never written', async () => {
+    const dir = await tempDir();
+    const cache = make<string>({ disk: { dir }, diskAdmission: 'reuse' });
+    await cache.set('a', '1');
+    await cache.set('b', '2', { tags: ['t'] });
+    await cache.del('a');
+    await cache.invalidateByTag('t');
+    assert.equal(await cache.get('a'), undefined);
+    assert.equal(await cache.get('b'), undefined);
+    await cache.close();
+    assert.equal(cache.stats().l3_admitted, 0);
+    const reader = make<string>({ disk: { dir } });
+    assert.deepEqual(await reader.getMany(['a', 'b']), [undefined, undefined]);
+  });
+
+  it('without an L1 every write goes to disk', async () => {
+    const dir = await tempDir();
+    const cache = make<string>({ l1: false, disk: { dir }, diskAdmission: 'reuse' });
+    await cache.set('k', 'v');
+    assert.equal(cache.stats().l3_entries, 1);
+    assert.equal(cache.stats().l3_deferred, 0);
+  });
+
+  it('rejects an unknown admission with a TypeError naming it', () => {
+    assert.throws(
+      () => new MultiLevelCache({ diskAdmission: 'sometimes' as 'write' }),
+      /options\.diskAdmission.*"sometimes"/,
+    );
+  });
+});
+
 describe('del', () => {
   it('removes the key from every level', async () => {
     const dir = await tempDir();

@@ -17,6 +17,21 @@ export interface MemoryEntry<T> {
   readonly freshUntil: number;
   /** Whether a stale window follows `freshUntil` (0 = no, so a hit needs no clock read). */
   readonly grace: number;
+  /**
+   * Set while the value waits to be written to disk on its first reuse (a `MultiLevelCache` with
+   * `diskAdmission: 'reuse'`): what that write needs besides the value. Cleared when the write is started.
+   */
+  unsaved: UnsavedEntry | undefined;
+}
+
+/** What a value held only in memory needs to be written to disk later. */
+export interface UnsavedEntry {
+  /** The write's version. */
+  readonly version: number;
+  /** The cache's write sequence when the value was written (to tell whether it was invalidated since). */
+  readonly since: number;
+  /** Clock time at which the stale window after `freshUntil` ends. */
+  readonly staleUntil: number;
 }
 
 export interface MemoryStoreOptions {
