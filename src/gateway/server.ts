@@ -78,6 +78,8 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
   const cache = new MultiLevelCache<unknown>({
     l1: { maxEntries: config.l1MaxEntries },
     disk: disk ?? false,
+    // An answer goes to disk at its first reuse: the many asked once never cost a disk write.
+    diskAdmission: 'reuse',
     redis: config.redisUrl,
     namespace: 'clawperf:gw',
     defaultTtlMs: config.cacheTtlMs,

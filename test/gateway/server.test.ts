@@ -185,6 +185,23 @@ describe('POST /v1/chat/completions', () => {
   });
 });
 
+describe('the disk cache across a restart', () => {
+  it('keeps the answers that were reused and skips those asked once', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'clawperf-gw-'));
+    dirs.push(dir);
+    const first = await createGateway({ cacheDir: dir, localChatLatencyMs: 0 });
+    for (const content of ['asked twice', 'asked twice', 'asked once']) {
+      assert.equal((await post(first, '/v1/chat/completions', chat(content))).status, 200);
+    }
+    await first.close();
+    const second = await gateway({ cacheDir: dir });
+    const twice = await post(second, '/v1/chat/completions', chat('asked twice'));
+    assert.equal(twice.headers['x-clawperf-cache'], 'hit', 'written to disk at its reuse');
+    const once = await post(second, '/v1/chat/completions', chat('asked once'));
+    assert.equal(once.headers['x-clawperf-cache'], 'miss', 'never written: it was used once');
+  });
+});
+
 describe('bad input gets an OpenAI-style 4xx and the gateway serves the next request', () => {
   let gw: Gateway;
   before(async () => {
