@@ -70,22 +70,30 @@ export function parseRetryAfter(value: string | undefined | null, nowMs = Date.n
   return Number.isNaN(at) ? undefined : Math.max(0, at - nowMs);
 }
 
-function header(headers: HeadersLike, name: string): string | undefined {
+/** A lookup of header values by lowercase name over `headers` (a `Headers` or a plain record). */
+function headerReader(headers: HeadersLike): (name: string) => string | undefined {
   if (typeof (headers as { get?: unknown }).get === 'function') {
-    return (headers as { get(name: string): string | null | undefined }).get(name) ?? undefined;
+    const h = headers as { get(name: string): string | null | undefined };
+    return (name) => h.get(name) ?? undefined;
   }
-  const record = headers as Record<string, string | string[] | number | undefined>;
-  let v = record[name];
-  if (v === undefined) {
-    for (const k in record) {
-      if (k.toLowerCase() === name) {
-        v = record[k];
-        break;
+  let record = headers as Record<string, string | string[] | number | undefined>;
+  // Node and undici give lowercase names; only a record with other names is copied, once per call.
+  for (const k in record) {
+    if (k !== k.toLowerCase()) {
+      const lower: typeof record = {};
+      for (const key in record) {
+        const l = key.toLowerCase();
+        if (key === l || !(l in lower)) lower[l] = record[key];
       }
+      record = lower;
+      break;
     }
   }
-  if (Array.isArray(v)) v = v[0];
-  return v === undefined ? undefined : String(v);
+  return (name) => {
+    let v = record[name];
+    if (Array.isArray(v)) v = v[0];
+    return v === undefined ? undefined : String(v);
+  };
 }
 
 function count(value: string | undefined): number | undefined {
@@ -105,27 +113,28 @@ function quota(limit: number | undefined, remaining: number | undefined, resetMs
 /** Reads a provider's rate-limit headers. Missing or malformed headers are left out, never guessed. */
 export function parseRateLimitHeaders(headers: HeadersLike, nowMs = Date.now()): ProviderLimits {
   const out: ProviderLimits = {};
+  const header = headerReader(headers);
   for (const dim of ['requests', 'tokens'] as const) {
     // OpenAI: x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests (duration).
     let q = quota(
-      count(header(headers, `x-ratelimit-limit-${dim}`)),
-      count(header(headers, `x-ratelimit-remaining-${dim}`)),
-      parseDuration(header(headers, `x-ratelimit-reset-${dim}`)),
+      count(header(`x-ratelimit-limit-${dim}`)),
+      count(header(`x-ratelimit-remaining-${dim}`)),
+      parseDuration(header(`x-ratelimit-reset-${dim}`)),
     );
     if (q === undefined) {
       // Anthropic: anthropic-ratelimit-requests-limit / -remaining / -reset (RFC 3339 time).
-      const reset = header(headers, `anthropic-ratelimit-${dim}-reset`);
+      const reset = header(`anthropic-ratelimit-${dim}-reset`);
       const at = reset === undefined ? Number.NaN : Date.parse(reset);
       q = quota(
-        count(header(headers, `anthropic-ratelimit-${dim}-limit`)),
-        count(header(headers, `anthropic-ratelimit-${dim}-remaining`)),
+        count(header(`anthropic-ratelimit-${dim}-limit`)),
+        count(header(`anthropic-ratelimit-${dim}-remaining`)),
         Number.isNaN(at) ? undefined : Math.max(0, at - nowMs),
       );
     }
     if (q !== undefined) out[dim] = q;
   }
-  const ms = count(header(headers, 'retry-after-ms'));
-  const retry = ms ?? parseRetryAfter(header(headers, 'retry-after'), nowMs);
+  const ms = count(header('retry-after-ms'));
+  const retry = ms ?? parseRetryAfter(header('retry-after'), nowMs);
   if (retry !== undefined) out.retryAfterMs = retry;
   return out;
 }
