@@ -112,6 +112,21 @@ export function createEmbeddingBatcher(ctx: GatewayContext): RequestBatcher<Embe
   );
 }
 
+const JSON_TYPE = 'application/json; charset=utf-8';
+/** Each value's vector as JSON (and as base64 JSON), kept while the value is: an L1 entry keeps it alive. */
+const floatJson = new WeakMap<EmbedValue, string>();
+const base64Json = new WeakMap<EmbedValue, string>();
+
+function vectorJson(value: EmbedValue, base64: boolean): string {
+  const memo = base64 ? base64Json : floatJson;
+  let json = memo.get(value);
+  if (json === undefined) {
+    json = JSON.stringify(base64 ? toBase64(value.e) : value.e);
+    memo.set(value, json);
+  }
+  return json;
+}
+
 /** The route handler; `batcher` from {@link createEmbeddingBatcher}. */
 export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<EmbedItem, EmbedValue>) {
   return async (request: FastifyRequest, reply: FastifyReply) => {
@@ -161,23 +176,20 @@ export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<E
     else if (request.clawperf.cache === 'miss') ctx.counts.cacheMisses++;
     else ctx.counts.cacheBypass++;
     ctx.answered('embeddings', request.clawperf.cache);
+    // The answer is written as JSON text from each vector's JSON, made once per cached value: a hit does
+    // not turn a thousand floats into text again.
+    const base64 = req.encodingFormat === 'base64';
     let tokens = 0;
-    const data = values.map((v, index) => {
-      tokens += v!.t;
-      return {
-        object: 'embedding',
-        index,
-        embedding: req.encodingFormat === 'base64' ? toBase64(v!.e) : v!.e,
-      };
-    });
+    let body = '{"object":"list","data":[';
+    for (let index = 0; index < values.length; index++) {
+      const v = values[index]!;
+      tokens += v.t;
+      body += `${index === 0 ? '' : ','}{"object":"embedding","index":${index},"embedding":${vectorJson(v, base64)}}`;
+    }
+    body += `],"model":${JSON.stringify(req.model)},"usage":{"prompt_tokens":${tokens},"total_tokens":${tokens}}}`;
     ctx.settle(admitted, missing.length === 0 ? 0 : tokens);
-    const answer = {
-      object: 'list',
-      data,
-      model: req.model,
-      usage: { prompt_tokens: tokens, total_tokens: tokens },
-    };
     setGenAIUsage(requestSpan(request)!, { inputTokens: tokens });
-    return answer;
+    reply.type(JSON_TYPE);
+    return body;
   };
 }

@@ -90,6 +90,24 @@ describe('POST /v1/embeddings', () => {
     assert.equal(gw.stats().upstreamItems - calls, 1, 'only the new input went upstream');
   });
 
+  it('a hit answers the same JSON text as the miss, as floats and as base64', async () => {
+    for (const extra of [{}, { encoding_format: 'base64' }, { encoding_format: 'float' }]) {
+      const send = () =>
+        gw.app.inject({ method: 'POST', url: '/v1/embeddings', payload: embed(['same text', 'x'], extra) });
+      const miss = await send();
+      const hit = await send();
+      assert.equal(hit.headers['x-clawperf-cache'], 'hit');
+      assert.equal(hit.headers['content-type'], 'application/json; charset=utf-8');
+      assert.equal(hit.body, miss.body);
+      const parsed = JSON.parse(hit.body) as Json;
+      const first = parsed.data[0].embedding;
+      assert.equal(
+        typeof first,
+        'encoding_format' in extra && extra.encoding_format === 'base64' ? 'string' : 'object',
+      );
+    }
+  });
+
   it('keys the cache by dimensions too', async () => {
     const a = await post(gw, '/v1/embeddings', embed('dims', { dimensions: 8 }));
     const b = await post(gw, '/v1/embeddings', embed('dims', { dimensions: 32 }));
