@@ -8,13 +8,16 @@ import { pipeline, Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { DEFAULT_MAX_VALUE_BYTES } from '../cache/index.ts';
 import type { Reservation } from '../concurrency/index.ts';
-import { DEFAULT_COMPLETION_ESTIMATE, type GatewayContext, sha256 } from './context.ts';
+import { DEFAULT_COMPLETION_ESTIMATE, type GatewayContext, JSON_TYPE, JsonMemo, sha256 } from './context.ts';
 import { isApiError, sendError } from './error-answers.ts';
 import { LOCAL_CHAT_MODEL } from './local-upstream.ts';
 import { CHARS_PER_TOKEN, type ChatRequest, parseChatRequest, totalTokens } from './openai.ts';
 import { replayStream, StreamTap } from './streaming.ts';
 
 /** The route handler. */
+/** Each cached answer's JSON text, made at its first answer and sent again by every hit. */
+const answerJson = new JsonMemo<object>();
+
 export function chatHandler(ctx: GatewayContext) {
   const chatOnce = async (req: ChatRequest, estimate: number): Promise<Record<string, unknown>> => {
     if (req.model === LOCAL_CHAT_MODEL)
@@ -138,6 +141,8 @@ export function chatHandler(ctx: GatewayContext) {
     ctx.answered('chat', request.clawperf.cache);
     ctx.settle(admitted, request.clawperf.cache === 'hit' ? 0 : totalTokens(answer));
     ctx.setSpan(request, 'chat', req.model, answer);
-    return answer;
+    if (key === undefined || answer === null || typeof answer !== 'object') return answer;
+    reply.type(JSON_TYPE);
+    return answerJson.text(answer);
   };
 }

@@ -94,6 +94,32 @@ export interface GatewayContext {
 }
 
 /** SHA-256 of `text`, base64url: the input part of cache keys. */
+/** `content-type` of answers the gateway writes as JSON text itself. */
+export const JSON_TYPE = 'application/json; charset=utf-8';
+
+/**
+ * JSON text made once per object and kept while the object lives: for cached values, whose L1 entry keeps
+ * the object (and so its text) alive, a hit sends the text without serializing the value again.
+ */
+export class JsonMemo<K extends object> {
+  readonly #texts = new WeakMap<K, string>();
+  readonly #make: (key: K) => unknown;
+
+  /** `make` gives what to serialize for a key (the key itself by default). */
+  constructor(make: (key: K) => unknown = (key) => key) {
+    this.#make = make;
+  }
+
+  text(key: K): string {
+    let json = this.#texts.get(key);
+    if (json === undefined) {
+      json = JSON.stringify(this.#make(key));
+      this.#texts.set(key, json);
+    }
+    return json;
+  }
+}
+
 export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('base64url');
 }

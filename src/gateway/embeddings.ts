@@ -8,7 +8,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { RequestBatcher } from '../concurrency/index.ts';
 import { UpstreamError } from '../errors.ts';
 import { requestSpan, setGenAIUsage } from '../tracing/index.ts';
-import { type GatewayContext, sha256 } from './context.ts';
+import { type GatewayContext, JSON_TYPE, JsonMemo, sha256 } from './context.ts';
 import { isApiError, sendError } from './error-answers.ts';
 import { inputTokens, LOCAL_EMBED_MODEL } from './local-upstream.ts';
 import { type EmbeddingsRequest, parseEmbeddingsRequest, toBase64, totalTokens } from './openai.ts';
@@ -112,20 +112,9 @@ export function createEmbeddingBatcher(ctx: GatewayContext): RequestBatcher<Embe
   );
 }
 
-const JSON_TYPE = 'application/json; charset=utf-8';
-/** Each value's vector as JSON (and as base64 JSON), kept while the value is: an L1 entry keeps it alive. */
-const floatJson = new WeakMap<EmbedValue, string>();
-const base64Json = new WeakMap<EmbedValue, string>();
-
-function vectorJson(value: EmbedValue, base64: boolean): string {
-  const memo = base64 ? base64Json : floatJson;
-  let json = memo.get(value);
-  if (json === undefined) {
-    json = JSON.stringify(base64 ? toBase64(value.e) : value.e);
-    memo.set(value, json);
-  }
-  return json;
-}
+/** Each cached value's vector as JSON, and as base64 JSON. */
+const floatJson = new JsonMemo<EmbedValue>((value) => value.e);
+const base64Json = new JsonMemo<EmbedValue>((value) => toBase64(value.e));
 
 /** The route handler; `batcher` from {@link createEmbeddingBatcher}. */
 export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<EmbedItem, EmbedValue>) {
@@ -184,7 +173,7 @@ export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<E
     for (let index = 0; index < values.length; index++) {
       const v = values[index]!;
       tokens += v.t;
-      body += `${index === 0 ? '' : ','}{"object":"embedding","index":${index},"embedding":${vectorJson(v, base64)}}`;
+      body += `${index === 0 ? '' : ','}{"object":"embedding","index":${index},"embedding":${(base64 ? base64Json : floatJson).text(v)}}`;
     }
     body += `],"model":${JSON.stringify(req.model)},"usage":{"prompt_tokens":${tokens},"total_tokens":${tokens}}}`;
     ctx.settle(admitted, missing.length === 0 ? 0 : tokens);

@@ -152,6 +152,18 @@ describe('POST /v1/chat/completions', () => {
     gw = await gateway();
   });
 
+  it('a hit answers the same JSON text as the miss', async () => {
+    const send = () =>
+      gw.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat('same bytes') });
+    const miss = await send();
+    const hit = await send();
+    assert.equal(miss.headers['x-clawperf-cache'], 'miss');
+    assert.equal(hit.headers['x-clawperf-cache'], 'hit');
+    assert.equal(hit.headers['content-type'], 'application/json; charset=utf-8');
+    assert.equal(hit.body, miss.body);
+    assert.equal((JSON.parse(hit.body) as Json).object, 'chat.completion');
+  });
+
   it('caches a deterministic request (temperature 0, no tools)', async () => {
     const a = await post(gw, '/v1/chat/completions', chat('cache me'));
     assert.equal(a.status, 200);
