@@ -8,7 +8,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { RequestBatcher } from '../concurrency/index.ts';
 import { UpstreamError } from '../errors.ts';
 import { requestSpan, setGenAIUsage } from '../tracing/index.ts';
-import { type GatewayContext, JSON_TYPE, JsonMemo, sha256 } from './context.ts';
+import { type GatewayContext, JSON_TYPE, sha256 } from './context.ts';
 import { isApiError, sendError } from './error-answers.ts';
 import { inputTokens, LOCAL_EMBED_MODEL } from './local-upstream.ts';
 import { type EmbeddingsRequest, parseEmbeddingsRequest, toBase64, totalTokens } from './openai.ts';
@@ -20,12 +20,25 @@ export interface EmbedItem {
   input: string | number[];
 }
 
-/** A cached embedding. */
+/**
+ * A cached embedding. The vector is kept as its JSON text, made once when it arrives: a hit splices it into
+ * the answer without turning a thousand floats into text again, and the cache's byte budget counts the text
+ * it really holds.
+ */
 export interface EmbedValue {
-  /** The vector. */
-  e: number[];
+  /** The vector, as JSON text. */
+  j: string;
   /** Tokens of the input. */
   t: number;
+}
+
+function isEmbedValue(value: unknown): value is EmbedValue {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as EmbedValue).j === 'string' &&
+    typeof (value as EmbedValue).t === 'number'
+  );
 }
 
 /** The batcher that groups pending inputs by model and dimensions and embeds each group in one call. */
@@ -39,7 +52,7 @@ export function createEmbeddingBatcher(ctx: GatewayContext): RequestBatcher<Embe
     if (model === LOCAL_EMBED_MODEL) {
       return ctx.upstreamCall('embeddings', model, inputs.length, async () => {
         const { vectors, tokens } = ctx.local.embed(inputs, dimensions);
-        return vectors.map((e, i) => ({ e, t: tokens[i]! }));
+        return vectors.map((e, i) => ({ j: JSON.stringify(e), t: tokens[i]! }));
       });
     }
     const body = await ctx.upstreamCall('embeddings', model, inputs.length, async () =>
@@ -72,7 +85,7 @@ export function createEmbeddingBatcher(ctx: GatewayContext): RequestBatcher<Embe
       }
       vectors[index] = d.embedding as number[];
     }
-    return vectors.map((e, i) => ({ e, t: Math.round((total * estimates[i]!) / sum) }));
+    return vectors.map((e, i) => ({ j: JSON.stringify(e), t: Math.round((total * estimates[i]!) / sum) }));
   };
 
   return new RequestBatcher<EmbedItem, EmbedValue>(
@@ -112,10 +125,6 @@ export function createEmbeddingBatcher(ctx: GatewayContext): RequestBatcher<Embe
   );
 }
 
-/** Each cached value's vector as JSON, and as base64 JSON. */
-const floatJson = new JsonMemo<EmbedValue>((value) => value.e);
-const base64Json = new JsonMemo<EmbedValue>((value) => toBase64(value.e));
-
 /** The route handler; `batcher` from {@link createEmbeddingBatcher}. */
 export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<EmbedItem, EmbedValue>) {
   return async (request: FastifyRequest, reply: FastifyReply) => {
@@ -139,7 +148,12 @@ export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<E
     const values = new Array<EmbedValue | undefined>(keys.length);
     if (mode !== 'bypass') {
       const found = await ctx.cache.getMany(keys).catch(() => new Array<undefined>(keys.length));
-      for (let i = 0; i < keys.length; i++) values[i] = found[i] as EmbedValue | undefined;
+      // Anything else under the key (a value of another shape) is a miss, and is replaced.
+      for (let i = 0; i < keys.length; i++) {
+        const value = found[i];
+        if (isEmbedValue(value)) values[i] = value;
+        else if (value !== undefined) await ctx.cache.del(keys[i]!).catch(() => {});
+      }
     }
     const missing: number[] = [];
     for (let i = 0; i < keys.length; i++) if (values[i] === undefined) missing.push(i);
@@ -165,15 +179,14 @@ export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<E
     else if (request.clawperf.cache === 'miss') ctx.counts.cacheMisses++;
     else ctx.counts.cacheBypass++;
     ctx.answered('embeddings', request.clawperf.cache);
-    // The answer is written as JSON text from each vector's JSON, made once per cached value: a hit does
-    // not turn a thousand floats into text again.
+    // The answer is written as JSON text around each vector's text.
     const base64 = req.encodingFormat === 'base64';
     let tokens = 0;
     let body = '{"object":"list","data":[';
     for (let index = 0; index < values.length; index++) {
       const v = values[index]!;
       tokens += v.t;
-      body += `${index === 0 ? '' : ','}{"object":"embedding","index":${index},"embedding":${(base64 ? base64Json : floatJson).text(v)}}`;
+      body += `${index === 0 ? '' : ','}{"object":"embedding","index":${index},"embedding":${base64 ? JSON.stringify(toBase64(JSON.parse(v.j) as number[])) : v.j}}`;
     }
     body += `],"model":${JSON.stringify(req.model)},"usage":{"prompt_tokens":${tokens},"total_tokens":${tokens}}}`;
     ctx.settle(admitted, missing.length === 0 ? 0 : tokens);

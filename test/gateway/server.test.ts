@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { GatewayConfig } from '../../src/gateway/config.ts';
+import { sha256 } from '../../src/gateway/context.ts';
 import { createGateway, type Gateway } from '../../src/gateway/server.ts';
 
 const dirs: string[] = [];
@@ -106,6 +107,18 @@ describe('POST /v1/embeddings', () => {
         'encoding_format' in extra && extra.encoding_format === 'base64' ? 'string' : 'object',
       );
     }
+  });
+
+  it('a value of another shape under an embedding key is a miss, and is replaced', async () => {
+    const key = `emb:default:local-embed::${sha256('reshaped')}`;
+    await gw.cache.set(key, { e: [1, 2, 3], t: 1 });
+    const res = await post(gw, '/v1/embeddings', embed('reshaped'));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers['x-clawperf-cache'], 'miss');
+    assert.equal(res.body.data[0].embedding.length, 256);
+    const again = await post(gw, '/v1/embeddings', embed('reshaped'));
+    assert.equal(again.headers['x-clawperf-cache'], 'hit');
+    assert.deepEqual(again.body, res.body);
   });
 
   it('keys the cache by dimensions too', async () => {
