@@ -99,7 +99,9 @@ export const JSON_TYPE = 'application/json; charset=utf-8';
 
 /**
  * JSON text made once per object and kept while the object lives: for cached values, whose L1 entry keeps
- * the object (and so its text) alive, a hit sends the text without serializing the value again.
+ * the object (and so its text) alive, a hit sends the text without serializing the value again. The text
+ * is not counted in L1's byte budget: use it for values of a few kilobytes (chat answers), and cache large
+ * ones as text instead (embeddings).
  */
 export class JsonMemo<K extends object> {
   readonly #texts = new WeakMap<K, string>();
