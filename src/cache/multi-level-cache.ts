@@ -1083,6 +1083,8 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     if (this.#admitOnReuse) {
       this.#diskDeferred++;
       this.#fillL1(key, value, write.tags, write.ttlMs, write.graceMs, { version, since, staleUntil: 0 });
+      // A disk copy of an earlier value (reused before) must not outlive this write.
+      if (this.#l3!.mayHold(key)) await this.#useL3((l3) => l3.delete(key));
     } else {
       if (this.#l1 !== undefined) this.#fillL1(key, value, write.tags, write.ttlMs, write.graceMs);
       await this.#useL3((l3) => l3.set(key, entry));

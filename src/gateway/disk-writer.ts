@@ -25,7 +25,8 @@ interface Pending {
  * key while waiting are coalesced (only the last is written), at most one `cacache` write is in flight, and
  * when more than `maxPending` writes wait the oldest is dropped (its value stays in memory and Redis). A
  * write that fails is counted and dropped; the disk is a cache. Reads see waiting writes; deletes, tag
- * invalidations and `clear` drop them and wait for the write in flight, so nothing removed comes back.
+ * invalidations and `clear` drop them and wait for the write in flight (a delete only when that write is
+ * of its key), so nothing removed comes back.
  */
 export class WriteBehindDiskStore extends DiskStore {
   readonly statsCounters: readonly string[] = ['written', 'coalesced', 'dropped', 'failed'];
@@ -33,6 +34,8 @@ export class WriteBehindDiskStore extends DiskStore {
   readonly #maxPending: number;
   #draining: Promise<void> | undefined;
   #inFlight: Promise<unknown> | undefined;
+  /** The key of the write in flight: a delete of it waits for that write; a delete of another key does not. */
+  #inFlightKey: string | undefined;
   #closed = false;
   #written = 0;
   #coalesced = 0;
@@ -67,9 +70,13 @@ export class WriteBehindDiskStore extends DiskStore {
     return true;
   }
 
+  override mayHold(key: string): boolean {
+    return this.#pending.has(key) || super.mayHold(key);
+  }
+
   override async delete(key: string): Promise<void> {
     this.#pending.delete(key);
-    await this.#inFlight;
+    if (this.#inFlightKey === key) await this.#inFlight;
     await super.delete(key);
   }
 
@@ -122,8 +129,10 @@ export class WriteBehindDiskStore extends DiskStore {
         },
       );
       this.#inFlight = write;
+      this.#inFlightKey = key;
       await write;
       this.#inFlight = undefined;
+      this.#inFlightKey = undefined;
     }
     this.#draining = undefined;
   }

@@ -42,6 +42,23 @@ describe('the disk store survives a restart', () => {
   });
 });
 
+describe('mayHold answers without waiting whether a delete has anything to do', () => {
+  it('true until the index is read, then only for held keys and keys being written', async () => {
+    const dir = await tempDir();
+    const store = new DiskStore({ dir });
+    assert.equal(store.mayHold('absent'), true, 'the index is not read yet');
+    assert.equal(await store.get('absent'), undefined);
+    assert.equal(store.mayHold('absent'), false);
+    const writing = store.set('k', entry('"v"'));
+    assert.equal(store.mayHold('k'), true, 'a write of it is under way');
+    await writing;
+    assert.equal(store.mayHold('k'), true, 'held');
+    await store.delete('k');
+    assert.equal(store.mayHold('k'), false);
+    await store.close();
+  });
+});
+
 describe('the disk store is bounded in bytes', () => {
   it('evicts least recently used entries to stay under maxBytes', async () => {
     const store = new DiskStore({ dir: await tempDir(), maxBytes: 10_000 });

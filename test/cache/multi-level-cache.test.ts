@@ -11,6 +11,7 @@ import {
 } from '../../src/cache/index.ts';
 import { ClosedError, InvalidKeyError, SerializationError, ValueTooLargeError } from '../../src/errors.ts';
 import { ManualClock } from '../../src/internal/clock.ts';
+import { waitFor } from '../helpers/servers.ts';
 
 const dirs: string[] = [];
 const caches: MultiLevelCache<unknown>[] = [];
@@ -217,6 +218,19 @@ describe("diskAdmission: 'reuse' writes a value to disk at its first reuse only"
     assert.equal(cache.stats().l3_admitted, 1);
     const reader = make<string>({ disk: { dir } });
     assert.equal(await reader.get('k'), 'v');
+  });
+
+  it('a new write drops the disk copy of the value it replaces', async () => {
+    const dir = await tempDir();
+    const cache = make<string>({ disk: { dir }, diskAdmission: 'reuse' });
+    await cache.set('k', 'old');
+    assert.equal(await cache.get('k'), 'old');
+    await waitFor(() => cache.stats().l3_entries === 1, { what: 'the reused value on disk' });
+    await cache.set('k', 'new');
+    assert.equal(cache.stats().l3_entries, 0, 'the old copy is gone from disk');
+    await cache.close();
+    const reader = make<string>({ disk: { dir } });
+    assert.equal(await reader.get('k'), undefined, 'a restart does not bring the old value back');
   });
 
   it('a value deleted or invalidated before its reuse is never written', async () => {

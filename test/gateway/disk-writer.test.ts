@@ -42,6 +42,9 @@ describe('WriteBehindDiskStore', () => {
     assert.equal(await store.set('k', entry('v')), true);
     assert.equal((await store.get('k'))?.data, 'v');
     assert.equal(store.stats().pending, 1, 'nothing was written on the caller’s path');
+    assert.equal(await store.get('other'), undefined);
+    assert.equal(store.mayHold('k'), true, 'a waiting write counts as held');
+    assert.equal(store.mayHold('other'), false);
     await store.close();
     assert.equal(store.stats().written, 1);
     assert.deepEqual(await onDisk(d, ['k']), ['v']);

@@ -67,6 +67,10 @@ export class DiskStore implements CacheStore {
   /** Keys per content hash: identical values share one file, removed with its last key. */
   readonly #refs = new Map<string, number>();
   #loaded: Promise<void> | undefined;
+  /** The index was read from disk: a key it lacks is not held (unless a write of it is under way). */
+  #indexed = false;
+  /** Writes under way, per key. */
+  readonly #writing = new Map<string, number>();
   #bytes = 0;
   #evictions = 0;
   #corrupt = 0;
@@ -136,7 +140,26 @@ export class DiskStore implements CacheStore {
     return Promise.all(keys.map((k) => this.get(k)));
   }
 
+  /**
+   * Whether `key` may be held, answered without waiting: `false` only when the index is loaded, has no
+   * entry for the key and no write of it is under way (so a delete would have nothing to do).
+   */
+  mayHold(key: string): boolean {
+    return !this.#indexed || this.#index.has(key) || this.#writing.has(key);
+  }
+
   async set(key: string, entry: StoredEntry): Promise<boolean> {
+    this.#writing.set(key, (this.#writing.get(key) ?? 0) + 1);
+    try {
+      return await this.#set(key, entry);
+    } finally {
+      const left = this.#writing.get(key)! - 1;
+      if (left === 0) this.#writing.delete(key);
+      else this.#writing.set(key, left);
+    }
+  }
+
+  async #set(key: string, entry: StoredEntry): Promise<boolean> {
     await this.#load();
     const now = this.#now();
     const data = Buffer.from(entry.data, 'utf8');
@@ -217,6 +240,7 @@ export class DiskStore implements CacheStore {
       }
       await this.#evict();
       await cacache.verify(this.#dir).catch(() => undefined);
+      this.#indexed = true;
     })();
     return this.#loaded;
   }
