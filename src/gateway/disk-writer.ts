@@ -34,8 +34,6 @@ export class WriteBehindDiskStore extends DiskStore {
   readonly #maxPending: number;
   #draining: Promise<void> | undefined;
   #inFlight: Promise<unknown> | undefined;
-  /** The key of the write in flight: a delete of it waits for that write; a delete of another key does not. */
-  #inFlightKey: string | undefined;
   #closed = false;
   #written = 0;
   #coalesced = 0;
@@ -76,8 +74,7 @@ export class WriteBehindDiskStore extends DiskStore {
 
   override async delete(key: string): Promise<void> {
     this.#pending.delete(key);
-    if (this.#inFlightKey === key) await this.#inFlight;
-    await super.delete(key);
+    await super.delete(key); // waits for the write of this key in flight, if any
   }
 
   override async invalidateTag(tag: string): Promise<void> {
@@ -129,10 +126,8 @@ export class WriteBehindDiskStore extends DiskStore {
         },
       );
       this.#inFlight = write;
-      this.#inFlightKey = key;
       await write;
       this.#inFlight = undefined;
-      this.#inFlightKey = undefined;
     }
     this.#draining = undefined;
   }

@@ -59,6 +59,21 @@ describe('mayHold answers without waiting whether a delete has anything to do', 
   });
 });
 
+describe('a delete or invalidation issued while a write is under way wins', () => {
+  it('the write lands first, then the delete removes it', async () => {
+    const store = new DiskStore({ dir: await tempDir() });
+    const writing = store.set('k', entry('"v"', 60_000, ['t']));
+    await store.delete('k');
+    await writing;
+    assert.equal(await store.get('k'), undefined);
+    const tagged = store.set('k2', entry('"v"', 60_000, ['t']));
+    await store.invalidateTag('t');
+    await tagged;
+    assert.equal(await store.get('k2'), undefined);
+    await store.close();
+  });
+});
+
 describe('the disk store is bounded in bytes', () => {
   it('evicts least recently used entries to stay under maxBytes', async () => {
     const store = new DiskStore({ dir: await tempDir(), maxBytes: 10_000 });

@@ -69,8 +69,8 @@ export class DiskStore implements CacheStore {
   #loaded: Promise<void> | undefined;
   /** The index was read from disk: a key it lacks is not held (unless a write of it is under way). */
   #indexed = false;
-  /** Writes under way, per key. */
-  readonly #writing = new Map<string, number>();
+  /** Writes under way, per key: a delete or invalidation waits for them, so none lands after it. */
+  readonly #writing = new Map<string, Promise<unknown>[]>();
   #bytes = 0;
   #evictions = 0;
   #corrupt = 0;
@@ -149,14 +149,26 @@ export class DiskStore implements CacheStore {
   }
 
   async set(key: string, entry: StoredEntry): Promise<boolean> {
-    this.#writing.set(key, (this.#writing.get(key) ?? 0) + 1);
-    try {
-      return await this.#set(key, entry);
-    } finally {
-      const left = this.#writing.get(key)! - 1;
-      if (left === 0) this.#writing.delete(key);
-      else this.#writing.set(key, left);
+    const write = this.#set(key, entry);
+    let writes = this.#writing.get(key);
+    if (writes === undefined) {
+      writes = [];
+      this.#writing.set(key, writes);
     }
+    writes.push(write);
+    try {
+      return await write;
+    } finally {
+      writes.splice(writes.indexOf(write), 1);
+      if (writes.length === 0 && this.#writing.get(key) === writes) this.#writing.delete(key);
+    }
+  }
+
+  /** Waits for the writes under way of `key`, or of every key. */
+  async #settled(key?: string): Promise<void> {
+    const writes =
+      key === undefined ? [...this.#writing.values()].flat() : [...(this.#writing.get(key) ?? [])];
+    if (writes.length > 0) await Promise.allSettled(writes);
   }
 
   async #set(key: string, entry: StoredEntry): Promise<boolean> {
@@ -195,12 +207,14 @@ export class DiskStore implements CacheStore {
   }
 
   async delete(key: string): Promise<void> {
+    await this.#settled(key);
     await this.#load();
     const held = this.#index.get(key);
     if (held !== undefined) await this.#remove(key, held);
   }
 
   async invalidateTag(tag: string): Promise<void> {
+    await this.#settled();
     await this.#load();
     const doomed: [string, Held][] = [];
     for (const [key, held] of this.#index) if (held.t.includes(tag)) doomed.push([key, held]);
@@ -208,6 +222,7 @@ export class DiskStore implements CacheStore {
   }
 
   async clear(): Promise<void> {
+    await this.#settled();
     await this.#load();
     this.#index.clear();
     this.#refs.clear();
