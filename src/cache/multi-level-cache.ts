@@ -488,10 +488,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     if (l1 !== undefined) {
       const entry = l1.get(key);
       if (entry !== undefined && (entry.grace === 0 || entry.freshUntil >= this.#clock.now())) {
-        this.#l1Hits++;
-        if (this.#listenHit) this.#emitSafe('hit', key, 'l1');
-        if (entry.unsaved !== undefined) this.#admit(key, entry);
-        return Promise.resolve(entry.value);
+        return Promise.resolve(this.#l1Hit(key, entry));
       }
       this.#l1Misses++;
     }
@@ -510,10 +507,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       const key = keys[i]!;
       const entry = this.#l1?.get(key);
       if (entry !== undefined && (entry.grace === 0 || entry.freshUntil >= now)) {
-        this.#l1Hits++;
-        if (this.#listenHit) this.#emitSafe('hit', key, 'l1');
-        if (entry.unsaved !== undefined) this.#admit(key, entry);
-        values[i] = entry.value;
+        values[i] = this.#l1Hit(key, entry);
       } else {
         if (this.#l1 !== undefined) this.#l1Misses++;
         missing.push(i);
@@ -707,10 +701,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     }
     const entry = this.#l1?.get(key);
     if (entry !== undefined && (entry.grace === 0 || entry.freshUntil >= this.#clock.now())) {
-      this.#l1Hits++;
-      if (this.#listenHit) this.#emitSafe('hit', key, 'l1');
-      if (entry.unsaved !== undefined) this.#admit(key, entry);
-      return Promise.resolve(entry.value);
+      return Promise.resolve(this.#l1Hit(key, entry));
     }
     let pending = this.#inflight.get(key);
     if (pending === undefined) {
@@ -1082,7 +1073,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     }
     if (this.#admitOnReuse) {
       this.#diskDeferred++;
-      this.#fillL1(key, value, write.tags, write.ttlMs, write.graceMs, { version, since, staleUntil: 0 });
+      this.#fillL1(key, value, write.tags, write.ttlMs, write.graceMs, { version, since });
       // A disk copy of an earlier value (reused before) must not outlive this write.
       if (this.#l3!.mayHold(key)) await this.#useL3((l3) => l3.delete(key));
     } else {
@@ -1094,14 +1085,14 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     return 'stored';
   }
 
-  /** Puts a value in L1; `unsaved` (its `staleUntil` filled in here) when its disk write waits for a reuse. */
+  /** Puts a value in L1; with `unsaved` when its disk write waits for a reuse (see {@link UnsavedEntry}). */
   #fillL1(
     key: string,
     value: T,
     tags: readonly string[],
     ttlMs: number,
     graceMs: number,
-    unsaved?: UnsavedEntry,
+    unsaved?: Pick<UnsavedEntry, 'version' | 'since'>,
   ): void {
     const freshUntil = this.#clock.now() + ttlMs;
     const entry: MemoryEntry<T> = {
@@ -1115,6 +1106,14 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
           : { version: unsaved.version, since: unsaved.since, staleUntil: freshUntil + graceMs },
     };
     this.#l1!.set(key, entry, ttlMs + graceMs, sizeOf(value));
+  }
+
+  /** Counts a fresh L1 hit (and starts the value's disk write at its first reuse); returns the value. */
+  #l1Hit(key: string, entry: MemoryEntry<T>): T {
+    this.#l1Hits++;
+    if (this.#listenHit) this.#emitSafe('hit', key, 'l1');
+    if (entry.unsaved !== undefined) this.#admit(key, entry);
+    return entry.value;
   }
 
   /**
