@@ -14,10 +14,10 @@ import { LOCAL_CHAT_MODEL } from './local-upstream.ts';
 import { CHARS_PER_TOKEN, type ChatRequest, parseChatRequest, totalTokens } from './openai.ts';
 import { replayStream, StreamTap } from './streaming.ts';
 
-/** The route handler. */
 /** Each cached answer's JSON text, made at its first answer and sent again by every hit. */
 const answerJson = new JsonMemo<object>();
 
+/** The route handler. */
 export function chatHandler(ctx: GatewayContext) {
   const chatOnce = async (req: ChatRequest, estimate: number): Promise<Record<string, unknown>> => {
     if (req.model === LOCAL_CHAT_MODEL)

@@ -93,7 +93,6 @@ export interface GatewayContext {
   setSpan(request: FastifyRequest, operation: 'chat' | 'embeddings', model: string, answer?: unknown): void;
 }
 
-/** SHA-256 of `text`, base64url: the input part of cache keys. */
 /** `content-type` of answers the gateway writes as JSON text itself. */
 export const JSON_TYPE = 'application/json; charset=utf-8';
 
@@ -105,23 +104,18 @@ export const JSON_TYPE = 'application/json; charset=utf-8';
  */
 export class JsonMemo<K extends object> {
   readonly #texts = new WeakMap<K, string>();
-  readonly #make: (key: K) => unknown;
 
-  /** `make` gives what to serialize for a key (the key itself by default). */
-  constructor(make: (key: K) => unknown = (key) => key) {
-    this.#make = make;
-  }
-
-  text(key: K): string {
-    let json = this.#texts.get(key);
+  text(value: K): string {
+    let json = this.#texts.get(value);
     if (json === undefined) {
-      json = JSON.stringify(this.#make(key));
-      this.#texts.set(key, json);
+      json = JSON.stringify(value);
+      this.#texts.set(value, json);
     }
     return json;
   }
 }
 
+/** SHA-256 of `text`, base64url: the input part of cache keys. */
 export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('base64url');
 }

@@ -25,15 +25,14 @@ interface Pending {
  * key while waiting are coalesced (only the last is written), at most one `cacache` write is in flight, and
  * when more than `maxPending` writes wait the oldest is dropped (its value stays in memory and Redis). A
  * write that fails is counted and dropped; the disk is a cache. Reads see waiting writes; deletes, tag
- * invalidations and `clear` drop them and wait for the write in flight (a delete only when that write is
- * of its key), so nothing removed comes back.
+ * invalidations and `clear` drop them, and the disk store waits for the write in flight (a delete only
+ * when that write is of its key), so nothing removed comes back.
  */
 export class WriteBehindDiskStore extends DiskStore {
   readonly statsCounters: readonly string[] = ['written', 'coalesced', 'dropped', 'failed'];
   readonly #pending = new Map<string, Pending>();
   readonly #maxPending: number;
   #draining: Promise<void> | undefined;
-  #inFlight: Promise<unknown> | undefined;
   #closed = false;
   #written = 0;
   #coalesced = 0;
@@ -80,14 +79,12 @@ export class WriteBehindDiskStore extends DiskStore {
   override async invalidateTag(tag: string): Promise<void> {
     for (const [key, pending] of this.#pending)
       if (pending.entry.tags.includes(tag)) this.#pending.delete(key);
-    await this.#inFlight;
-    await super.invalidateTag(tag);
+    await super.invalidateTag(tag); // waits for the write in flight, if any
   }
 
   override async clear(): Promise<void> {
     this.#pending.clear();
-    await this.#inFlight;
-    await super.clear();
+    await super.clear(); // waits for the write in flight, if any
   }
 
   /** Writes what waits, then closes. Idempotent. */
@@ -117,7 +114,7 @@ export class WriteBehindDiskStore extends DiskStore {
       if (next.done === true) break;
       const [key, pending] = next.value;
       this.#pending.delete(key);
-      const write = super.set(key, aged(pending)).then(
+      await super.set(key, aged(pending)).then(
         () => {
           this.#written++;
         },
@@ -125,9 +122,6 @@ export class WriteBehindDiskStore extends DiskStore {
           this.#failed++;
         },
       );
-      this.#inFlight = write;
-      await write;
-      this.#inFlight = undefined;
     }
     this.#draining = undefined;
   }
