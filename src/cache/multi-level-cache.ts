@@ -8,7 +8,7 @@ import {
   StoreError,
   ValueTooLargeError,
 } from '../errors.ts';
-import { CircuitBreaker } from '../internal/circuit-breaker.ts';
+import { type BreakerPermit, CircuitBreaker } from '../internal/circuit-breaker.ts';
 import { type Clock, systemClock } from '../internal/clock.ts';
 import * as check from '../internal/options.ts';
 import type { RedisInput } from '../internal/redis.ts';
@@ -788,16 +788,17 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     let l2Up = false;
     // The L2 read is written out rather than going through #readL2: this is the L2 hit path.
     if (l2 !== undefined) {
-      if (this.#breaker.tryAcquire()) {
+      const permit = this.#breaker.acquire();
+      if (permit !== undefined) {
         let entry: StoredEntry | undefined;
         try {
           entry = await l2.get(key);
           l2Up = true;
         } catch (error) {
-          this.#redisFailed(error);
+          this.#redisFailed(permit, error);
         }
         if (l2Up) {
-          this.#redisOk();
+          this.#redisOk(permit);
           if (entry !== undefined) {
             const found = this.#accept(key, entry, 'l2', since, allowStale);
             if (found !== undefined) return found;
@@ -817,16 +818,17 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   async #readL2<R>(read: (l2: RedisStore) => Promise<R>): Promise<R | typeof DOWN> {
     const l2 = this.#l2;
     if (l2 === undefined) return DOWN;
-    if (!this.#breaker.tryAcquire()) {
+    const permit = this.#breaker.acquire();
+    if (permit === undefined) {
       this.#l2Skipped++;
       return DOWN;
     }
     try {
       const result = await read(l2);
-      this.#redisOk();
+      this.#redisOk(permit);
       return result;
     } catch (error) {
-      this.#redisFailed(error);
+      this.#redisFailed(permit, error);
       return DOWN;
     }
   }
@@ -1278,16 +1280,16 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     if (this.#listenMiss) this.#emitSafe('miss', key);
   }
 
-  #redisOk(): void {
-    this.#breaker.success();
+  #redisOk(permit: BreakerPermit): void {
+    permit.success();
     if (!this.#redisDown) return;
     this.#redisDown = false;
     this.#emitSafe('recovered', 'redis');
   }
 
-  #redisFailed(error: unknown): void {
+  #redisFailed(permit: BreakerPermit, error: unknown): void {
     this.#l2Errors++;
-    this.#breaker.failure();
+    permit.failure();
     if (this.#redisDown) return;
     this.#redisDown = true;
     this.#emitSafe('degraded', 'redis', toStoreError('redis', error));

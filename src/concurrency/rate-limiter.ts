@@ -409,12 +409,12 @@ export class RateLimiter extends EventEmitter {
     if (refused !== undefined) return refused;
     // The scratch array is reused by the next call while this one awaits Redis.
     const charges = this.#charges.slice();
-    const breaker = this.#breaker!;
-    if (breaker.tryAcquire()) {
+    const permit = this.#breaker!.acquire();
+    if (permit !== undefined) {
       const span = tracer().startSpan('clawperf.rate_limit.check', this.#spanOptions);
       try {
         const r = await this.#store.check(key, charges);
-        breaker.success();
+        permit.success();
         if (!this.#healthy) {
           this.#healthy = true;
           this.emit('store-recovered');
@@ -426,7 +426,7 @@ export class RateLimiter extends EventEmitter {
         span.recordException(error instanceof Error ? error : String(error));
         span.setStatus({ code: SpanStatusCode.ERROR });
         span.end();
-        breaker.failure();
+        permit.failure();
         this.#storeFailed(error);
       }
     }

@@ -37,6 +37,10 @@ export const DEFAULT_UPSTREAM_TIMEOUT_MS = 60_000;
 export const DEFAULT_UPSTREAM_RETRIES = 2;
 /** Keep-alive connections to the upstream. @default 64 */
 export const DEFAULT_UPSTREAM_CONNECTIONS = 64;
+/** Consecutive upstream failures (5xx, timeouts, unreachable) that open its circuit. @default 5 */
+export const DEFAULT_UPSTREAM_FAILURE_THRESHOLD = 5;
+/** How long an open upstream circuit refuses calls before one probe goes through, ms. @default 5000 */
+export const DEFAULT_UPSTREAM_COOLDOWN_MS = 5_000;
 /** Embedding inputs sent upstream in one call. @default 100 */
 export const DEFAULT_BATCH_MAX_SIZE = 100;
 /** How long an embedding batch waits for more inputs before it is sent, ms. @default 5 */
@@ -78,6 +82,8 @@ export interface GatewayConfig {
   upstreamTimeoutMs: number;
   upstreamRetries: number;
   upstreamConnections: number;
+  upstreamFailureThreshold: number;
+  upstreamCooldownMs: number;
   batchMaxSize: number;
   batchMaxWaitMs: number;
   /** OTLP/HTTP traces endpoint; without it spans are made (for `traceparent`) but not exported. */
@@ -265,6 +271,24 @@ const SETTINGS: readonly Setting[] = [
     defaultText: String(DEFAULT_UPSTREAM_CONNECTIONS),
   },
   {
+    key: 'upstreamFailureThreshold',
+    flag: 'upstream-failure-threshold',
+    env: 'CLAWPERF_UPSTREAM_FAILURE_THRESHOLD',
+    kind: 'integer',
+    min: 1,
+    help: 'consecutive upstream failures that open its circuit',
+    defaultText: String(DEFAULT_UPSTREAM_FAILURE_THRESHOLD),
+  },
+  {
+    key: 'upstreamCooldownMs',
+    flag: 'upstream-cooldown-ms',
+    env: 'CLAWPERF_UPSTREAM_COOLDOWN_MS',
+    kind: 'integer',
+    min: 0,
+    help: 'ms an open upstream circuit refuses calls before one probe',
+    defaultText: String(DEFAULT_UPSTREAM_COOLDOWN_MS),
+  },
+  {
     key: 'batchMaxSize',
     flag: 'batch-max-size',
     env: 'CLAWPERF_BATCH_MAX_SIZE',
@@ -323,6 +347,8 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): GatewayConf
     upstreamTimeoutMs: DEFAULT_UPSTREAM_TIMEOUT_MS,
     upstreamRetries: DEFAULT_UPSTREAM_RETRIES,
     upstreamConnections: DEFAULT_UPSTREAM_CONNECTIONS,
+    upstreamFailureThreshold: DEFAULT_UPSTREAM_FAILURE_THRESHOLD,
+    upstreamCooldownMs: DEFAULT_UPSTREAM_COOLDOWN_MS,
     batchMaxSize: DEFAULT_BATCH_MAX_SIZE,
     batchMaxWaitMs: DEFAULT_BATCH_MAX_WAIT_MS,
     otlpUrl: undefined,

@@ -29,6 +29,9 @@ export interface OperationsOptions {
   isClosing: () => boolean;
 }
 
+/** `/readyz`'s `upstream` field for each breaker state: half-open lets the next request probe. */
+const UPSTREAM_STATE = { closed: 'up', open: 'circuit-open', 'half-open': 'circuit-half-open' } as const;
+
 /** Registers the operational routes on `app`. */
 export function registerOperations(app: FastifyInstance, options: OperationsOptions): void {
   const { config, cache, upstream, prometheus, profiling, feed } = options;
@@ -56,7 +59,7 @@ export function registerOperations(app: FastifyInstance, options: OperationsOpti
   app.get('/readyz', async (_request, reply) => {
     const s = cache.stats();
     const redis = config.redisUrl === undefined ? 'off' : s.l2_up === 1 ? 'up' : 'down';
-    const upstreamState = upstream === undefined ? 'local' : upstream.available ? 'up' : 'circuit-open';
+    const upstreamState = upstream === undefined ? 'local' : UPSTREAM_STATE[upstream.circuitState];
     const ready = !options.isClosing() && upstreamState !== 'circuit-open';
     return reply
       .code(ready ? 200 : 503)

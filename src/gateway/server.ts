@@ -73,6 +73,10 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
           retries: config.upstreamRetries,
           connections: config.upstreamConnections,
           outbound,
+          breaker: {
+            failureThreshold: config.upstreamFailureThreshold,
+            cooldownMs: config.upstreamCooldownMs,
+          },
         });
   const disk = config.cacheDir === false ? undefined : new WriteBehindDiskStore({ dir: config.cacheDir });
   const cache = new MultiLevelCache<unknown>({

@@ -7,9 +7,10 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
-import { Pool } from 'undici';
+import { type Dispatcher, Pool } from 'undici';
 import { CircuitOpenError, ClosedError, TimeoutError, UpstreamError } from '../errors.ts';
-import { CircuitBreaker } from '../internal/circuit-breaker.ts';
+import { type BreakerPermit, CircuitBreaker, type CircuitState } from '../internal/circuit-breaker.ts';
+import type { Clock } from '../internal/clock.ts';
 import { delay } from './delay.ts';
 
 /** First retry delay when the upstream gives no `Retry-After`, ms (doubled per attempt, with jitter). */
@@ -41,8 +42,11 @@ export interface UpstreamClientOptions {
   retryBaseMs?: number;
   /** @default 10000 */
   maxRetryAfterMs?: number;
-  /** Circuit breaker settings. @default { failureThreshold: 5, cooldownMs: 5000 } */
-  breaker?: { failureThreshold?: number; cooldownMs?: number };
+  /**
+   * Circuit breaker settings; a probe's lease is `timeoutMs` unless given.
+   * @default { failureThreshold: 5, cooldownMs: 5000 }
+   */
+  breaker?: { failureThreshold?: number; cooldownMs?: number; probeLeaseMs?: number; clock?: Clock };
 }
 
 /** An answer the upstream gave (any status below 500 other than 429, or a success). */
@@ -133,14 +137,19 @@ export class UpstreamClient {
       bodyTimeout: options.timeoutMs,
       keepAliveTimeout: 30_000,
     });
-    this.#breaker = new CircuitBreaker({ name: `upstream ${url.origin}`, ...options.breaker });
+    // A probe reports once the answer's headers are in, which the timeout bounds.
+    this.#breaker = new CircuitBreaker({
+      name: `upstream ${url.origin}`,
+      probeLeaseMs: options.timeoutMs,
+      ...options.breaker,
+    });
     this.#headers = { 'content-type': 'application/json', accept: 'application/json' };
     if (options.apiKey !== undefined) this.#headers.authorization = `Bearer ${options.apiKey}`;
   }
 
-  /** Whether the breaker lets calls through (closed or half-open). */
-  get available(): boolean {
-    return this.#breaker.state !== 'open' || this.#breaker.retryAfterMs() === 0;
+  /** The circuit breaker's state: `half-open` once the cooldown is over, until a probe decides. */
+  get circuitState(): CircuitState {
+    return this.#breaker.state;
   }
 
   /** POSTs `body` as JSON and resolves with the parsed JSON answer. */
@@ -178,69 +187,26 @@ export class UpstreamClient {
     const { signal } = options;
     for (let attempt = 0; ; attempt++) {
       signal?.throwIfAborted();
-      if (!this.#breaker.tryAcquire()) {
+      const permit = this.#breaker.acquire();
+      if (permit === undefined) {
         this.#circuitRejected++;
         this.#failures++;
         throw new CircuitOpenError(`upstream ${this.baseUrl}`, this.#breaker.retryAfterMs());
       }
-      const permit = await this.#outbound?.acquire({ tokens: options.tokens, signal });
-      this.#attempts++;
       let failure: UpstreamError | TimeoutError;
       let waitMs: number | undefined;
       try {
-        const res = await this.#pool.request({
-          method,
-          path: this.#basePath + path,
-          headers: this.#headers,
-          body,
-          signal,
-        });
-        permit?.done({ status: res.statusCode, headers: res.headers });
-        const status = res.statusCode;
-        if (status < 300 && stream) {
-          this.#breaker.success();
-          return { status, headers: res.headers, body: res.body };
-        }
-        const text = await res.body.text();
-        if (!RETRYABLE.has(status)) {
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(text);
-          } catch (error) {
-            this.#breaker.failure();
-            throw new UpstreamError(
-              `the upstream answered ${status} with invalid JSON`,
-              { status },
-              { cause: error },
-            );
-          }
-          this.#breaker.success();
-          return { status, headers: res.headers, body: parsed };
-        }
-        if (status !== 429) this.#breaker.failure();
-        waitMs = retryAfterMs(res.headers);
-        failure = new UpstreamError(`the upstream answered ${status}: ${text.slice(0, 200)}`, {
-          status,
-          retryAfterMs: waitMs,
-        });
+        const outcome = await this.#attempt(method, path, body, options, stream, permit);
+        if (!(outcome instanceof UpstreamError)) return outcome;
+        failure = outcome;
+        waitMs = outcome.retryAfterMs;
       } catch (error) {
-        if (error instanceof UpstreamError) {
-          this.#failures++;
-          throw error;
-        }
-        permit?.done();
-        if (signal?.aborted) throw signal.reason;
-        this.#breaker.failure();
-        if (isTimeout(error)) {
-          this.#timeouts++;
-          this.#failures++;
-          throw new TimeoutError('the upstream call', this.#timeoutMs, { cause: error });
-        }
-        failure = new UpstreamError(
-          `the upstream could not be reached: ${(error as Error).message}`,
-          {},
-          { cause: error },
-        );
+        if (error instanceof UpstreamError || error instanceof TimeoutError) this.#failures++;
+        throw error;
+      } finally {
+        // Whatever ended the attempt (a 429, the caller's abort, an exception anywhere), the probe slot is
+        // freed: the first report wins, so this is a no-op after a real verdict.
+        permit.release();
       }
       const wait = waitMs ?? this.#retryBaseMs * 2 ** attempt * (0.5 + Math.random() / 2);
       if (attempt >= this.#retries || wait > this.#maxRetryAfterMs) {
@@ -250,6 +216,90 @@ export class UpstreamClient {
       this.#retriesDone++;
       await delay(wait, signal);
     }
+  }
+
+  /**
+   * One attempt: resolves with the answer to relay, or with the retryable {@link UpstreamError} of a 429,
+   * a 5xx or an unreachable upstream; rejects when no retry may follow. Reports to `permit` what the
+   * attempt says of the upstream's health: a 429 and the caller's abort say nothing.
+   */
+  async #attempt(
+    method: 'GET' | 'POST',
+    path: string,
+    body: string | undefined,
+    options: CallOptions,
+    stream: boolean,
+    permit: BreakerPermit,
+  ): Promise<UpstreamAnswer<Readable | unknown> | UpstreamError> {
+    const { signal } = options;
+    const pacer = await this.#outbound?.acquire({ tokens: options.tokens, signal });
+    this.#attempts++;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await this.#pool.request({
+        method,
+        path: this.#basePath + path,
+        headers: this.#headers,
+        body,
+        signal,
+      });
+    } catch (error) {
+      pacer?.done();
+      if (signal?.aborted) throw signal.reason;
+      permit.failure();
+      if (isTimeout(error)) {
+        this.#timeouts++;
+        throw new TimeoutError('the upstream call', this.#timeoutMs, { cause: error });
+      }
+      return new UpstreamError(
+        `the upstream could not be reached: ${(error as Error).message}`,
+        {},
+        { cause: error },
+      );
+    }
+    pacer?.done({ status: res.statusCode, headers: res.headers });
+    const status = res.statusCode;
+    if (status < 300 && stream) {
+      permit.success();
+      return { status, headers: res.headers, body: res.body };
+    }
+    let text: string;
+    try {
+      text = await res.body.text();
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason;
+      permit.failure();
+      if (isTimeout(error)) {
+        this.#timeouts++;
+        throw new TimeoutError('the upstream call', this.#timeoutMs, { cause: error });
+      }
+      return new UpstreamError(
+        `the upstream's answer broke off: ${(error as Error).message}`,
+        { status },
+        { cause: error },
+      );
+    }
+    if (RETRYABLE.has(status)) {
+      if (status !== 429) permit.failure();
+      const waitMs = retryAfterMs(res.headers);
+      return new UpstreamError(`the upstream answered ${status}: ${text.slice(0, 200)}`, {
+        status,
+        retryAfterMs: waitMs,
+      });
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (error) {
+      permit.failure();
+      throw new UpstreamError(
+        `the upstream answered ${status} with invalid JSON`,
+        { status },
+        { cause: error },
+      );
+    }
+    permit.success();
+    return { status, headers: res.headers, body: parsed };
   }
 
   stats(): Record<string, number> {

@@ -23,26 +23,52 @@ export interface CircuitBreakerOptions {
   failureThreshold?: number;
   /** How long the circuit stays open before one probe is let through, in ms. @default 5000 */
   cooldownMs?: number;
+  /**
+   * How long a half-open probe holds its slot without reporting, in ms. A probe that outlives its lease is
+   * taken as lost and the next caller probes instead, so a caller that never reports cannot wedge the
+   * circuit. Set it to the longest a guarded call may take. @default cooldownMs
+   */
+  probeLeaseMs?: number;
   clock?: Clock;
   /** Called on every state change; a throwing listener is contained. */
   onStateChange?: (state: CircuitState, previous: CircuitState) => void;
 }
 
 /**
+ * The right to make one call through a {@link CircuitBreaker}, and the way to report how it went. The first
+ * report counts; later ones are ignored, so a `finally { permit.release() }` after the real verdict is safe.
+ */
+export interface BreakerPermit {
+  /** The call succeeded: the dependency works. */
+  success(): void;
+  /** The call failed in a way that says the dependency is unhealthy (error, timeout, 5xx). */
+  failure(): void;
+  /** The call ended saying nothing of the dependency's health (a 429, the caller gave up): frees the slot. */
+  release(): void;
+}
+
+/**
  * The one circuit breaker every component shares. Closed: calls pass, consecutive failures are counted.
  * After `failureThreshold` of them it opens: calls are refused at once (no timeout paid) for `cooldownMs`.
- * Then it is half-open: exactly one probe passes; its success closes the circuit, its failure reopens it.
+ * Then it is half-open: exactly one probe passes; its success closes the circuit, its failure reopens it,
+ * and a probe released without a verdict (or one that outlives `probeLeaseMs`) lets the next caller probe.
+ * Only the current probe decides in half-open state: a report from a call let through while the circuit was
+ * closed, or from a probe whose lease ran out, changes nothing.
  */
 export class CircuitBreaker {
   readonly #name: string;
   readonly #threshold: number;
   readonly #cooldownMs: number;
+  readonly #probeLeaseMs: number;
   readonly #clock: Clock;
   readonly #onStateChange: CircuitBreakerOptions['onStateChange'];
+  /** The permit of every call made while closed: shared, so the closed path allocates nothing. */
+  readonly #closedPermit: BreakerPermit;
   #state: CircuitState = 'closed';
   #consecutiveFailures = 0;
   #openedAt = 0;
-  #probeInFlight = false;
+  #probe: BreakerPermit | undefined;
+  #probeExpiresAt = 0;
   #failures = 0;
   #successes = 0;
   #rejected = 0;
@@ -57,8 +83,20 @@ export class CircuitBreaker {
       1,
     );
     this.#cooldownMs = check.number('options.cooldownMs', options.cooldownMs ?? DEFAULT_COOLDOWN_MS);
+    this.#probeLeaseMs = check.number('options.probeLeaseMs', options.probeLeaseMs ?? this.#cooldownMs);
     this.#clock = options.clock === undefined ? systemClock : check.clock('options.clock', options.clock);
     this.#onStateChange = options.onStateChange;
+    this.#closedPermit = {
+      success: () => {
+        this.#successes++;
+        this.#consecutiveFailures = 0;
+      },
+      failure: () => {
+        this.#failures++;
+        if (this.#state === 'closed' && ++this.#consecutiveFailures >= this.#threshold) this.#open();
+      },
+      release: () => {},
+    };
   }
 
   get state(): CircuitState {
@@ -67,24 +105,27 @@ export class CircuitBreaker {
   }
 
   /**
-   * Whether a call may go ahead now. In half-open state only the first caller gets `true` (the probe);
-   * whoever gets `true` must report the outcome with {@link success} or {@link failure}.
+   * A permit for one call, or `undefined` when the circuit refuses it (open, or half-open with a probe under
+   * way). Report the call's outcome on the permit.
    */
-  tryAcquire(): boolean {
-    if (this.#state === 'closed') return true;
+  acquire(): BreakerPermit | undefined {
+    if (this.#state === 'closed') return this.#closedPermit;
+    const now = this.#clock.now();
     if (this.#state === 'open') {
-      if (this.#clock.now() - this.#openedAt < this.#cooldownMs) {
+      if (now - this.#openedAt < this.#cooldownMs) {
         this.#rejected++;
-        return false;
+        return undefined;
       }
       this.#transition('half-open');
     }
-    if (this.#probeInFlight) {
+    if (this.#probe !== undefined && now < this.#probeExpiresAt) {
       this.#rejected++;
-      return false;
+      return undefined;
     }
-    this.#probeInFlight = true;
-    return true;
+    const probe = this.#newProbe();
+    this.#probe = probe;
+    this.#probeExpiresAt = now + this.#probeLeaseMs;
+    return probe;
   }
 
   /** Milliseconds until the next probe may pass (0 when calls pass now). */
@@ -93,43 +134,25 @@ export class CircuitBreaker {
     return Math.max(0, Math.ceil(this.#openedAt + this.#cooldownMs - this.#clock.now()));
   }
 
-  success(): void {
-    this.#successes++;
-    this.#consecutiveFailures = 0;
-    if (this.#state === 'half-open') {
-      this.#probeInFlight = false;
-      this.#transition('closed');
-    }
-  }
-
-  failure(): void {
-    this.#failures++;
-    if (this.#state === 'half-open') {
-      this.#probeInFlight = false;
-      this.#open();
-      return;
-    }
-    if (this.#state === 'closed' && ++this.#consecutiveFailures >= this.#threshold) this.#open();
-  }
-
   /** Runs `fn` through the breaker; rejects with {@link CircuitOpenError} without calling it while open. */
   async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (!this.tryAcquire()) throw new CircuitOpenError(this.#name, this.retryAfterMs());
+    const permit = this.acquire();
+    if (permit === undefined) throw new CircuitOpenError(this.#name, this.retryAfterMs());
     let result: T;
     try {
       result = await fn();
     } catch (error) {
-      this.failure();
+      permit.failure();
       throw error;
     }
-    this.success();
+    permit.success();
     return result;
   }
 
-  /** Closes the circuit and forgets failures. */
+  /** Closes the circuit and forgets failures (the dependency is known to be back). */
   reset(): void {
     this.#consecutiveFailures = 0;
-    this.#probeInFlight = false;
+    this.#probe = undefined;
     if (this.#state !== 'closed') this.#transition('closed');
   }
 
@@ -143,9 +166,35 @@ export class CircuitBreaker {
     };
   }
 
+  #newProbe(): BreakerPermit {
+    let settled = false;
+    // Only the current probe of a half-open circuit decides; a superseded one just counts.
+    const settle = (verdict: 'success' | 'failure' | 'release'): void => {
+      if (settled) return;
+      settled = true;
+      if (verdict === 'success') this.#successes++;
+      else if (verdict === 'failure') this.#failures++;
+      if (this.#probe !== probe || this.#state !== 'half-open') return;
+      this.#probe = undefined;
+      if (verdict === 'success') {
+        this.#consecutiveFailures = 0;
+        this.#transition('closed');
+      } else if (verdict === 'failure') {
+        this.#open();
+      }
+    };
+    const probe: BreakerPermit = {
+      success: () => settle('success'),
+      failure: () => settle('failure'),
+      release: () => settle('release'),
+    };
+    return probe;
+  }
+
   #open(): void {
     this.#openedAt = this.#clock.now();
     this.#consecutiveFailures = 0;
+    this.#probe = undefined;
     this.#opens++;
     this.#transition('open');
   }

@@ -26,6 +26,8 @@ export interface FakeUpstream {
   fail(fault: Fault, times?: number): void;
   clear(): void;
   total(path: string): number;
+  /** Resolves with the path of the next request, as soon as it arrives (before it is answered). */
+  nextCall(): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -43,10 +45,14 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
   let fault: Fault | undefined;
   let remaining = Number.POSITIVE_INFINITY;
   const sockets = new Set<import('node:net').Socket>();
+  let arrivals: ((path: string) => void)[] = [];
 
   const handle = async (req: IncomingMessage, res: ServerResponse, body: string) => {
     const path = (req.url ?? '').split('?', 1)[0]!;
     calls.set(path, (calls.get(path) ?? 0) + 1);
+    const waiting = arrivals;
+    arrivals = [];
+    for (const arrived of waiting) arrived(path);
     const active = fault;
     if (active !== undefined && --remaining <= 0) fault = undefined;
     if (active?.kind === 'slow') await new Promise((r) => setTimeout(r, active.ms));
@@ -194,6 +200,9 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
     embedBatches,
     get lastChat() {
       return state.lastChat;
+    },
+    nextCall() {
+      return new Promise<string>((resolve) => arrivals.push(resolve));
     },
     fail(f, times = Number.POSITIVE_INFINITY) {
       fault = f;

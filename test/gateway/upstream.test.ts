@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import type { Readable } from 'node:stream';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { CircuitOpenError, TimeoutError, UpstreamError } from '../../src/errors.ts';
-import { UpstreamClient } from '../../src/gateway/upstream.ts';
+import { type OutboundPacer, UpstreamClient } from '../../src/gateway/upstream.ts';
+import { ManualClock } from '../../src/internal/clock.ts';
 import { type FakeUpstream, startFakeUpstream } from './fake-upstream.ts';
 
 let fake: FakeUpstream;
@@ -124,7 +125,7 @@ describe('failures', () => {
     const before = fake.total('/v1/chat/completions');
     await assert.rejects(c.postJson('/chat/completions', chatBody), CircuitOpenError);
     assert.equal(fake.total('/v1/chat/completions'), before);
-    assert.equal(c.available, false);
+    assert.equal(c.circuitState, 'open');
   });
 
   it('rejects with the signal reason when aborted', async () => {
@@ -133,6 +134,99 @@ describe('failures', () => {
     const pending = client().postJson('/chat/completions', chatBody, { signal: controller.signal });
     setTimeout(() => controller.abort(new Error('client left')), 20);
     await assert.rejects(pending, /client left/);
+  });
+});
+
+describe('every outcome of a half-open probe frees the probe slot', () => {
+  /** A client whose circuit a single 500 opens, with its cooldown on a manual clock. */
+  async function halfOpen(options: Partial<ConstructorParameters<typeof UpstreamClient>[0]> = {}) {
+    const clock = new ManualClock();
+    const c = client({ retries: 0, breaker: { failureThreshold: 1, cooldownMs: 1_000, clock }, ...options });
+    fake.fail({ kind: 'status', status: 500 }, 1);
+    await assert.rejects(c.postJson('/chat/completions', chatBody), UpstreamError);
+    assert.equal(c.circuitState, 'open');
+    await assert.rejects(c.postJson('/chat/completions', chatBody), CircuitOpenError);
+    await clock.advance(1_000);
+    assert.equal(c.circuitState, 'half-open');
+    return { c, clock };
+  }
+
+  /** The upstream has recovered: the next call must reach it and close the circuit. */
+  async function recovers(c: UpstreamClient): Promise<void> {
+    fake.clear();
+    const before = fake.total('/v1/chat/completions');
+    const answer = await c.postJson('/chat/completions', chatBody);
+    assert.equal(answer.status, 200);
+    assert.equal(fake.total('/v1/chat/completions'), before + 1, 'the call reached the upstream');
+    assert.equal(c.circuitState, 'closed');
+  }
+
+  it('a successful probe closes the circuit', async () => {
+    const { c } = await halfOpen();
+    await recovers(c);
+  });
+
+  it('a failed probe reopens it for another cooldown, after which the next probe goes through', async () => {
+    const { c, clock } = await halfOpen();
+    fake.fail({ kind: 'status', status: 503 }, 1);
+    await assert.rejects(c.postJson('/chat/completions', chatBody), UpstreamError);
+    assert.equal(c.circuitState, 'open');
+    await clock.advance(1_000);
+    await recovers(c);
+  });
+
+  it('a probe answered 429 leaves the circuit half-open and the next call probes', async () => {
+    const { c } = await halfOpen();
+    fake.fail({ kind: 'status', status: 429, retryAfter: '0' }, 1);
+    await assert.rejects(c.postJson('/chat/completions', chatBody), UpstreamError);
+    assert.equal(c.circuitState, 'half-open');
+    await recovers(c);
+  });
+
+  it('a probe that times out reopens the circuit; it probes again after the cooldown', async () => {
+    const { c, clock } = await halfOpen({ timeoutMs: 50 });
+    fake.fail({ kind: 'slow', ms: 1_000 }, 1);
+    await assert.rejects(c.postJson('/chat/completions', chatBody), TimeoutError);
+    assert.equal(c.circuitState, 'open');
+    await clock.advance(1_000);
+    await recovers(c);
+  });
+
+  it('a probe its caller aborts in flight frees the slot for the next call', async () => {
+    const { c } = await halfOpen();
+    fake.fail({ kind: 'slow', ms: 5_000 }, 1);
+    const controller = new AbortController();
+    const arrived = fake.nextCall();
+    const probe = c.postJson('/chat/completions', chatBody, { signal: controller.signal });
+    await arrived;
+    controller.abort(new Error('client left'));
+    await assert.rejects(probe, /client left/);
+    assert.equal(c.circuitState, 'half-open');
+    await recovers(c);
+  });
+
+  it('a probe that throws anywhere (here in the outbound pacer) frees the slot', async () => {
+    let broken = false;
+    const outbound: OutboundPacer = {
+      async acquire() {
+        if (broken) throw new Error('pacer bug');
+        return { done() {} };
+      },
+    };
+    const { c } = await halfOpen({ outbound });
+    broken = true;
+    await assert.rejects(c.postJson('/chat/completions', chatBody), /pacer bug/);
+    broken = false;
+    assert.equal(c.circuitState, 'half-open');
+    await recovers(c);
+  });
+
+  it('a streamed probe closes the circuit once the answer starts', async () => {
+    const { c } = await halfOpen();
+    const answer = await c.postStream('/chat/completions', { ...chatBody, stream: true });
+    assert.equal(answer.status, 200);
+    await (answer.body as Readable).resume();
+    assert.equal(c.circuitState, 'closed');
   });
 });
 
