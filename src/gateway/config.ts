@@ -45,6 +45,8 @@ export const DEFAULT_UPSTREAM_COOLDOWN_MS = 5_000;
 export const DEFAULT_BATCH_MAX_SIZE = 100;
 /** How long an embedding batch waits for more inputs before it is sent, ms. @default 5 */
 export const DEFAULT_BATCH_MAX_WAIT_MS = 5;
+/** Inputs one embeddings request may carry (OpenAI's own cap); more get 400. @default 2048 */
+export const DEFAULT_MAX_EMBEDDING_INPUTS = 2048;
 
 /** Per-tenant limits per minute; a missing one is not limited. */
 export interface GatewayLimits {
@@ -86,6 +88,7 @@ export interface GatewayConfig {
   upstreamCooldownMs: number;
   batchMaxSize: number;
   batchMaxWaitMs: number;
+  maxEmbeddingInputs: number;
   /** OTLP/HTTP traces endpoint; without it spans are made (for `traceparent`) but not exported. */
   otlpUrl: string | undefined;
 }
@@ -306,6 +309,15 @@ const SETTINGS: readonly Setting[] = [
     defaultText: String(DEFAULT_BATCH_MAX_WAIT_MS),
   },
   {
+    key: 'maxEmbeddingInputs',
+    flag: 'max-embedding-inputs',
+    env: 'CLAWPERF_MAX_EMBEDDING_INPUTS',
+    kind: 'integer',
+    min: 1,
+    help: 'inputs of one embeddings request; more get 400',
+    defaultText: String(DEFAULT_MAX_EMBEDDING_INPUTS),
+  },
+  {
     key: 'otlpUrl',
     flag: 'otlp-url',
     env: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
@@ -351,6 +363,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): GatewayConf
     upstreamCooldownMs: DEFAULT_UPSTREAM_COOLDOWN_MS,
     batchMaxSize: DEFAULT_BATCH_MAX_SIZE,
     batchMaxWaitMs: DEFAULT_BATCH_MAX_WAIT_MS,
+    maxEmbeddingInputs: DEFAULT_MAX_EMBEDDING_INPUTS,
     otlpUrl: undefined,
   };
 }

@@ -5,7 +5,7 @@
  * @module
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { RequestBatcher } from '../concurrency/index.ts';
+import { DEFAULT_BATCHER_MAX_CONCURRENT_BATCHES, RequestBatcher } from '../concurrency/index.ts';
 import { UpstreamError } from '../errors.ts';
 import { requestSpan, setGenAIUsage } from '../tracing/index.ts';
 import { type GatewayContext, JSON_TYPE, sha256 } from './context.ts';
@@ -120,7 +120,14 @@ export function createEmbeddingBatcher(ctx: GatewayContext): RequestBatcher<Embe
     {
       maxBatchSize: ctx.config.batchMaxSize,
       maxWaitMs: ctx.config.batchMaxWaitMs,
-      maxQueueSize: ctx.config.maxQueueSize * ctx.config.batchMaxSize,
+      // A request alone must never get 503 `overloaded`, which no retry could get past: the queue holds the
+      // largest request, and no more batches run than there are upstream slots (a batch waiting for a slot
+      // beyond maxQueueSize would be refused).
+      maxQueueSize: Math.max(
+        ctx.config.maxQueueSize * ctx.config.batchMaxSize,
+        ctx.config.maxEmbeddingInputs,
+      ),
+      maxConcurrentBatches: Math.min(DEFAULT_BATCHER_MAX_CONCURRENT_BATCHES, ctx.config.maxConcurrency),
     },
   );
 }
@@ -128,15 +135,14 @@ export function createEmbeddingBatcher(ctx: GatewayContext): RequestBatcher<Embe
 /** The route handler; `batcher` from {@link createEmbeddingBatcher}. */
 export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<EmbedItem, EmbedValue>) {
   return async (request: FastifyRequest, reply: FastifyReply) => {
-    const parsed = parseEmbeddingsRequest(request.body);
+    const parsed = parseEmbeddingsRequest(request.body, ctx.config.maxEmbeddingInputs);
     if (isApiError(parsed)) return sendError(reply, parsed);
     const req: EmbeddingsRequest = parsed;
     const wrong = ctx.checkModel(req.model, 'embeddings');
     if (wrong !== undefined) return sendError(reply, wrong);
     const tenant = ctx.tenantOf(request);
     if (typeof tenant !== 'string') return sendError(reply, tenant);
-    const estimate = req.inputs.reduce((n, input) => n + inputTokens(input), 0);
-    const admitted = await ctx.admit(request, tenant, estimate);
+    const admitted = await ctx.admit(request, tenant, req.tokens);
     if (isApiError(admitted)) return sendError(reply, admitted);
     ctx.setSpan(request, 'embeddings', req.model);
     const mode = ctx.cacheMode(request);

@@ -72,6 +72,8 @@ export interface EmbeddingsRequest {
   dimensions: number | undefined;
   encodingFormat: 'float' | 'base64';
   user: string | undefined;
+  /** Estimated input tokens: {@link estimateTokens} of each string, the length of each token array. */
+  tokens: number;
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -169,8 +171,14 @@ export function parseChatRequest(body: unknown): ChatRequest | ApiError {
 /** Largest `dimensions` accepted. */
 export const MAX_DIMENSIONS = 8192;
 
-/** Validates a `/v1/embeddings` body. */
-export function parseEmbeddingsRequest(body: unknown): EmbeddingsRequest | ApiError {
+/**
+ * Estimated input tokens one embeddings request may carry (OpenAI's own per-request bound), counted as
+ * {@link EmbeddingsRequest.tokens}; more get 400. @default 300000
+ */
+export const MAX_EMBEDDING_REQUEST_TOKENS = 300_000;
+
+/** Validates a `/v1/embeddings` body of at most `maxInputs` inputs and {@link MAX_EMBEDDING_REQUEST_TOKENS}. */
+export function parseEmbeddingsRequest(body: unknown, maxInputs: number): EmbeddingsRequest | ApiError {
   if (!isObject(body)) return invalid('body', 'the request body must be a JSON object', 'invalid_type');
   const model = modelOf(body);
   if (typeof model !== 'string') return model;
@@ -188,16 +196,33 @@ export function parseEmbeddingsRequest(body: unknown): EmbeddingsRequest | ApiEr
     );
   }
   if (inputs.length === 0) return invalid('input', 'input must not be empty', 'invalid_value');
+  if (inputs.length > maxInputs) {
+    return invalid(
+      'input',
+      `input holds ${inputs.length} items; at most ${maxInputs} are allowed per request`,
+      'invalid_value',
+    );
+  }
+  let tokens = 0;
   for (let i = 0; i < inputs.length; i++) {
     const item = inputs[i];
     if (typeof item === 'string') {
       if (item.length === 0) return invalid(`input[${i}]`, `input[${i}] must not be an empty string`);
+      tokens += estimateTokens(item);
     } else if (Array.isArray(item)) {
       if (item.length === 0 || !item.every((t) => Number.isInteger(t) && (t as number) >= 0)) {
         return invalid(`input[${i}]`, `input[${i}] must be a non-empty array of token ids`, 'invalid_type');
       }
+      tokens += item.length;
     } else {
       return invalid(`input[${i}]`, `input[${i}] must be a string or an array of token ids`, 'invalid_type');
+    }
+    if (tokens > MAX_EMBEDDING_REQUEST_TOKENS) {
+      return invalid(
+        'input',
+        `input holds more than ${MAX_EMBEDDING_REQUEST_TOKENS} tokens (estimated: characters / ${CHARS_PER_TOKEN}, or the length of a token array); at most ${MAX_EMBEDDING_REQUEST_TOKENS} are allowed per request`,
+        'invalid_value',
+      );
     }
   }
   let dimensions: number | undefined;
@@ -222,7 +247,14 @@ export function parseEmbeddingsRequest(body: unknown): EmbeddingsRequest | ApiEr
   if (body.user !== undefined && typeof body.user !== 'string') {
     return invalid('user', 'user must be a string', 'invalid_type');
   }
-  return { model, inputs, dimensions, encodingFormat: format, user: body.user as string | undefined };
+  return {
+    model,
+    inputs,
+    dimensions,
+    encodingFormat: format,
+    user: body.user as string | undefined,
+    tokens,
+  };
 }
 
 /** An embedding vector as OpenAI's `base64` encoding sends it: little-endian float32 bytes. */
