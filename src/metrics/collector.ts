@@ -139,8 +139,12 @@ interface ExporterEntry {
 
 interface TrackedField {
   name: string;
+  /** The OpenMetrics family: the name, without `_total` for a counter. */
+  family: string;
   help: string;
   counter: boolean;
+  /** What the field's value is divided by: 1000 for a field in milliseconds, exported in seconds. */
+  divisor: number;
   /** The HELP/TYPE lines and sample name, rendered once per format: a scrape only appends the value. */
   head: Partial<Record<ExpositionFormat, string>>;
 }
@@ -221,6 +225,7 @@ export class MetricsCollector extends EventEmitter {
   readonly #exporters: ExporterEntry[] = [];
   readonly #tracked = new Map<string, TrackedComponent>();
   readonly #trackedNames = new Set<string>();
+  readonly #trackedFamilies = new Set<string>();
   readonly #shareRegistry: boolean;
   readonly #owned: string[] = [];
   #closing: Promise<void> | undefined;
@@ -384,6 +389,7 @@ export class MetricsCollector extends EventEmitter {
     for (const field of tracked.fields.values()) {
       if (field === null) continue;
       this.#trackedNames.delete(field.name);
+      this.#trackedFamilies.delete(field.family);
       if (this.#shareRegistry) this.registry.removeSingleMetric(field.name);
     }
   }
@@ -409,37 +415,55 @@ export class MetricsCollector extends EventEmitter {
     return tracked.snapshot;
   }
 
-  /** Names a metric for every field not seen before, up to `maxSeries` per component. */
+  /**
+   * Names a metric for every field not seen before, up to `maxSeries` per component. Names follow
+   * Prometheus' conventions whatever the field's spelling: snake_case (`rateLimited` becomes
+   * `rate_limited`), and seconds, the base unit, for the milliseconds clawperf counts durations in
+   * (`queueWaitMs` becomes `queue_wait_seconds`, its value divided by 1000).
+   */
   #discover(tracked: TrackedComponent, snapshot: Record<string, number>, strict = false): void {
+    const prefix = `clawperf_${snakeCase(tracked.name)}_`;
     for (const field in snapshot) {
       if (tracked.fields.has(field)) continue;
-      const base = `clawperf_${tracked.name}_${field}`;
       const counter = tracked.counters.has(field);
-      const name = counter && !base.endsWith('_total') ? `${base}_total` : base;
-      const taken = this.#trackedNames.has(name) || this.registry.getSingleMetric(name) !== undefined;
+      const [part, divisor] = inSeconds(snakeCase(field));
+      const base = `${prefix}${part}`;
+      // A counter already named `x_total` keeps one suffix, unless the component also has a field `x`:
+      // OpenMetrics would then see two families named `x`.
+      const single = counter && base.endsWith('_total') && !(part.slice(0, -6) in partsOf(snapshot));
+      const name = counter && !single ? `${base}_total` : base;
+      const family = counter ? name.slice(0, -6) : name;
+      const taken =
+        this.#trackedNames.has(name) ||
+        this.#trackedFamilies.has(family) ||
+        this.registry.getSingleMetric(name) !== undefined ||
+        this.registry.getSingleMetric(family) !== undefined ||
+        this.registry.getSingleMetric(`${family}_total`) !== undefined;
       if (taken && strict) {
         throw new TypeError(`cannot track "${tracked.name}": a metric named ${name} already exists`);
       }
       if (taken || tracked.exported >= this.#maxSeries) {
         tracked.fields.set(field, null);
         this.#stats.seriesDropped++;
-        this.#m.seriesDropped.inc({ metric: `clawperf_${tracked.name}` });
+        this.#m.seriesDropped.inc({ metric: prefix.slice(0, -1) });
         continue;
       }
-      const help = `${tracked.name}.stats().${field}`;
-      tracked.fields.set(field, { name, help, counter, head: {} });
+      const help = `${tracked.name}.stats().${field}${divisor === 1 ? '' : ' / 1000'}`;
+      const metric: TrackedField = { name, family, help, counter, divisor, head: {} };
+      tracked.fields.set(field, metric);
       tracked.exported++;
       this.#trackedNames.add(name);
-      if (this.#shareRegistry) this.#register(tracked, field, name, help, counter);
+      this.#trackedFamilies.add(family);
+      if (this.#shareRegistry) this.#register(tracked, field, metric);
     }
   }
 
   /** Registers one field as a prom-client metric read through collect(), for a registry served by others. */
-  #register(tracked: TrackedComponent, field: string, name: string, help: string, counter: boolean): void {
+  #register(tracked: TrackedComponent, field: string, { name, help, counter, divisor }: TrackedField): void {
     const registers = [this.registry];
     const value = () => {
       const v = this.#read(tracked)[field];
-      return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+      return typeof v === 'number' && Number.isFinite(v) ? v / divisor : undefined;
     };
     if (counter) {
       const metric: Counter = new Counter({
@@ -591,7 +615,7 @@ export class MetricsCollector extends EventEmitter {
         if (field === null) continue;
         const value = snapshot[key];
         if (typeof value !== 'number' || !Number.isFinite(value) || (field.counter && value < 0)) continue;
-        visit(field, value);
+        visit(field, value / field.divisor);
         if ((++n & 255) === 0 && performance.now() - since > YIELD_EVERY_MS) {
           await new Promise((resolve) => setImmediate(resolve));
           since = performance.now();
@@ -855,6 +879,33 @@ function createMetrics(registry: Registry, buckets: readonly number[], owned: st
       'exporter',
     ]),
   };
+}
+
+/**
+ * A name part in snake_case: `rateLimited` -> `rate_limited`, `HTTPErrors` -> `http_errors`,
+ * `errors4xx` -> `errors4xx`; snake_case stays as it is.
+ */
+function snakeCase(name: string): string {
+  return name
+    .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+    .replace(/([A-Z]+)([A-Z][a-z])/g, '$1_$2')
+    .toLowerCase();
+}
+
+/**
+ * A snake_case name part with its `ms` unit (milliseconds, clawperf's unit of durations) turned into
+ * `seconds`, Prometheus' base unit, and what the value is divided by for it.
+ */
+function inSeconds(part: string): [string, number] {
+  if (!/(^|_)ms(_|$)/.test(part)) return [part, 1];
+  return [part.replace(/(^|_)ms(?=_|$)/g, '$1seconds'), 1000];
+}
+
+/** The metric name parts of a snapshot's fields (a set as an object, for `in`). */
+function partsOf(snapshot: Record<string, number>): Record<string, true> {
+  const out: Record<string, true> = {};
+  for (const field in snapshot) out[inSeconds(snakeCase(field))[0]] = true;
+  return out;
 }
 
 /** A metric-name-safe field name. */

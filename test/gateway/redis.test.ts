@@ -193,7 +193,7 @@ describe('three gateways on one Redis', () => {
       await redis.kill();
       await waitFor(
         async () =>
-          (await Promise.all(three.map((g) => metric(g, 'breakerOpens_total')))).every((n) => n >= 1),
+          (await Promise.all(three.map((g) => metric(g, 'breaker_opens_total')))).every((n) => n >= 1),
         { what: 'every node to notice the outage' },
       );
       const during = served;

@@ -505,8 +505,8 @@ describe('operations endpoints', () => {
       'clawperf_batcher_batches_total',
       'clawperf_backpressure_processing',
       'clawperf_memory_',
-      'clawperf_gateway_upstreamCallsSaved',
-      'clawperf_local_upstream_embedCalls_total',
+      'clawperf_gateway_upstream_calls_saved',
+      'clawperf_local_upstream_embed_calls_total',
       'clawperf_tracer_',
     ]) {
       assert.ok(res.body.includes(name), `metrics lack ${name}`);
