@@ -106,6 +106,42 @@ function modelOf(body: Record<string, unknown>): string | ApiError {
   return body.model;
 }
 
+/** A numeric chat parameter and OpenAI's bounds for it. */
+interface NumberParam {
+  name: string;
+  integer: boolean;
+  min: number;
+  max: number;
+  /** What the error message says it must be. */
+  expected: string;
+}
+
+function numberParam(
+  name: string,
+  integer: boolean,
+  min: number,
+  max = Number.POSITIVE_INFINITY,
+): NumberParam {
+  const kind = integer ? 'an integer' : 'a number';
+  const range = max === Number.POSITIVE_INFINITY ? ` >= ${min}` : ` in [${min}, ${max}]`;
+  return { name, integer, min, max, expected: kind + range };
+}
+
+/**
+ * The chat parameters checked, with OpenAI's bounds. Any other field goes to the upstream unchecked:
+ * OpenAI-compatible servers accept more than OpenAI does (`top_k`, `min_p`, ...). `null` counts as absent.
+ */
+const CHAT_NUMBER_PARAMS: readonly NumberParam[] = [
+  numberParam('n', true, 1, 128),
+  numberParam('temperature', false, 0, 2),
+  numberParam('top_p', false, 0, 1),
+  numberParam('max_tokens', true, 1),
+  numberParam('max_completion_tokens', true, 1),
+  numberParam('presence_penalty', false, -2, 2),
+  numberParam('frequency_penalty', false, -2, 2),
+  numberParam('top_logprobs', true, 0, 20),
+];
+
 /** Validates a `/v1/chat/completions` body. */
 export function parseChatRequest(body: unknown): ChatRequest | ApiError {
   if (!isObject(body)) return invalid('body', 'the request body must be a JSON object', 'invalid_type');
@@ -138,22 +174,24 @@ export function parseChatRequest(body: unknown): ChatRequest | ApiError {
   if (body.stream !== undefined && typeof body.stream !== 'boolean') {
     return invalid('stream', `stream must be a boolean, got ${JSON.stringify(body.stream)}`, 'invalid_type');
   }
-  if (body.temperature !== undefined && (typeof body.temperature !== 'number' || body.temperature < 0)) {
+  for (const p of CHAT_NUMBER_PARAMS) {
+    const v = body[p.name];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== 'number' || (p.integer && !Number.isInteger(v))) {
+      return invalid(p.name, `${p.name} must be ${p.expected}, got ${JSON.stringify(v)}`, 'invalid_type');
+    }
+    if (v < p.min || v > p.max) {
+      return invalid(p.name, `${p.name} must be ${p.expected}, got ${v}`, 'invalid_value');
+    }
+  }
+  if (body.logprobs !== undefined && body.logprobs !== null && typeof body.logprobs !== 'boolean') {
     return invalid(
-      'temperature',
-      `temperature must be a number >= 0, got ${JSON.stringify(body.temperature)}`,
+      'logprobs',
+      `logprobs must be a boolean, got ${JSON.stringify(body.logprobs)}`,
       'invalid_type',
     );
   }
-  let maxTokens: number | undefined;
-  for (const name of ['max_tokens', 'max_completion_tokens'] as const) {
-    const v = body[name];
-    if (v === undefined || v === null) continue;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
-      return invalid(name, `${name} must be an integer >= 1, got ${JSON.stringify(v)}`, 'invalid_type');
-    }
-    maxTokens = v;
-  }
+  const maxTokens = (body.max_completion_tokens ?? body.max_tokens ?? undefined) as number | undefined;
   const hasTools =
     (Array.isArray(body.tools) && body.tools.length > 0) ||
     (Array.isArray(body.functions) && body.functions.length > 0);
@@ -162,7 +200,7 @@ export function parseChatRequest(body: unknown): ChatRequest | ApiError {
     model,
     messages: messages as ChatMessage[],
     stream: body.stream === true,
-    deterministic: body.temperature === 0 && !hasTools && (body.n === undefined || body.n === 1),
+    deterministic: body.temperature === 0 && !hasTools && (body.n == null || body.n === 1),
     maxTokens,
     promptChars,
   };

@@ -1,14 +1,20 @@
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import OpenAI, { BadRequestError } from 'openai';
 import { type GatewayConfig, loadConfig } from '../../src/gateway/config.ts';
 import { MAX_EMBEDDING_REQUEST_TOKENS } from '../../src/gateway/openai.ts';
 import { createGateway, type Gateway } from '../../src/gateway/server.ts';
+import { type FakeUpstream, startFakeUpstream } from './fake-upstream.ts';
 
 const gateways: Gateway[] = [];
+let fake: FakeUpstream;
 
+before(async () => {
+  fake = await startFakeUpstream();
+});
 after(async () => {
   await Promise.all(gateways.map((g) => g.close()));
+  await fake.close();
 });
 
 /** A gateway listening on a free loopback port, and the official SDK pointed at it. */
@@ -91,5 +97,98 @@ describe('embeddings: inputs per request', () => {
       const ok = await client.embeddings.create({ model: 'local-embed', input: inputs, dimensions: 8 });
       assert.equal(ok.data.length, 2048, JSON.stringify(config));
     }
+  });
+});
+
+describe("chat: parameters are checked against OpenAI's bounds", () => {
+  let client: OpenAI;
+  before(async () => {
+    ({ client } = await serve({ upstreamUrl: fake.url }));
+  });
+  const chat = (extra: Record<string, unknown>) =>
+    client.chat.completions.create({
+      model: 'local-chat',
+      messages: [{ role: 'user', content: 'bounds' }],
+      ...extra,
+    } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+
+  const refused: [param: string, value: unknown][] = [
+    ['n', 0],
+    ['n', 129],
+    ['n', 1.5],
+    ['n', '2'],
+    ['temperature', -0.1],
+    ['temperature', 2.01],
+    ['temperature', 'hot'],
+    ['top_p', -0.5],
+    ['top_p', 1.01],
+    ['top_p', '1'],
+    ['max_tokens', 0],
+    ['max_tokens', 2.5],
+    ['max_tokens', '16'],
+    ['max_completion_tokens', 0],
+    ['max_completion_tokens', 1.5],
+    ['max_completion_tokens', true],
+    ['presence_penalty', -2.1],
+    ['presence_penalty', 2.1],
+    ['presence_penalty', '0'],
+    ['frequency_penalty', -3],
+    ['frequency_penalty', 2.5],
+    ['frequency_penalty', []],
+    ['logprobs', 'yes'],
+    ['logprobs', 1],
+    ['top_logprobs', -1],
+    ['top_logprobs', 21],
+    ['top_logprobs', 2.5],
+    ['top_logprobs', '5'],
+  ];
+  for (const [param, value] of refused) {
+    it(`${param}: ${JSON.stringify(value)} gets a 400 naming ${param}`, async () => {
+      const error = await badRequest(() => chat({ [param]: value }), param);
+      assert.ok(error.message.includes(JSON.stringify(value)), error.message);
+    });
+  }
+
+  it('accepts the bounds themselves, and null for each', async () => {
+    const accepted: Record<string, unknown>[] = [
+      { n: 1 },
+      { n: 128 },
+      { temperature: 0 },
+      { temperature: 2 },
+      { top_p: 0 },
+      { top_p: 1 },
+      { max_tokens: 1 },
+      { max_completion_tokens: 1 },
+      { presence_penalty: -2, frequency_penalty: 2 },
+      { presence_penalty: 2, frequency_penalty: -2 },
+      { logprobs: true, top_logprobs: 0 },
+      { logprobs: false, top_logprobs: 20 },
+      {
+        n: null,
+        temperature: null,
+        top_p: null,
+        max_tokens: null,
+        max_completion_tokens: null,
+        presence_penalty: null,
+        frequency_penalty: null,
+        logprobs: null,
+        top_logprobs: null,
+      },
+    ];
+    for (const extra of accepted) {
+      const answer = await chat(extra);
+      assert.equal(answer.object, 'chat.completion', JSON.stringify(extra));
+    }
+  });
+
+  it('passes fields it does not check to the upstream untouched', async () => {
+    const extra = { top_k: 40, min_p: 0.05, repetition_penalty: 1.1, seed: -7, n: 2 };
+    const answer = await client.chat.completions.create({
+      model: 'fake-chat',
+      messages: [{ role: 'user', content: 'extras' }],
+      ...extra,
+    } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    assert.equal(answer.object, 'chat.completion');
+    for (const [name, value] of Object.entries(extra)) assert.deepEqual(fake.lastChat?.[name], value, name);
   });
 });
