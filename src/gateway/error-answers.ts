@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { maxHeaderSize } from 'node:http';
 import type { FastifyReply } from 'fastify';
 import {
   BatchItemError,
@@ -93,6 +94,68 @@ export function errorAnswer(error: unknown): ApiError {
     });
   }
   return apiError(500, 'internal error', 'server_error', e instanceof ClawperfError ? e.code : null);
+}
+
+/**
+ * The answer to a request Fastify refused before any route ran: a body too large, of a content-type it
+ * cannot parse, or not JSON, a URL it cannot decode. OpenAI's shape, with none of Fastify's own codes.
+ */
+export function requestErrorAnswer(
+  error: Error & { statusCode?: number; code?: string },
+  bodyLimitBytes: number,
+  contentType: string | undefined,
+): ApiError {
+  const status = error.statusCode ?? 400;
+  switch (error.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return apiError(
+        413,
+        `the request body is larger than the limit of ${bodyLimitBytes} bytes`,
+        'invalid_request_error',
+        'request_too_large',
+      );
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return apiError(
+        415,
+        `the content-type ${JSON.stringify(contentType ?? '')} cannot be parsed; send application/json`,
+        'invalid_request_error',
+        'unsupported_media_type',
+      );
+    case 'FST_ERR_BAD_URL':
+      return apiError(
+        400,
+        `the URL cannot be decoded: ${error.message}`,
+        'invalid_request_error',
+        'invalid_url',
+      );
+  }
+  if (error instanceof SyntaxError || /JSON/i.test(error.message)) {
+    return apiError(
+      status,
+      `the request body is not valid JSON: ${error.message}`,
+      'invalid_request_error',
+      'invalid_json',
+      'body',
+    );
+  }
+  const code = error.code === undefined || error.code.startsWith('FST_') ? null : error.code;
+  return apiError(status, error.message, 'invalid_request_error', code);
+}
+
+/** The answer to a request Node's HTTP parser refused (by `code`) before Fastify saw it. */
+export function clientErrorAnswer(code: string | undefined): ApiError {
+  if (code === 'HPE_HEADER_OVERFLOW') {
+    return apiError(
+      431,
+      `the request headers are larger than the ${maxHeaderSize} bytes accepted`,
+      'invalid_request_error',
+      'request_header_fields_too_large',
+    );
+  }
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    return apiError(408, 'the request did not arrive in time', 'invalid_request_error', 'request_timeout');
+  }
+  return apiError(400, `the request is not valid HTTP (${code})`, 'invalid_request_error', 'invalid_http');
 }
 
 /** Sends an error answer with its headers. */

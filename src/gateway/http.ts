@@ -5,6 +5,8 @@
  *
  * @module
  */
+import { type ServerResponse, STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { RateLimitResult } from '../concurrency/index.ts';
 import type { MetricsCollector } from '../metrics/index.ts';
@@ -12,7 +14,7 @@ import { fastifyTracing, requestSpan, type Tracer } from '../tracing/index.ts';
 import type { GatewayConfig } from './config.ts';
 import { CACHE_HEADER, type GatewayCounts, type RequestState } from './context.ts';
 import type { DashboardFeed } from './dashboard.ts';
-import { errorAnswer, sendError } from './error-answers.ts';
+import { clientErrorAnswer, errorAnswer, requestErrorAnswer, sendError } from './error-answers.ts';
 import { apiError } from './openai.ts';
 
 /** What the hooks record into. */
@@ -32,6 +34,10 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     forceCloseConnections: 'idle',
     return503OnClosing: true,
     logger: false,
+    clientErrorHandler: answerClientError,
+    frameworkErrors: (error, request, reply) => {
+      sendError(reply, requestErrorAnswer(error, config.bodyLimitBytes, request.headers['content-type']));
+    },
   });
   // Clients that POST JSON without `content-type: application/json` (curl -d) still get parsed.
   app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
@@ -89,28 +95,10 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
 
   app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
     const status = error.statusCode;
-    if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || status === 413) {
-      return sendError(
-        reply,
-        apiError(
-          413,
-          `the request body is larger than the limit of ${config.bodyLimitBytes} bytes`,
-          'invalid_request_error',
-          'request_too_large',
-        ),
-      );
-    }
     if (status !== undefined && status >= 400 && status < 500) {
-      const json = error instanceof SyntaxError || /JSON/i.test(error.message);
       return sendError(
         reply,
-        apiError(
-          status,
-          json ? `the request body is not valid JSON: ${error.message}` : error.message,
-          'invalid_request_error',
-          json ? 'invalid_json' : (error.code ?? null),
-          json ? 'body' : null,
-        ),
+        requestErrorAnswer(error, config.bodyLimitBytes, request.headers['content-type']),
       );
     }
     const span = requestSpan(request);
@@ -129,6 +117,23 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     ),
   );
   return app;
+}
+
+/**
+ * Answers a request Node's HTTP parser refused (headers too large, not HTTP, too slow) in OpenAI's shape; it
+ * never reaches Fastify. As Node does: no answer on a reset socket or after a response's headers went out.
+ */
+function answerClientError(error: Error & { code?: string }, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const response = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
+  if (socket.writable && response?.headersSent !== true) {
+    const answer = clientErrorAnswer(error.code);
+    const body = JSON.stringify(answer.body);
+    socket.write(
+      `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(error);
 }
 
 function rateLimitHeaders(result: RateLimitResult): Record<string, string> {

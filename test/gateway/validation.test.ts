@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import OpenAI, { BadRequestError } from 'openai';
+import OpenAI, { APIError, BadRequestError, NotFoundError } from 'openai';
 import { type GatewayConfig, loadConfig } from '../../src/gateway/config.ts';
 import { MAX_EMBEDDING_REQUEST_TOKENS } from '../../src/gateway/openai.ts';
 import { createGateway, type Gateway } from '../../src/gateway/server.ts';
@@ -24,6 +25,36 @@ async function serve(config: Partial<GatewayConfig> = {}) {
   const base = await gw.app.listen({ port: 0, host: '127.0.0.1' });
   const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused-on-loopback', maxRetries: 0 });
   return { gw, base, client };
+}
+
+/** Asserts an answer is `status` with exactly OpenAI's error shape, and no code of Fastify's own. */
+function assertOpenAIError(status: number, text: string, expected: number): Record<string, unknown> {
+  assert.equal(status, expected, text);
+  const body = JSON.parse(text) as { error: Record<string, unknown> };
+  assert.deepEqual(Object.keys(body), ['error'], text);
+  assert.deepEqual(Object.keys(body.error).sort(), ['code', 'message', 'param', 'type'], text);
+  assert.equal(typeof body.error.message, 'string');
+  assert.equal(body.error.type, 'invalid_request_error');
+  assert.doesNotMatch(String(body.error.code), /^FST_/, text);
+  return body.error;
+}
+
+/** Writes `request` as raw bytes and resolves with the status and body of the answer. */
+function rawHttp(base: string, request: string): Promise<{ status: number; body: string }> {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => socket.end(request));
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+    });
+    socket.on('error', reject);
+    socket.on('close', () => {
+      const [head = '', body = ''] = text.split('\r\n\r\n');
+      resolve({ status: Number(head.split(' ')[1]), body });
+    });
+  });
 }
 
 /** Runs `call`, which must fail with a 400 naming `param`. */
@@ -190,5 +221,67 @@ describe("chat: parameters are checked against OpenAI's bounds", () => {
     } as OpenAI.ChatCompletionCreateParamsNonStreaming);
     assert.equal(answer.object, 'chat.completion');
     for (const [name, value] of Object.entries(extra)) assert.deepEqual(fake.lastChat?.[name], value, name);
+  });
+});
+
+describe("Fastify's and Node's own refusals come back in OpenAI's error shape", () => {
+  let base: string;
+  let client: OpenAI;
+  before(async () => {
+    ({ base, client } = await serve({ bodyLimitBytes: 1024 }));
+  });
+  const post = (body: string, contentType = 'application/json') =>
+    fetch(`${base}/v1/chat/completions`, { method: 'POST', body, headers: { 'content-type': contentType } });
+
+  it('431 for headers over the limit', async () => {
+    const res = await fetch(`${base}/v1/models`, { headers: { 'x-big': 'a'.repeat(20_000) } });
+    const error = assertOpenAIError(res.status, await res.text(), 431);
+    assert.match(String(error.message), /header/);
+  });
+
+  it('400 for a request that is not valid HTTP', async () => {
+    const res = await rawHttp(base, 'GET /v1/models HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n');
+    assertOpenAIError(res.status, res.body, 400);
+  });
+
+  it('404 for an unknown route and for a known route with the wrong method', async () => {
+    for (const path of ['/nowhere', '/embeddings']) {
+      const error = await client.get(path).then(
+        () => assert.fail('answered'),
+        (e: unknown) => e,
+      );
+      assert.ok(error instanceof NotFoundError, String(error));
+      assert.equal(error.code, 'not_found');
+      assert.ok(error.message.includes(`/v1${path}`), error.message);
+    }
+  });
+
+  it('400 for a URL that cannot be decoded', async () => {
+    const res = await fetch(`${base}/v1/%c0`);
+    assertOpenAIError(res.status, await res.text(), 400);
+  });
+
+  it('413 for a body over bodyLimitBytes', async () => {
+    const error = await client.embeddings.create({ model: 'local-embed', input: 'x'.repeat(2048) }).then(
+      () => assert.fail('answered'),
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof APIError && error.status === 413, String(error));
+    assert.equal(error.code, 'request_too_large');
+  });
+
+  it('415 for a content-type that cannot be parsed', async () => {
+    const res = await post('{}', 'not a media type');
+    const error = assertOpenAIError(res.status, await res.text(), 415);
+    assert.match(String(error.message), /content-type/);
+  });
+
+  it('400 for malformed or empty JSON, naming the body', async () => {
+    for (const body of ['{"model": "local-chat", "messages": [', '']) {
+      const res = await post(body);
+      const error = assertOpenAIError(res.status, await res.text(), 400);
+      assert.equal(error.param, 'body');
+      assert.equal(error.code, 'invalid_json');
+    }
   });
 });
