@@ -84,12 +84,21 @@ export interface ExportBatch {
   families: MetricFamily[];
 }
 
-/** A push exporter (InfluxDB, or your own). */
+/**
+ * An exporter registered with {@link MetricsCollector.registerExporter}: one the collector pushes batches to
+ * (`export`: InfluxDBExporter, or your own), or one bound to the collector that reads it when scraped
+ * (`attach`: PrometheusExporter).
+ */
 export interface MetricsExporter {
   /** Name used in counters and events. */
   readonly name?: string;
-  /** Pushes one batch. May be slow or fail: the collector contains and counts both. */
-  export(batch: ExportBatch, options: { signal: AbortSignal }): unknown;
+  /**
+   * Pushes one batch. May be slow or fail: the collector contains and counts both. An exporter without it
+   * gets no batches, and costs collections nothing.
+   */
+  export?(batch: ExportBatch, options: { signal: AbortSignal }): unknown;
+  /** Binds the exporter to the collector registering it, before any push; throws to refuse. */
+  attach?(collector: MetricsCollector): void;
   /** Flushes what is buffered and releases resources; called by the collector's `close()`. */
   close?(): Promise<void>;
 }
@@ -222,7 +231,9 @@ export class MetricsCollector extends EventEmitter {
   readonly #exportTimeoutMs: number;
   readonly #timer: NodeJS.Timeout | undefined;
   readonly #loopDelay: IntervalHistogram;
+  /** Every registered exporter; `#pushers` holds those with `export`. */
   readonly #exporters: ExporterEntry[] = [];
+  readonly #pushers: ExporterEntry[] = [];
   readonly #tracked = new Map<string, TrackedComponent>();
   readonly #trackedNames = new Set<string>();
   readonly #trackedFamilies = new Set<string>();
@@ -335,14 +346,29 @@ export class MetricsCollector extends EventEmitter {
     }
   }
 
-  /** Registers a push exporter; it receives a batch on every collection. */
+  /**
+   * Registers an exporter: a push exporter (with `export`) receives a batch on every collection; a
+   * PrometheusExporter (with `attach`) serves this collector's metrics. Every registered exporter is closed
+   * by `close()`. Throws `TypeError` for an object with neither method, or one `attach` refuses.
+   */
   registerExporter(exporter: MetricsExporter): this {
     this.#assertOpen();
-    if (exporter === null || typeof exporter !== 'object' || typeof exporter.export !== 'function') {
-      throw new TypeError('exporter must be an object with an export(batch) method');
+    if (
+      exporter === null ||
+      typeof exporter !== 'object' ||
+      (typeof exporter.export !== 'function' && typeof exporter.attach !== 'function')
+    ) {
+      throw new TypeError('exporter must be an object with an export(batch) or attach(collector) method');
     }
-    const name = exporter.name ?? exporter.constructor.name;
-    this.#exporters.push({ exporter, name, inFlight: undefined });
+    if (this.#exporters.some((entry) => entry.exporter === exporter)) return this;
+    exporter.attach?.(this);
+    const entry: ExporterEntry = {
+      exporter,
+      name: exporter.name ?? exporter.constructor.name,
+      inFlight: undefined,
+    };
+    this.#exporters.push(entry);
+    if (typeof exporter.export === 'function') this.#pushers.push(entry);
     return this;
   }
 
@@ -637,7 +663,7 @@ export class MetricsCollector extends EventEmitter {
   async #collect(): Promise<void> {
     this.#latest = this.#sample();
     this.#stats.collections++;
-    if (this.#exporters.length === 0) return;
+    if (this.#pushers.length === 0) return;
     let families: MetricFamily[];
     try {
       families = await this.#families();
@@ -647,7 +673,7 @@ export class MetricsCollector extends EventEmitter {
       return;
     }
     const batch: ExportBatch = { time: Date.now(), metrics: this.#latest, families };
-    await Promise.all(this.#exporters.map((entry) => this.#export(entry, batch)));
+    await Promise.all(this.#pushers.map((entry) => this.#export(entry, batch)));
   }
 
   async #export(entry: ExporterEntry, batch: ExportBatch): Promise<void> {
@@ -664,7 +690,7 @@ export class MetricsCollector extends EventEmitter {
       this.emit('exportError', error, entry.name);
     };
     const run = Promise.resolve()
-      .then(() => entry.exporter.export(batch, { signal: controller.signal }))
+      .then(() => entry.exporter.export!(batch, { signal: controller.signal }))
       .then(
         () => {
           if (!timedOut) this.#stats.exports++;
@@ -785,7 +811,7 @@ export class MetricsCollector extends EventEmitter {
 
   async #close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
-    await Promise.all(this.#exporters.map((e) => this.#bounded(e.inFlight)));
+    await Promise.all(this.#pushers.map((e) => this.#bounded(e.inFlight)));
     await this.#collect();
     await Promise.all(
       this.#exporters.map((entry) =>

@@ -21,8 +21,11 @@ export const DEFAULT_PROMETHEUS_PATH = '/metrics';
 const gzipAsync = promisify(gzip);
 
 export interface PrometheusExporterOptions {
-  /** The collector whose registry is served. */
-  collector: MetricsCollector;
+  /**
+   * The collector whose metrics are served. Leave it out and register the exporter instead:
+   * `collector.registerExporter(exporter)` binds it to that collector.
+   */
+  collector?: MetricsCollector;
   /** Port for `listen()`; `0` picks a free one. @default 9464 */
   port?: number;
   /** Address for `listen()`. @default '0.0.0.0' */
@@ -54,6 +57,7 @@ interface FastifyLikeReply {
  *
  * @example
  * const exporter = new PrometheusExporter({ collector, port: 9464 });
+ * // or: collector.registerExporter(new PrometheusExporter({ port: 9464 })), which also closes it with the collector
  * await exporter.listen();                        // http://0.0.0.0:9464/metrics
  * // or inside an existing server:
  * http.createServer((req, res) => (req.url === '/metrics' ? exporter.handler(req, res) : app(req, res)));
@@ -61,7 +65,7 @@ interface FastifyLikeReply {
  */
 export class PrometheusExporter {
   readonly statsCounters: readonly string[] = ['scrapes', 'scrapeErrors'];
-  readonly #collector: MetricsCollector;
+  #collector: MetricsCollector | undefined;
   readonly #port: number;
   readonly #host: string;
   readonly #path: string;
@@ -71,7 +75,10 @@ export class PrometheusExporter {
 
   constructor(options: PrometheusExporterOptions) {
     const o = check.object<PrometheusExporterOptions>('options', options);
-    if (o.collector === null || typeof o.collector !== 'object' || typeof o.collector.scrape !== 'function') {
+    if (
+      o.collector !== undefined &&
+      (o.collector === null || typeof o.collector !== 'object' || typeof o.collector.scrape !== 'function')
+    ) {
       throw new TypeError(`collector must be a MetricsCollector, got ${typeof o.collector}`);
     }
     this.#collector = o.collector;
@@ -87,10 +94,29 @@ export class PrometheusExporter {
     }
   }
 
+  /**
+   * Binds the exporter to `collector`; called by `collector.registerExporter(exporter)`. Throws `TypeError`
+   * when it already serves another collector.
+   */
+  attach(collector: MetricsCollector): void {
+    if (this.#collector !== undefined && this.#collector !== collector) {
+      throw new TypeError('this PrometheusExporter already serves another MetricsCollector');
+    }
+    this.#collector = collector;
+  }
+
   /** Renders a scrape for the given request headers (content negotiation and compression included). */
   async render(headers: IncomingMessage['headers']): Promise<ScrapeResponse> {
     const started = performance.now();
     const format = negotiate(headers.accept);
+    if (this.#collector === undefined) {
+      this.#stats.scrapeErrors++;
+      return {
+        status: 503,
+        headers: { 'content-type': 'text/plain; charset=utf-8' },
+        body: 'no metrics yet: this exporter serves no collector (give it { collector }, or call collector.registerExporter(exporter))\n',
+      };
+    }
     let text: string;
     try {
       text = await this.#collector.scrape(format);

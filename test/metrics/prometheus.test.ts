@@ -133,6 +133,84 @@ describe('serving the exposition', () => {
   });
 });
 
+describe('registered on a collector, as the seed does it', () => {
+  it('serves the metrics of the collector it is registered with, from listen() and route()', async () => {
+    const collector = new MetricsCollector({ intervalMs: 0 });
+    collector.track('queue', component());
+    const exporter = new PrometheusExporter({ port: 0, host: '127.0.0.1' });
+    assert.equal(collector.registerExporter(exporter), collector);
+    const { port } = await exporter.listen();
+    after(async () => {
+      await exporter.close();
+      await collector.close();
+    });
+    const answer = await get(port, '/metrics');
+    assert.equal(answer.status, 200);
+    assert.match(answer.body.toString(), /^clawperf_queue_processing 3$/m);
+    const app = Fastify();
+    app.route(exporter.route());
+    after(() => app.close());
+    assert.match(
+      (await app.inject({ method: 'GET', url: '/metrics' })).body,
+      /^clawperf_queue_processing 3$/m,
+    );
+    assert.equal(collector.stats().exporters, 1);
+  });
+
+  it('serves the same page whichever way it was bound', async () => {
+    const byOption = new MetricsCollector({ intervalMs: 0 });
+    const byRegistration = new MetricsCollector({ intervalMs: 0 });
+    after(() => Promise.all([byOption.close(), byRegistration.close()]));
+    for (const c of [byOption, byRegistration]) c.track('queue', component());
+    const a = new PrometheusExporter({ collector: byOption });
+    const b = new PrometheusExporter({});
+    byRegistration.registerExporter(b);
+    const body = async (e: PrometheusExporter) => String((await e.render({})).body);
+    assert.match(await body(a), /^clawperf_queue_admitted_total 0$/m);
+    assert.match(await body(b), /^clawperf_queue_admitted_total 0$/m);
+  });
+
+  it('gets no pushes: a collection does not read the tracked components for it', async () => {
+    const collector = new MetricsCollector({ intervalMs: 0 });
+    after(() => collector.close());
+    let reads = 0;
+    collector.track('queue', { stats: () => ({ n: ++reads }) });
+    collector.registerExporter(new PrometheusExporter({}));
+    const before = reads;
+    await collector.collect();
+    assert.equal(reads, before);
+  });
+
+  it('answers 503 until it is bound, and binds to one collector only', async () => {
+    const exporter = new PrometheusExporter({});
+    const answer = await exporter.render({});
+    assert.equal(answer.status, 503);
+    assert.match(String(answer.body), /registerExporter/);
+    const first = new MetricsCollector({ intervalMs: 0 });
+    const second = new MetricsCollector({ intervalMs: 0 });
+    after(() => Promise.all([first.close(), second.close()]));
+    first.registerExporter(exporter);
+    assert.throws(() => second.registerExporter(exporter), /already serves another MetricsCollector/);
+    assert.equal(second.stats().exporters, 0);
+    const bound = new PrometheusExporter({ collector: first });
+    assert.throws(() => second.registerExporter(bound), /already serves another MetricsCollector/);
+    first.registerExporter(bound);
+    assert.throws(
+      () => first.registerExporter({} as never),
+      /must be an object with an export\(batch\) or attach\(collector\) method/,
+    );
+  });
+
+  it("is closed with the collector it is registered with, like the collector's push exporters", async () => {
+    const collector = new MetricsCollector({ intervalMs: 0 });
+    const exporter = new PrometheusExporter({ port: 0, host: '127.0.0.1' });
+    collector.registerExporter(exporter);
+    await exporter.listen();
+    await collector.close();
+    await assert.rejects(exporter.listen(), ClosedError);
+  });
+});
+
 describe('lifecycle', () => {
   it('answers 503 once the collector is closed, and close() is idempotent', async () => {
     const collector = new MetricsCollector({ intervalMs: 0 });
