@@ -1,5 +1,5 @@
 /**
- * The gateway's operational routes: models, health and readiness, Prometheus metrics, cache invalidation,
+ * The gateway's operational routes: health and readiness, Prometheus metrics, cache invalidation,
  * profiling and the dashboard. Admin and debug routes need the admin token.
  *
  * @module
@@ -13,7 +13,6 @@ import type { GatewayConfig } from './config.ts';
 import { bearer, CACHE_HEADER, digest } from './context.ts';
 import { type DashboardFeed, dashboardPage } from './dashboard.ts';
 import { sendError } from './error-answers.ts';
-import { LOCAL_MODELS, LOCAL_OWNER } from './local-upstream.ts';
 import { type ApiError, apiError } from './openai.ts';
 import type { UpstreamClient } from './upstream.ts';
 
@@ -35,26 +34,6 @@ const UPSTREAM_STATE = { closed: 'up', open: 'circuit-open', 'half-open': 'circu
 /** Registers the operational routes on `app`. */
 export function registerOperations(app: FastifyInstance, options: OperationsOptions): void {
   const { config, cache, upstream, prometheus, profiling, feed } = options;
-  app.get('/v1/models', async () => {
-    const created = Math.floor(Date.now() / 1000);
-    const data: unknown[] = LOCAL_MODELS.map((id) => ({
-      id,
-      object: 'model',
-      created,
-      owned_by: LOCAL_OWNER,
-    }));
-    if (upstream !== undefined) {
-      try {
-        const answer = await upstream.getJson('/models');
-        const more = (answer.body as { data?: unknown }).data;
-        if (answer.status < 300 && Array.isArray(more)) data.push(...more);
-      } catch {
-        // The local models are still served when the upstream cannot list its own.
-      }
-    }
-    return { object: 'list', data };
-  });
-
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
     const s = cache.stats();

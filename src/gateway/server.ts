@@ -14,6 +14,7 @@ import { WriteBehindDiskStore } from './disk-writer.ts';
 import { createEmbeddingBatcher, embeddingsHandler } from './embeddings.ts';
 import { createHttpApp } from './http.ts';
 import { LOCAL_MODELS, LocalUpstream } from './local-upstream.ts';
+import { registerModels } from './models.ts';
 import { registerOperations } from './operations.ts';
 import { createRequestHelpers } from './request-helpers.ts';
 import { UpstreamClient } from './upstream.ts';
@@ -223,6 +224,7 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
 
   app.post('/v1/embeddings', embeddingsHandler(ctx, batcher));
   app.post('/v1/chat/completions', chatHandler(ctx));
+  registerModels(app, ctx);
 
   registerOperations(app, {
     config,
