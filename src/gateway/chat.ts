@@ -4,10 +4,11 @@
  *
  * @module
  */
-import { pipeline, Readable } from 'node:stream';
+import { finished, Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { DEFAULT_MAX_VALUE_BYTES } from '../cache/index.ts';
 import type { Reservation } from '../concurrency/index.ts';
+import { UpstreamError } from '../errors.ts';
 import { DEFAULT_COMPLETION_ESTIMATE, type GatewayContext, JSON_TYPE, JsonMemo, sha256 } from './context.ts';
 import { isApiError, sendError } from './error-answers.ts';
 import { LOCAL_CHAT_MODEL } from './local-upstream.ts';
@@ -70,6 +71,17 @@ export function chatHandler(ctx: GatewayContext) {
         ctx.expectSuccess(answer);
       }
       body = answer.body as Readable;
+      // Nothing is sent yet: a success that is not a stream (a server ignoring `stream`) is a 502 now.
+      const type = answer.headers['content-type'];
+      if (type !== undefined && !type.includes('text/event-stream')) {
+        body.on('error', () => {}).destroy();
+        throw new UpstreamError(
+          `the upstream answered a streamed request with ${type}, not server-sent events`,
+          {
+            status: answer.status,
+          },
+        );
+      }
     }
     ctx.counts.servedItems++;
     ctx.answered('chat', request.clawperf.cache);
@@ -78,7 +90,7 @@ export function chatHandler(ctx: GatewayContext) {
       assemble: key !== undefined,
       maxBytes: DEFAULT_MAX_VALUE_BYTES,
     });
-    pipeline(body, tap, (error) => {
+    finished(tap.relay(body), (error) => {
       ctx.settle(admitted, tap.total);
       if (error !== undefined || key === undefined) return;
       const completion = tap.completion();

@@ -4,8 +4,10 @@
  *
  * @module
  */
-import { Transform } from 'node:stream';
-import { totalTokens } from './openai.ts';
+import { type Readable, Transform } from 'node:stream';
+import { ClawperfError } from '../errors.ts';
+import { errorAnswer } from './error-answers.ts';
+import { type ApiError, apiError, totalTokens } from './openai.ts';
 
 /** A cached chat completion as the server-sent events a streaming client expects. */
 export function* replayStream(answer: unknown, streamOptions: unknown): Generator<string> {
@@ -41,7 +43,33 @@ interface Chunk {
   system_fingerprint?: unknown;
   choices?: { index?: unknown; delta?: Record<string, unknown>; finish_reason?: unknown }[];
   usage?: unknown;
+  error?: unknown;
 }
+
+/** A stream that is not a chat completion's server-sent events, as the error the client gets. */
+function notSse(why: string): ApiError {
+  return apiError(502, `the upstream's stream is broken: ${why}`, 'server_error', 'upstream_error');
+}
+
+/** The error a client gets when the upstream's stream fails (a reset, a timeout between chunks). */
+function brokeOff(error: unknown): ApiError {
+  if (error instanceof ClawperfError) return errorAnswer(error);
+  const message = error instanceof Error ? error.message : String(error);
+  return apiError(502, `the upstream's stream broke off: ${message}`, 'server_error', 'upstream_error');
+}
+
+/** The JSON object of an event's data; undefined for anything else. */
+function parseChunk(json: string): Chunk | undefined {
+  if (!json.startsWith('{')) return undefined;
+  try {
+    return JSON.parse(json) as Chunk;
+  } catch {
+    return undefined;
+  }
+}
+
+/** How much of a bad event an error message quotes. */
+const QUOTED_CHARS = 80;
 
 /**
  * Sits between a streamed chat completion and the client, event by event (backpressure is the pipe's): it
@@ -49,11 +77,23 @@ interface Chunk {
  * and the client did not, and, when `assemble` is set, rebuilds the whole `chat.completion` so the answer
  * can be cached like a non-streamed one. Anything it cannot rebuild exactly (tool calls, refusals, a stream
  * without `[DONE]`) is passed on untouched and not assembled.
+ *
+ * A source that fails, sends what is not server-sent events of JSON chunks, or ends before any choice
+ * finished (without `[DONE]`) ends the stream with an OpenAI-shaped error event, which the SDKs raise as
+ * an API error: the client never gets a silent empty or cut stream. An error event of the upstream's own
+ * is passed on as it is.
  */
 export class StreamTap extends Transform {
   total: number | undefined;
   #tail = '';
   #done = false;
+  /** Some choice carried a `finish_reason`. */
+  #finished = false;
+  /** The upstream sent an error event of its own. */
+  #upstreamError = false;
+  /** The error the stream ends with, once it is known. */
+  #failure: ApiError | undefined;
+  #source: Readable | undefined;
   #assemble: boolean;
   #bytes = 0;
   readonly #dropUsage: boolean;
@@ -69,11 +109,27 @@ export class StreamTap extends Transform {
     this.#maxBytes = options.maxBytes;
   }
 
+  /** Feeds `source` through the tap; a source that fails ends the stream with an error event. */
+  relay(source: Readable): this {
+    this.#source = source;
+    source.on('error', (error) => this.#fail(brokeOff(error)));
+    source.pipe(this);
+    return this;
+  }
+
   override _transform(chunk: Buffer | string, _encoding: BufferEncoding, callback: () => void): void {
-    const text = this.#tail + (typeof chunk === 'string' ? chunk : chunk.toString('utf8'));
+    if (this.#failure !== undefined) {
+      callback();
+      return;
+    }
+    let text = this.#tail + (typeof chunk === 'string' ? chunk : chunk.toString('utf8'));
+    // Server-sent events may end lines with CRLF or CR; the client gets LF. A CR that ends the chunk waits
+    // for the next, which may start with its LF.
+    if (text.includes('\r')) text = text.replace(/\r\n|\r(?!$)/g, '\n');
     const end = text.lastIndexOf('\n\n');
     if (end === -1) {
       this.#tail = text;
+      if (text.length > this.#maxBytes) this.#fail(notSse(`no event ends within ${this.#maxBytes} bytes`));
       callback();
       return;
     }
@@ -81,39 +137,62 @@ export class StreamTap extends Transform {
     let out = '';
     for (const event of text.slice(0, end).split('\n\n')) {
       if (this.#event(event)) out += `${event}\n\n`;
+      if (this.#failure !== undefined) break;
     }
     if (out !== '') this.push(out);
     callback();
   }
 
   override _flush(callback: () => void): void {
-    if (this.#tail !== '') {
-      if (this.#event(this.#tail)) this.push(this.#tail);
+    if (this.#failure === undefined && this.#tail !== '') {
+      if (this.#event(this.#tail)) this.push(`${this.#tail}\n\n`);
       this.#tail = '';
     }
+    if (this.#failure === undefined && !this.#done && !this.#finished && !this.#upstreamError) {
+      this.#failure = notSse('it ended before the answer was complete');
+    }
+    if (this.#failure !== undefined) this.push(`data: ${JSON.stringify(this.#failure.body)}\n\n`);
     callback();
+  }
+
+  /** Ends the stream with `failure`, and stops reading the source. */
+  #fail(failure: ApiError): void {
+    if (this.#failure !== undefined || this.destroyed) return;
+    this.#failure = failure;
+    this.#assemble = false;
+    if (this.#source !== undefined) {
+      this.#source.unpipe(this);
+      this.#source.destroy();
+    }
+    if (!this.writableEnded) this.end();
   }
 
   /** Reads one event; false when it is to be dropped. */
   #event(event: string): boolean {
+    if (event === '') return false;
     if (this.#assemble) {
       this.#bytes += event.length;
       if (this.#bytes > this.#maxBytes) this.#assemble = false;
     }
-    const data = event.startsWith('data: ') ? event.slice(6).trim() : undefined;
-    if (data === undefined) return true;
-    if (data === '[DONE]') {
+    const data = event.startsWith('data: ') && !event.includes('\n') ? event.slice(6) : this.#data(event);
+    if (data === undefined) return this.#failure === undefined;
+    const json = data.trim();
+    if (json === '[DONE]') {
       this.#done = true;
       return true;
     }
-    if (!data.startsWith('{')) return true;
-    let chunk: Chunk;
-    try {
-      chunk = JSON.parse(data);
-    } catch {
-      // A chunk that is not JSON is passed on untouched; nothing is assembled from such a stream.
+    const chunk = parseChunk(json);
+    if (chunk === undefined) {
+      this.#fail(notSse(`an event's data is not a JSON object: ${json.slice(0, QUOTED_CHARS)}`));
+      return false;
+    }
+    if (chunk.error != null) {
+      this.#upstreamError = true;
       this.#assemble = false;
       return true;
+    }
+    if (!this.#finished && Array.isArray(chunk.choices)) {
+      for (const c of chunk.choices) if (c?.finish_reason != null) this.#finished = true;
     }
     const usageOnly = chunk.usage != null && Array.isArray(chunk.choices) && chunk.choices.length === 0;
     if (chunk.usage != null) {
@@ -123,6 +202,29 @@ export class StreamTap extends Transform {
     }
     if (this.#assemble) this.#collect(chunk);
     return !(usageOnly && this.#dropUsage);
+  }
+
+  /**
+   * The data of an event of several lines (undefined when it has none: a comment, an `id`); a line that is
+   * not a field of server-sent events fails the stream.
+   */
+  #data(event: string): string | undefined {
+    let data: string | undefined;
+    for (const line of event.split('\n')) {
+      if (line === '' || line.startsWith(':')) continue;
+      const colon = line.indexOf(':');
+      const field = colon === -1 ? line : line.slice(0, colon);
+      if (field === 'data') {
+        // One space after the colon is the separator, not part of the value.
+        const value =
+          colon === -1 ? '' : line.slice(line.charCodeAt(colon + 1) === 32 ? colon + 2 : colon + 1);
+        data = data === undefined ? value : `${data}\n${value}`;
+      } else if (field !== 'event' && field !== 'id' && field !== 'retry') {
+        this.#fail(notSse(`not server-sent events: ${line.slice(0, QUOTED_CHARS)}`));
+        return undefined;
+      }
+    }
+    return data;
   }
 
   #collect(chunk: Chunk): void {
