@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Counter } from 'prom-client';
 import { MultiLevelCache } from '../cache/index.ts';
-import { OutboundLimiter, RateLimiter, type RateLimitPolicy } from '../concurrency/index.ts';
+import { OutboundLimiter } from '../concurrency/index.ts';
 import { MetricsCollector, PrometheusExporter, type Trackable } from '../metrics/index.ts';
 import { createProfilingHandler } from '../profiling/index.ts';
 import { BackpressureController, MemoryManager } from '../resources/index.ts';
@@ -13,6 +13,7 @@ import { DashboardFeed } from './dashboard.ts';
 import { WriteBehindDiskStore } from './disk-writer.ts';
 import { createEmbeddingBatcher, embeddingsHandler } from './embeddings.ts';
 import { createHttpApp } from './http.ts';
+import { createLimiter } from './limits.ts';
 import { LOCAL_MODELS, LocalUpstream } from './local-upstream.ts';
 import { registerModels } from './models.ts';
 import { registerOperations } from './operations.ts';
@@ -92,36 +93,7 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
   // A store failure is counted in the cache's stats and never reaches a request.
   cache.on('error', () => {});
   cache.on('degraded', () => {});
-  const limiter =
-    config.limits === undefined
-      ? undefined
-      : new RateLimiter({
-          policies: [
-            ...(config.limits.rpm === undefined
-              ? []
-              : [
-                  {
-                    name: 'requests',
-                    windowMs: 60_000,
-                    limit: config.limits.rpm,
-                    unit: 'requests',
-                  } as RateLimitPolicy,
-                ]),
-            ...(config.limits.tpm === undefined
-              ? []
-              : [
-                  {
-                    name: 'tokens',
-                    windowMs: 60_000,
-                    limit: config.limits.tpm,
-                    unit: 'tokens',
-                  } as RateLimitPolicy,
-                ]),
-          ],
-          redis: config.redisUrl,
-          keyPrefix: 'clawperf:gw:rl',
-        });
-  limiter?.on('store-error', () => {});
+  const limiter = createLimiter(config.limits, { redisUrl: config.redisUrl });
   const backpressure = new BackpressureController({
     maxConcurrency: config.maxConcurrency,
     maxQueueSize: config.maxQueueSize,
