@@ -7,7 +7,7 @@
  */
 import { Readable } from 'node:stream';
 import { delay } from './delay.ts';
-import { type ChatRequest, type ChatUsage, contentText, estimateTokens } from './openai.ts';
+import { CHARS_PER_TOKEN, type ChatRequest, type ChatUsage, contentText, estimateTokens } from './openai.ts';
 
 /** Name of the local embedding model. */
 export const LOCAL_EMBED_MODEL = 'local-embed';
@@ -86,18 +86,52 @@ const WORDS = [
   'result',
 ];
 
-/** The deterministic answer text of `local-chat` for a prompt, at most `maxTokens` tokens long. */
-export function localChatText(prompt: string, maxTokens?: number): string {
+/**
+ * The deterministic answer text of `local-chat` for a prompt: the `choice`-th of the `n` a request asks for
+ * (each choice words its answer differently), cut to at most `maxTokens` tokens by the project's estimate
+ * ({@link estimateTokens}: 4 characters a token).
+ */
+export function localChatText(prompt: string, maxTokens?: number, choice = 0): string {
+  return cutTo(fullChatText(prompt, choice), maxTokens);
+}
+
+/** `text` cut to at most `maxTokens` tokens by the estimate. */
+function cutTo(text: string, maxTokens: number | undefined): string {
+  if (maxTokens === undefined || text.length <= maxTokens * CHARS_PER_TOKEN) return text;
+  const cut = text.slice(0, maxTokens * CHARS_PER_TOKEN);
+  // Never half a surrogate pair: the cut then keeps one character less.
+  return /[\uD800-\uDBFF]$/.test(cut) ? cut.slice(0, -1) : cut;
+}
+
+/** The whole answer, before any `max_tokens` cut. */
+function fullChatText(prompt: string, choice: number): string {
   let h = fnv1a(prompt, 0, prompt.length);
+  if (choice > 0) h = Math.imul(h ^ choice, 0x9e3779b1) >>> 0;
   const words: string[] = [];
   for (let i = 0; i < 12; i++) {
     words.push(WORDS[h % WORDS.length]!);
     h = Math.imul(h ^ (h >>> 15), 0x2c1b3c6d) >>> 0;
   }
   const quoted = prompt.length > 60 ? `${prompt.slice(0, 57)}...` : prompt;
-  const text = `This is the local-chat model (a simulation, not a language model) answering "${quoted}": ${words.join(' ')}.`;
-  if (maxTokens === undefined) return text;
-  return text.slice(0, maxTokens * 4);
+  return `This is the local-chat model (a simulation, not a language model) answering "${quoted}": ${words.join(' ')}.`;
+}
+
+/** One choice of a `local-chat` answer. */
+interface LocalChoice {
+  text: string;
+  /** `'length'` when `max_tokens` cut the answer, else `'stop'`. */
+  finish: 'stop' | 'length';
+}
+
+/** The `n` choices (`n` from the request, 1 by default) of the answer to `request`. */
+function localChoices(request: ChatRequest): LocalChoice[] {
+  const prompt = promptOf(request);
+  const n = typeof request.body.n === 'number' ? request.body.n : 1;
+  return Array.from({ length: n }, (_, i) => {
+    const full = fullChatText(prompt, i);
+    const text = cutTo(full, request.maxTokens);
+    return { text, finish: text.length < full.length ? 'length' : 'stop' };
+  });
 }
 
 function promptOf(request: ChatRequest): string {
@@ -108,9 +142,11 @@ function promptOf(request: ChatRequest): string {
   return contentText(request.messages[request.messages.length - 1]?.content);
 }
 
-function chatUsage(request: ChatRequest, text: string): ChatUsage {
+/** The prompt counted once, and every choice's completion. */
+function chatUsage(request: ChatRequest, choices: readonly LocalChoice[]): ChatUsage {
   const prompt = estimateTokens(request.messages.map((m) => `${m.role}${contentText(m.content)}`).join(''));
-  const completion = estimateTokens(text);
+  let completion = 0;
+  for (const choice of choices) completion += estimateTokens(choice.text);
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
 
@@ -155,50 +191,60 @@ export class LocalUpstream {
   async chat(request: ChatRequest, signal?: AbortSignal): Promise<Record<string, unknown>> {
     this.#chatCalls++;
     if (this.#latencyMs > 0) await delay(this.#latencyMs, signal);
-    const text = localChatText(promptOf(request), request.maxTokens);
+    const choices = localChoices(request);
     return {
       id: completionId(request),
       object: 'chat.completion',
       created: Math.floor(Date.now() / 1000),
       model: LOCAL_CHAT_MODEL,
       system_fingerprint: LOCAL_OWNER,
-      choices: [
-        { index: 0, message: { role: 'assistant', content: text }, logprobs: null, finish_reason: 'stop' },
-      ],
-      usage: chatUsage(request, text),
+      choices: choices.map((c, index) => ({
+        index,
+        message: { role: 'assistant', content: c.text },
+        logprobs: null,
+        finish_reason: c.finish,
+      })),
+      usage: chatUsage(request, choices),
     };
   }
 
   /**
-   * The same answer as a stream of server-sent events (`chat.completion.chunk` objects, one per word, then
-   * `data: [DONE]`), the first after the configured latency. With `stream_options.include_usage` a last
-   * chunk carries `usage`. Aborting ends the stream with `signal.reason`.
+   * The same answer as a stream of server-sent events (`chat.completion.chunk` objects, one per word, the
+   * words of the `n` choices interleaved and each chunk naming its choice's `index`, then a chunk per choice
+   * with its `finish_reason`, then `data: [DONE]`), the first after the configured latency. With
+   * `stream_options.include_usage` a last chunk carries `usage`. Aborting ends the stream with
+   * `signal.reason`.
    */
   chatStream(request: ChatRequest, signal?: AbortSignal): Readable {
     this.#chatStreams++;
     const latencyMs = this.#latencyMs;
     const id = completionId(request);
     const created = Math.floor(Date.now() / 1000);
-    const text = localChatText(promptOf(request), request.maxTokens);
+    const choices = localChoices(request);
     const options = request.body.stream_options as { include_usage?: unknown } | undefined;
     const includeUsage = options?.include_usage === true;
-    const usage = chatUsage(request, text);
-    const chunk = (delta: object, finish: string | null, extra: object = {}) =>
+    const usage = chatUsage(request, choices);
+    const chunk = (index: number, delta: object, finish: string | null) =>
       `data: ${JSON.stringify({
         id,
         object: 'chat.completion.chunk',
         created,
         model: LOCAL_CHAT_MODEL,
         system_fingerprint: LOCAL_OWNER,
-        choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
-        ...extra,
+        choices: [{ index, delta, logprobs: null, finish_reason: finish }],
       })}\n\n`;
     async function* events(): AsyncGenerator<string> {
       if (latencyMs > 0) await delay(latencyMs, signal);
-      yield chunk({ role: 'assistant', content: '' }, null);
-      const words = text.split(/(?<= )/);
-      for (const word of words) yield chunk({ content: word }, null);
-      yield chunk({}, 'stop');
+      for (let i = 0; i < choices.length; i++) yield chunk(i, { role: 'assistant', content: '' }, null);
+      const words = choices.map((c) => c.text.split(/(?<= )/));
+      const most = Math.max(...words.map((w) => w.length));
+      for (let k = 0; k < most; k++) {
+        for (let i = 0; i < choices.length; i++) {
+          const word = words[i]![k];
+          if (word !== undefined) yield chunk(i, { content: word }, null);
+        }
+      }
+      for (let i = 0; i < choices.length; i++) yield chunk(i, {}, choices[i]!.finish);
       if (includeUsage) {
         yield `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: LOCAL_CHAT_MODEL, choices: [], usage })}\n\n`;
       }
