@@ -51,9 +51,15 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   app.decorateRequest('clawperf', null as unknown as RequestState);
   await app.register(fastifyTracing, { tracer });
 
-  app.addHook('onRequest', (request, _reply, done) => {
+  const leftFlight = () => {
+    counts.inFlight--;
+  };
+  app.addHook('onRequest', (request, reply, done) => {
     counts.requests++;
     counts.inFlight++;
+    // onResponse runs only once a response finished, not when the client left first (an aborted request, a
+    // dashboard connection, a stream cut short); the response's 'close' comes once for every request.
+    reply.raw.once('close', leftFlight);
     request.clawperf = {
       start: performance.now(),
       upstreamMs: 0,
@@ -77,7 +83,6 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     done(null, payload);
   });
   app.addHook('onResponse', (request, reply, done) => {
-    counts.inFlight--;
     const status = reply.statusCode;
     if (status >= 500) counts.errors5xx++;
     else if (status >= 400) counts.errors4xx++;

@@ -1,11 +1,19 @@
 import assert from 'node:assert/strict';
+import { EventEmitter, once } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import OpenAI, { APIConnectionError, APIError, BadRequestError, NotFoundError } from 'openai';
+import OpenAI, {
+  APIConnectionError,
+  APIError,
+  APIUserAbortError,
+  BadRequestError,
+  NotFoundError,
+} from 'openai';
 import { type GatewayConfig, loadConfig } from '../../src/gateway/config.ts';
 import { MAX_EMBEDDING_REQUEST_TOKENS } from '../../src/gateway/openai.ts';
 import { createGateway, type Gateway } from '../../src/gateway/server.ts';
+import { waitFor } from '../helpers/servers.ts';
 import { type FakeUpstream, startFakeUpstream } from './fake-upstream.ts';
 
 /**
@@ -433,5 +441,111 @@ describe('a streamed chat from a broken upstream ends in an error the client see
     const { text, error } = await streamed(viaScripted, 'whole');
     assert.equal(error, undefined);
     assert.equal(text, 'whole');
+  });
+});
+
+describe('the inFlight gauge returns to 0 however a request ends', () => {
+  const settled = (gw: Gateway) =>
+    waitFor(() => gw.stats().inFlight === 0, {
+      what: 'inFlight to return to 0',
+      describe: () => `inFlight: ${gw.stats().inFlight}`,
+    });
+
+  /**
+   * The scripted upstream holds each chat request (after writing `head`) until `release()`, and emits
+   * `arrived` for each. Until the upstream answers, the gateway's outbound limiter lets no other call
+   * through: it has not yet learned the upstream's limits.
+   */
+  function holdRequests(head?: string) {
+    const held: ServerResponse[] = [];
+    const events = new EventEmitter();
+    scripted.answer = (_req, res) => {
+      held.push(res);
+      if (head !== undefined) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(head);
+      }
+      events.emit('arrived');
+    };
+    return {
+      events,
+      /** Answers the held requests: a completion, or the end of a stream. */
+      release: () => {
+        for (const res of held.splice(0)) {
+          if (res.headersSent) res.end('data: [DONE]\n\n');
+          else
+            res.writeHead(200, { 'content-type': 'application/json' }).end(
+              JSON.stringify({
+                id: 'chatcmpl-late',
+                object: 'chat.completion',
+                created: 0,
+                model: 'fake-chat',
+                choices: [
+                  { index: 0, message: { role: 'assistant', content: 'late' }, finish_reason: 'stop' },
+                ],
+              }),
+            );
+        }
+      },
+    };
+  }
+
+  it('after chat requests the client aborted while the upstream was slow', async () => {
+    const { gw, client } = await serve({ upstreamUrl: scripted.url, upstreamRetries: 0 });
+    const upstream = holdRequests();
+    for (let i = 0; i < 3; i++) {
+      const controller = new AbortController();
+      const arrived = once(upstream.events, 'arrived');
+      const call = client.chat.completions.create(
+        { model: 'fake-chat', messages: [{ role: 'user', content: `aborted ${i}` }], temperature: 1 },
+        { signal: controller.signal },
+      );
+      await arrived;
+      assert.ok(gw.stats().inFlight >= 1);
+      controller.abort();
+      await assert.rejects(call, APIUserAbortError);
+      upstream.release();
+    }
+    await settled(gw);
+  });
+
+  it('after a streamed chat whose client left mid-stream', async () => {
+    const { gw, client } = await serve({ upstreamUrl: scripted.url, upstreamRetries: 0 });
+    const upstream = holdRequests(
+      'data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"first"},"finish_reason":null}]}\n\n',
+    );
+    const stream = await client.chat.completions.create({
+      model: 'fake-chat',
+      messages: [{ role: 'user', content: 'left mid-stream' }],
+      stream: true,
+    });
+    for await (const chunk of stream) {
+      assert.equal(chunk.choices[0]?.delta?.content, 'first');
+      break;
+    }
+    await settled(gw);
+    upstream.release();
+  });
+
+  it('after a dashboard client disconnected', async () => {
+    const { gw, base } = await serve();
+    const controller = new AbortController();
+    const res = await fetch(`${base}/dashboard/events`, { signal: controller.signal });
+    const reader = res.body!.getReader();
+    assert.match(new TextDecoder().decode((await reader.read()).value), /retry: 1000/);
+    assert.equal(gw.stats().inFlight, 1);
+    controller.abort();
+    await reader.closed.catch(() => {});
+    await settled(gw);
+  });
+
+  it('after a /debug/eventloop call', async () => {
+    const { gw, base } = await serve({ adminToken: 'admin-secret' });
+    const res = await fetch(`${base}/debug/eventloop?seconds=0.05`, {
+      headers: { authorization: 'Bearer admin-secret' },
+    });
+    assert.equal(res.status, 200);
+    assert.ok('p99' in ((await res.json()) as object));
+    await settled(gw);
   });
 });
