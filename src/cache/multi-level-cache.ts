@@ -11,7 +11,7 @@ import {
 import { type BreakerPermit, CircuitBreaker } from '../internal/circuit-breaker.ts';
 import { type Clock, systemClock } from '../internal/clock.ts';
 import * as check from '../internal/options.ts';
-import type { RedisInput } from '../internal/redis.ts';
+import { DEFAULT_REDIS_COMMAND_TIMEOUT_MS, type RedisInput, watchConnection } from '../internal/redis.ts';
 import { type BusMessage, type InvalidationBus, RedisBus } from './bus.ts';
 import { jsonSerializer, type Serializer } from './serializer.ts';
 import { DiskStore, type DiskStoreOptions } from './stores/disk.ts';
@@ -37,8 +37,8 @@ export const DEFAULT_MAX_VALUE_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_LOCK_LEASE_MS = 10_000;
 /** @default 10000 */
 export const DEFAULT_LOCK_WAIT_MS = 10_000;
-/** @default 1000 */
-export const DEFAULT_COMMAND_TIMEOUT_MS = 1_000;
+/** A Redis command slower than this takes the fallback (memory, disk) instead. @default 100 */
+export const DEFAULT_COMMAND_TIMEOUT_MS = DEFAULT_REDIS_COMMAND_TIMEOUT_MS;
 
 const NAME = 'MultiLevelCache';
 /** Recent invalidations remembered to decide whether an in-flight read or write may still fill L1/L3. */
@@ -86,7 +86,7 @@ export interface MultiLevelCacheOptions {
   lockLeaseMs?: number;
   /** How long `getOrSet` waits for another node's factory before running its own, ms. @default 10000 */
   lockWaitMs?: number;
-  /** Redis command timeout for a client created from a URL, ms. @default 1000 */
+  /** Redis command timeout for a client created from a URL, ms. @default 100 */
   commandTimeoutMs?: number;
   /** How long deletes and invalidations are remembered in Redis against slower writes, ms. @default 3600000 */
   tombstoneMs?: number;
@@ -303,6 +303,8 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   #listenHit = false;
   #listenMiss = false;
   #redisDown = false;
+  /** Stops following the L2 client's connection events. */
+  #unwatchRedis: (() => void) | undefined;
   #diskDown = false;
 
   #l1Hits = 0;
@@ -428,6 +430,17 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       ...(breaker.failureThreshold === undefined ? {} : { failureThreshold: breaker.failureThreshold }),
       ...(breaker.cooldownMs === undefined ? {} : { cooldownMs: breaker.cooldownMs }),
     });
+
+    // Redis's state follows its connection, not the next request that happens to touch it: the stats (and
+    // so the gateway's /readyz) change with no traffic, and a reconnect closes the breaker at once instead
+    // of leaving L2 unused for a cooldown.
+    this.#unwatchRedis =
+      this.#l2 === undefined
+        ? undefined
+        : watchConnection(this.#l2.client, (up) => {
+            if (up) this.#redisBack();
+            else this.#redisLost(new StoreError('redis', 'the connection to Redis closed'));
+          });
 
     if (options.bus === false) this.#bus = undefined;
     else if (options.bus !== undefined) this.#bus = options.bus;
@@ -770,6 +783,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#unwatchRedis?.();
     for (const waiters of this.#waiters.values()) for (const wake of [...waiters]) wake();
     await this.#busReady;
     await this.#bus?.close().catch(() => undefined);
@@ -1282,14 +1296,23 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
 
   #redisOk(permit: BreakerPermit): void {
     permit.success();
-    if (!this.#redisDown) return;
-    this.#redisDown = false;
-    this.#emitSafe('recovered', 'redis');
+    if (this.#redisDown) this.#redisBack();
   }
 
   #redisFailed(permit: BreakerPermit, error: unknown): void {
     this.#l2Errors++;
     permit.failure();
+    this.#redisLost(error);
+  }
+
+  #redisBack(): void {
+    this.#breaker.reset();
+    if (!this.#redisDown) return;
+    this.#redisDown = false;
+    this.#emitSafe('recovered', 'redis');
+  }
+
+  #redisLost(error: unknown): void {
     if (this.#redisDown) return;
     this.#redisDown = true;
     this.#emitSafe('degraded', 'redis', toStoreError('redis', error));

@@ -19,7 +19,15 @@ import { ClosedError, InvalidKeyError, RateLimitedError, StoreError } from '../e
 import { CIRCUIT_STATE_CODE, CircuitBreaker } from '../internal/circuit-breaker.ts';
 import type { Clock } from '../internal/clock.ts';
 import * as check from '../internal/options.ts';
-import { type OwnedRedis, type RedisInput, releaseRedis, toRedis } from '../internal/redis.ts';
+import {
+  type OwnedRedis,
+  REDIS_FIRST_CONNECTION_WAIT_MS,
+  type RedisInput,
+  releaseRedis,
+  toRedis,
+  watchConnection,
+  whenConnected,
+} from '../internal/redis.ts';
 import { MemoryRateLimitStore } from './stores/memory-store.ts';
 import { RedisRateLimitStore } from './stores/redis-store.ts';
 import {
@@ -83,7 +91,7 @@ export interface RateLimiterOptions {
   keyPrefix?: string;
   /** Redis (a client you own, or a URL for a client the limiter owns); without it limits are per process. */
   redis?: RedisInput;
-  /** Command timeout of a client the limiter creates from a URL, ms. @default 1000 */
+  /** Command timeout of a client the limiter creates from a URL, ms. @default 100 */
   commandTimeoutMs?: number;
   /**
    * While Redis fails: `'fail-open'` admits (status `'store-error'`), `'fail-closed'` refuses (status
@@ -218,6 +226,7 @@ export class RateLimiter extends EventEmitter {
   readonly #tokenPolicy: boolean[];
   readonly #charges: number[];
   readonly #spanOptions: SpanOptions;
+  #unwatchRedis: (() => void) | undefined;
   #closed = false;
   #healthy = true;
   #checks = 0;
@@ -271,6 +280,10 @@ export class RateLimiter extends EventEmitter {
       failureThreshold: o.failureThreshold,
       cooldownMs: o.cooldownMs,
       clock,
+    });
+    // Limits are global again as soon as the connection is, not a breaker cooldown later.
+    this.#unwatchRedis = watchConnection(this.#redis.client, (up) => {
+      if (up) this.#breaker?.reset();
     });
     if (this.#onStoreError === 'memory') {
       this.#fallbackPolicies = this.policies.map((p) => ({
@@ -373,6 +386,7 @@ export class RateLimiter extends EventEmitter {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#unwatchRedis?.();
     await this.#store.close();
     await this.#fallback?.close();
     if (this.#redis !== undefined) await releaseRedis(this.#redis);
@@ -413,6 +427,9 @@ export class RateLimiter extends EventEmitter {
     if (permit !== undefined) {
       const span = tracer().startSpan('clawperf.rate_limit.check', this.#spanOptions);
       try {
+        const client = this.#redis!.client;
+        // Only the first connection is waited for; a lost one fails at once and the fallback decides.
+        if (client.status !== 'ready') await whenConnected(client, REDIS_FIRST_CONNECTION_WAIT_MS);
         const r = await this.#store.check(key, charges);
         permit.success();
         if (!this.#healthy) {

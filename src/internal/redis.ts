@@ -1,19 +1,32 @@
 /**
  * How clawperf talks to Redis: a client given by the user (a `Redis`, a `Cluster`) is used as it is and
- * never closed by us; a URL gets a client of our own with bounded waits (every command, including one queued
- * while the client (re)connects, fails after the command timeout), which we close. Lua scripts run by SHA, loading themselves on NOSCRIPT, so
- * every read-check-write is one round trip.
+ * never closed by us; a URL gets a client of our own that fails fast (no offline queue: a command while the
+ * connection is down fails at once; one sent to a server that stopped answering fails after the command
+ * timeout), which we close. Lua scripts run by SHA, loading themselves on NOSCRIPT, so every
+ * read-check-write is one round trip.
  */
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { Cluster, Redis } from 'ioredis';
+import { StoreError } from '../errors.ts';
 
 export type RedisClient = Redis | Cluster;
 /** What users pass: a client they own, or a `redis://` URL for a client clawperf owns. */
 export type RedisInput = RedisClient | string;
 
-/** @default 1000 */
-export const DEFAULT_REDIS_COMMAND_TIMEOUT_MS = 1_000;
+/**
+ * How long a command to a client clawperf creates may wait for its reply, ms: a cache read or a limit check
+ * that waits longer takes its fallback instead (a local Redis answers in well under a millisecond).
+ * @default 100
+ */
+export const DEFAULT_REDIS_COMMAND_TIMEOUT_MS = 100;
+/**
+ * How long a call made before a client's first connection waits for it, ms: a process that just started
+ * uses Redis from its first request rather than falling back while the connection is made.
+ */
+export const REDIS_FIRST_CONNECTION_WAIT_MS = 2_000;
+/** Longest pause between reconnect attempts, ms: Redis is used again at most this long after it returns. */
+export const REDIS_RECONNECT_MAX_DELAY_MS = 500;
 
 export interface OwnedRedis {
   client: RedisClient;
@@ -26,16 +39,62 @@ export function isRedisClient(value: unknown): value is RedisClient {
 }
 
 /**
- * Client options for a URL: auto-pipelining on, and a command timeout that also bounds commands queued while
- * the client (re)connects (ioredis arms it before queueing), so no call waits unboundedly during an outage.
+ * Client options for a URL: auto-pipelining on, no offline queue (a command while disconnected fails at
+ * once instead of waiting for a connection that may not come; callers wait for the first connection with
+ * {@link whenConnected}), and a command timeout for a server that accepted a command and went silent.
  */
 export function redisOptions(commandTimeoutMs = DEFAULT_REDIS_COMMAND_TIMEOUT_MS) {
   return {
     enableAutoPipelining: true,
+    enableOfflineQueue: false,
     commandTimeout: commandTimeoutMs,
     maxRetriesPerRequest: 1,
-    // Reconnect forever with capped backoff: the dependency comes back, and so must we.
-    retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2_000),
+    // Reconnect forever with capped backoff: the dependency comes back, and so must we, soon.
+    retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 4), REDIS_RECONNECT_MAX_DELAY_MS),
+  };
+}
+
+/**
+ * Resolves once `client` is connected. Before its first connection it waits up to `timeoutMs`; once it has
+ * been connected, a lost connection rejects at once: the caller takes its fallback rather than waiting for
+ * a reconnect. Rejects with {@link StoreError}.
+ */
+export async function whenConnected(client: RedisClient, timeoutMs: number): Promise<void> {
+  if (client.status === 'ready') return;
+  if (client.status === 'wait') await client.connect().catch(() => undefined);
+  const status: string = client.status;
+  if (status === 'ready') return;
+  if (status !== 'connecting' && status !== 'connect') {
+    throw new StoreError('redis', `not connected (${status})`);
+  }
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      client.off('ready', onReady);
+      reject(new StoreError('redis', `not connected within ${timeoutMs} ms`));
+    }, timeoutMs);
+    timer.unref();
+    const onReady = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    client.once('ready', onReady);
+  });
+}
+
+/**
+ * Calls `listener(true)` whenever `client` becomes ready and `listener(false)` whenever its connection
+ * closes: the connection's state with no traffic needed. Returns the function that stops listening.
+ */
+export function watchConnection(client: RedisClient, listener: (up: boolean) => void): () => void {
+  const up = () => listener(true);
+  const down = () => listener(false);
+  client.on('ready', up);
+  client.on('close', down);
+  client.on('end', down);
+  return () => {
+    client.off('ready', up);
+    client.off('close', down);
+    client.off('end', down);
   };
 }
 

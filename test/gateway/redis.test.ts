@@ -200,7 +200,7 @@ describe('three gateways on one Redis', () => {
       await waitFor(() => served > during + 60, { what: 'traffic during the outage' });
       await redis.restart();
       await waitFor(
-        async () => (await Promise.all(three.map((g) => metric(g, 'breakerState')))).every((s) => s === 0),
+        async () => (await Promise.all(three.map((g) => metric(g, 'breaker_state')))).every((s) => s === 0),
         { what: 'every node to use Redis for limits again', timeoutMs: 30_000 },
       );
     } finally {

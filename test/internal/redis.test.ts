@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { hashTag, RedisScript, releaseRedis, toRedis } from '../../src/internal/redis.ts';
+import {
+  DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
+  hashTag,
+  RedisScript,
+  releaseRedis,
+  toRedis,
+  watchConnection,
+  whenConnected,
+} from '../../src/internal/redis.ts';
 import { type RedisServer, startRedis } from '../helpers/redis.ts';
 
 describe('internal redis', () => {
@@ -14,6 +23,7 @@ describe('internal redis', () => {
   it('runs a script by SHA, loading it on the first NOSCRIPT', async () => {
     const owned = toRedis('options.redis', redis.url);
     try {
+      await whenConnected(owned.client, 1_000);
       const incr = new RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])");
       redis.cli('SCRIPT', 'FLUSH');
       assert.equal(await incr.run(owned.client, ['n'], [2]), 2);
@@ -27,6 +37,7 @@ describe('internal redis', () => {
   it('surfaces script errors other than NOSCRIPT', async () => {
     const owned = toRedis('options.redis', redis.url);
     try {
+      await whenConnected(owned.client, 1_000);
       await assert.rejects(
         new RedisScript("return redis.call('NOPE')").run(owned.client, [], []),
         /Unknown Redis command|unknown command/i,
@@ -45,17 +56,58 @@ describe('internal redis', () => {
     await mine.quit();
     const created = toRedis('options.redis', redis.url);
     assert.equal(created.owned, true);
+    await whenConnected(created.client, 1_000);
     await created.client.ping();
     await releaseRedis(created);
     assert.equal(created.client.status, 'end');
   });
 
-  it('bounds every command by the command timeout while Redis is down', async () => {
-    const owned = toRedis('options.redis', 'redis://127.0.0.1:1', 200);
+  it('fails fast: a command while the connection is down fails at once, nothing waits in a queue', async () => {
+    const owned = toRedis('options.redis', 'redis://127.0.0.1:1', 60_000);
     owned.client.on('error', () => {});
     try {
-      await assert.rejects(owned.client.get('k'), /timed out|ECONNREFUSED|retries/i);
+      // Not even the 60 s command timeout is waited for: the test runner's timeout would end the test first.
+      await assert.rejects(owned.client.get('k'), /enableOfflineQueue/);
+      assert.equal((owned.client as unknown as { offlineQueue: unknown[] }).offlineQueue.length, 0);
+      await assert.rejects(whenConnected(owned.client, 60_000), /not connected/);
     } finally {
+      await releaseRedis(owned);
+    }
+  });
+
+  it('bounds a command to a server that stopped answering by a command timeout of at most 100 ms', async () => {
+    assert.ok(DEFAULT_REDIS_COMMAND_TIMEOUT_MS <= 100);
+    const owned = toRedis('options.redis', redis.url);
+    assert.equal((owned.client as Redis).options.commandTimeout, DEFAULT_REDIS_COMMAND_TIMEOUT_MS);
+    owned.client.on('error', () => {});
+    try {
+      await whenConnected(owned.client, 1_000);
+      // CLIENT PAUSE (from another connection) holds every command: none is answered within the timeout.
+      redis.cli('CLIENT', 'PAUSE', '1000', 'ALL');
+      await assert.rejects(owned.client.get('k'), /timed out/);
+    } finally {
+      redis.cli('CLIENT', 'UNPAUSE');
+      await releaseRedis(owned);
+    }
+  });
+
+  it('whenConnected waits for the first connection, then fails at once after it is lost', async () => {
+    const owned = toRedis('options.redis', redis.url);
+    owned.client.on('error', () => {});
+    const states: boolean[] = [];
+    const unwatch = watchConnection(owned.client, (up) => states.push(up));
+    try {
+      await whenConnected(owned.client, 1_000);
+      assert.deepEqual(states, [true]);
+      const closed = once(owned.client, 'close');
+      redis.cli('CLIENT', 'KILL', 'TYPE', 'normal');
+      await closed;
+      await assert.rejects(whenConnected(owned.client, 60_000), /not connected \(/);
+      await once(owned.client, 'ready');
+      assert.deepEqual(states.slice(0, 2), [true, false]);
+      assert.equal(states.at(-1), true);
+    } finally {
+      unwatch();
       await releaseRedis(owned);
     }
   });

@@ -5,11 +5,13 @@ import * as check from '../../internal/options.ts';
 import {
   DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
   type OwnedRedis,
+  REDIS_FIRST_CONNECTION_WAIT_MS,
   type RedisClient,
   type RedisInput,
   RedisScript,
   releaseRedis,
   toRedis,
+  whenConnected,
 } from '../../internal/redis.ts';
 import type { CacheStore, StoredEntry } from './store.ts';
 
@@ -28,7 +30,7 @@ export interface RedisStoreOptions {
   namespace?: string;
   /** How long a delete or invalidation is remembered, ms. @default 3600000 */
   tombstoneMs?: number;
-  /** Command timeout for a client created from a URL, ms. @default 1000 */
+  /** Command timeout for a client created from a URL, ms. @default 100 */
   commandTimeoutMs?: number;
   clock?: Clock;
 }
@@ -392,29 +394,9 @@ export class RedisStore implements CacheStore {
     if (offset > this.#offset) this.#offset = offset;
   }
 
-  /**
-   * Before the first connection, waits up to the command timeout for it; once connected, a lost connection
-   * fails at once (the client queues nothing), and the cache's circuit breaker takes it from there.
-   */
-  async #ready(): Promise<void> {
-    const client = this.#client;
-    if (this.#closed) throw new StoreError('redis', 'the store is closed');
-    if (client.status === 'wait') await client.connect().catch(() => undefined);
-    if (client.status !== 'connecting' && client.status !== 'connect') {
-      if (client.status === 'ready') return;
-      throw new StoreError('redis', `not connected (${client.status})`);
-    }
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        client.off('ready', onReady);
-        reject(new StoreError('redis', `not connected within ${this.#timeoutMs} ms`));
-      }, this.#timeoutMs);
-      timer.unref();
-      const onReady = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      client.once('ready', onReady);
-    });
+  /** Waits for the first connection (up to 2 s); a lost one fails at once. */
+  #ready(): Promise<void> {
+    if (this.#closed) return Promise.reject(new StoreError('redis', 'the store is closed'));
+    return whenConnected(this.#client, REDIS_FIRST_CONNECTION_WAIT_MS);
   }
 }
