@@ -199,6 +199,11 @@ export interface MultiLevelCacheEvents {
   recovered: [store: 'redis' | 'disk'];
   /** Anything else that was contained: a failed background refresh, a bus publish, a corrupt value. */
   error: [error: Error];
+  /**
+   * A message from another node (a write, a delete, a tag invalidation, a clear) reached this node and was
+   * applied: from now on this node serves the value it replaced from no level.
+   */
+  invalidated: [message: BusMessage];
 }
 
 interface Found<T> {
@@ -649,11 +654,12 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
 
   #remove(key: string): Promise<boolean> {
     this.#deletes++;
-    this.#note(0, key);
-    this.#l1?.delete(key);
+    this.#forget(0, key);
     return spanned('clawperf.cache.del', async () => {
       const tombstoned = this.#l2 === undefined || (await this.#readL2((l2) => l2.delete(key))) !== DOWN;
       await this.#useL3((l3) => l3.delete(key));
+      // A read that began while Redis and disk still held the value may have put it back in L1.
+      this.#forget(0, key);
       const published = await this.#publish({ keys: [key] });
       return tombstoned && (published || this.#bus === undefined);
     });
@@ -669,11 +675,11 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       throw new TypeError(`tag must be a non-empty string, got ${typeof tag}`);
     }
     this.#tagInvalidations++;
-    this.#note(1, tag);
-    this.#l1?.deleteTag(tag);
+    this.#forget(1, tag);
     await spanned('clawperf.cache.invalidate_tag', async () => {
       await this.#useL2((l2) => l2.invalidateTag(tag));
       await this.#useL3((l3) => l3.invalidateTag(tag));
+      this.#forget(1, tag);
       await this.#publish({ tag });
     });
   }
@@ -681,11 +687,11 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   /** Removes every entry of this cache's namespace from every level and every node's L1. */
   async clear(): Promise<void> {
     this.#assertOpen();
-    this.#note(2, '');
-    this.#l1?.clear();
+    this.#forget(2, '');
     await spanned('clawperf.cache.clear', async () => {
       await this.#useL2((l2) => l2.clear());
       await this.#useL3((l3) => l3.clear());
+      this.#forget(2, '');
       await this.#publish({ all: true });
     });
   }
@@ -1205,30 +1211,43 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   #onBusMessage(message: BusMessage): void {
     this.#busReceived++;
     if ('all' in message) {
-      this.#note(2, '');
-      this.#l1?.clear();
-      return;
-    }
-    if ('tag' in message) {
-      this.#note(1, message.tag);
-      this.#l1?.deleteTag(message.tag);
+      this.#forget(2, '');
+    } else if ('tag' in message) {
+      this.#forget(1, message.tag);
       void this.#useL3((l3) => l3.invalidateTag(message.tag));
-      return;
+    } else {
+      for (const key of message.keys) {
+        this.#forget(0, key);
+        void this.#useL3((l3) => l3.delete(key));
+        const waiters = this.#waiters.get(key);
+        if (waiters !== undefined) for (const wake of [...waiters]) wake();
+      }
     }
-    for (const key of message.keys) {
-      this.#note(0, key);
-      this.#l1?.delete(key);
-      void this.#useL3((l3) => l3.delete(key));
-      const waiters = this.#waiters.get(key);
-      if (waiters !== undefined) for (const wake of [...waiters]) wake();
-    }
+    if (this.listenerCount('invalidated') > 0) this.#emitSafe('invalidated', message);
   }
 
   #onBusReconnected(): void {
     // Messages sent while the subscription was down are lost: nothing in L1 can be trusted any more.
     this.#busReconnects++;
-    this.#note(2, '');
-    this.#l1?.clear();
+    this.#forget(2, '');
+  }
+
+  /**
+   * Forgets a key (0), a tag (1) or everything (2) on this node: L1 drops it, reads under way may not put
+   * what they found back in L1 (see {@link #untouched}), and callers from now on do not join a load that
+   * began before, which could still answer the old value.
+   */
+  #forget(kind: 0 | 1 | 2, name: string): void {
+    this.#note(kind, name);
+    if (kind === 0) {
+      this.#l1?.delete(name);
+      this.#inflight.delete(name);
+      return;
+    }
+    if (kind === 1) this.#l1?.deleteTag(name);
+    else this.#l1?.clear();
+    // A load does not know its tags until it has its value: a tag or a clear forgets every load under way.
+    this.#inflight.clear();
   }
 
   /** Records an invalidation so in-flight reads and writes that started before it do not fill L1 or L3. */

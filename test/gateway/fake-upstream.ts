@@ -46,6 +46,7 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
   let remaining = Number.POSITIVE_INFINITY;
   const sockets = new Set<import('node:net').Socket>();
   let arrivals: ((path: string) => void)[] = [];
+  let answers = 0;
 
   const handle = async (req: IncomingMessage, res: ServerResponse, body: string) => {
     const path = (req.url ?? '').split('?', 1)[0]!;
@@ -164,8 +165,9 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
         res.end('data: [DONE]\n\n');
         return;
       }
+      // Each answer has its own id, so a test can tell a cached answer from a new one.
       return json(200, {
-        id: 'chatcmpl-fake',
+        id: `chatcmpl-fake-${++answers}`,
         object: 'chat.completion',
         created: 0,
         model: request.model,
