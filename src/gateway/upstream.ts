@@ -99,6 +99,7 @@ export class UpstreamClient {
     'failures',
     'timeouts',
     'circuitRejected',
+    'breakerOpens',
   ];
   readonly baseUrl: string;
   readonly host: string;
