@@ -32,7 +32,8 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   const app = Fastify({
     bodyLimit: config.bodyLimitBytes,
     forceCloseConnections: 'idle',
-    return503OnClosing: true,
+    // Fastify's own 503 while closing has its own body; the onRequest hook answers in OpenAI's shape instead.
+    return503OnClosing: false,
     logger: false,
     clientErrorHandler: answerClientError,
     frameworkErrors: (error, request, reply) => {
@@ -54,6 +55,11 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   const leftFlight = () => {
     counts.inFlight--;
   };
+  let closing = false;
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
   app.addHook('onRequest', (request, reply, done) => {
     counts.requests++;
     counts.inFlight++;
@@ -67,6 +73,17 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
       limit: undefined,
       cacheKey: undefined,
     };
+    // A request still arriving on an open connection while the gateway drains: the client should go elsewhere.
+    if (closing) {
+      reply.header('connection', 'close');
+      sendError(
+        reply,
+        apiError(503, 'the gateway is shutting down', 'server_error', 'shutting_down', null, {
+          'retry-after': '1',
+        }),
+      );
+      return;
+    }
     done();
   });
   app.addHook('onSend', (request, reply, payload, done) => {

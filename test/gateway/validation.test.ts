@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import OpenAI, { APIError, BadRequestError, NotFoundError } from 'openai';
 import { type GatewayConfig, loadConfig } from '../../src/gateway/config.ts';
 import { MAX_EMBEDDING_REQUEST_TOKENS } from '../../src/gateway/openai.ts';
 import { createGateway, type Gateway } from '../../src/gateway/server.ts';
+import { waitFor } from '../helpers/servers.ts';
 import { type FakeUpstream, startFakeUpstream } from './fake-upstream.ts';
 
 const gateways: Gateway[] = [];
@@ -283,5 +285,34 @@ describe("Fastify's and Node's own refusals come back in OpenAI's error shape", 
       assert.equal(error.param, 'body');
       assert.equal(error.code, 'invalid_json');
     }
+  });
+
+  it('503 shutting_down for a request arriving on a connection still open while the gateway drains', async () => {
+    const { gw, base } = await serve();
+    const socket = connect(Number(new URL(base).port), '127.0.0.1');
+    await once(socket, 'connect');
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+    });
+    const body = JSON.stringify({ model: 'local-embed', input: 'draining' });
+    const head = `POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n`;
+    // The first request's body is held back, so its connection is busy, not idle, when closing begins.
+    socket.write(head + body.slice(0, 10));
+    await waitFor(() => gw.stats().inFlight === 1, { what: 'the first request to arrive' });
+    const closed = gw.close();
+    await waitFor(() => !gw.app.server.listening, { what: 'the gateway to stop listening' });
+    socket.write(body.slice(10) + head + body);
+    await once(socket, 'close');
+    await closed;
+    const [first = '', second = ''] = text.split(/(?=HTTP\/1\.1 )/);
+    assert.match(first, /^HTTP\/1\.1 200 /);
+    const [status, json = ''] = second.split('\r\n\r\n');
+    assert.match(String(status), /^HTTP\/1\.1 503 /);
+    assert.match(String(status), /retry-after: 1/i);
+    const error = JSON.parse(json).error;
+    assert.equal(error.code, 'shutting_down');
+    assert.equal(error.type, 'server_error');
   });
 });
