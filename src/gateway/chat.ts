@@ -75,12 +75,8 @@ export function chatHandler(ctx: GatewayContext) {
       const type = answer.headers['content-type'];
       if (type !== undefined && !type.includes('text/event-stream')) {
         body.on('error', () => {}).destroy();
-        throw new UpstreamError(
-          `the upstream answered a streamed request with ${type}, not server-sent events`,
-          {
-            status: answer.status,
-          },
-        );
+        const why = `the upstream answered a streamed request with ${type}, not server-sent events`;
+        throw new UpstreamError(why, { status: answer.status });
       }
     }
     ctx.counts.servedItems++;
