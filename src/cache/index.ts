@@ -22,6 +22,8 @@ export {
 } from './consistency.ts';
 export {
   type CacheLevel,
+  type CacheOutcome,
+  type CacheResult,
   DEFAULT_COMMAND_TIMEOUT_MS,
   DEFAULT_LOCK_LEASE_MS,
   DEFAULT_LOCK_WAIT_MS,

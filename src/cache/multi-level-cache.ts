@@ -209,12 +209,34 @@ export interface MultiLevelCacheEvents {
 interface Found<T> {
   value: T;
   fresh: boolean;
+  level: 'l2' | 'l3';
+}
+
+/** What {@link MultiLevelCache.getOrSetWithOutcome} did to answer. */
+export type CacheOutcome = 'hit' | 'stale' | 'miss' | 'coalesced';
+
+/** A value and how {@link MultiLevelCache.getOrSetWithOutcome} came by it. */
+export interface CacheResult<T> {
+  value: T;
+  /**
+   * `'hit'`: a fresh value from `level`. `'stale'`: an expired value inside its stale window, from `level`,
+   * while one refresh runs in the background. `'miss'`: this call ran the factory. `'coalesced'`: it waited
+   * for another caller's factory (in this process, or on another node with `lock`).
+   */
+  outcome: CacheOutcome;
+  /** Where a hit or stale value was found; `undefined` for a miss or a coalesced wait. */
+  level: CacheLevel | undefined;
 }
 
 interface WriteOptions {
   ttlMs: number;
   graceMs: number;
   tags: readonly string[];
+}
+
+interface LoadOptions {
+  write: WriteOptions;
+  lock: boolean;
 }
 
 interface Invalidation {
@@ -298,7 +320,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   readonly #leaseMs: number;
   readonly #lockWaitMs: number;
   readonly #nodeId: string;
-  readonly #inflight = new Map<string, Promise<T>>();
+  readonly #inflight = new Map<string, Promise<CacheResult<T>>>();
   readonly #refreshing = new Set<string>();
   readonly #waiters = new Map<string, Set<() => void>>();
   readonly #recent: (Invalidation | undefined)[] = new Array(RECENT);
@@ -707,14 +729,9 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   getOrSet(key: string, factory: Factory<T>, options: GetOrSetOptions = {}): Promise<T> {
     if (this.#closed) return Promise.reject(new ClosedError(NAME));
     if (typeof key !== 'string' || key.length === 0) return Promise.reject(invalidKey(key));
-    let write: WriteOptions;
-    let lock: boolean;
+    let load: LoadOptions;
     try {
-      check.fn('factory', factory);
-      write = this.#writeOptions(options);
-      lock = options.lock ?? this.#lock;
-      if (typeof lock !== 'boolean')
-        throw new TypeError(`options.lock must be a boolean, got ${String(lock)}`);
+      load = this.#loadOptions(factory, options);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -722,19 +739,68 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     if (entry !== undefined && (entry.grace === 0 || entry.freshUntil >= this.#clock.now())) {
       return Promise.resolve(this.#l1Hit(key, entry));
     }
-    let pending = this.#inflight.get(key);
-    if (pending === undefined) {
-      if (this.#l1 !== undefined) this.#l1Misses++;
-      pending = this.#load(key, factory, write, lock, entry);
-      this.#inflight.set(key, pending);
-      const done = () => {
-        if (this.#inflight.get(key) === pending) this.#inflight.delete(key);
-      };
-      pending.then(done, done);
-    } else {
-      this.#coalesced++;
+    const value = this.#loadShared(key, factory, load, entry).then(resultValue);
+    return options.signal === undefined ? value : abortable(value, options.signal);
+  }
+
+  /**
+   * {@link getOrSet} that also says how the value was had: a hit and at which level, a stale value served
+   * while it is refreshed, a miss this call produced, or a wait on another caller's production. One lookup
+   * either way: a caller never needs a `get` first to learn whether it was a hit.
+   */
+  getOrSetWithOutcome(
+    key: string,
+    factory: Factory<T>,
+    options: GetOrSetOptions = {},
+  ): Promise<CacheResult<T>> {
+    if (this.#closed) return Promise.reject(new ClosedError(NAME));
+    if (typeof key !== 'string' || key.length === 0) return Promise.reject(invalidKey(key));
+    let load: LoadOptions;
+    try {
+      load = this.#loadOptions(factory, options);
+    } catch (error) {
+      return Promise.reject(error);
     }
+    const entry = this.#l1?.get(key);
+    if (entry !== undefined && (entry.grace === 0 || entry.freshUntil >= this.#clock.now())) {
+      return Promise.resolve({ value: this.#l1Hit(key, entry), outcome: 'hit', level: 'l1' });
+    }
+    const pending = this.#loadShared(key, factory, load, entry);
     return options.signal === undefined ? pending : abortable(pending, options.signal);
+  }
+
+  /** A getOrSet call's write options and lock, validated. */
+  #loadOptions(factory: Factory<T>, options: GetOrSetOptions): LoadOptions {
+    check.fn('factory', factory);
+    const write = this.#writeOptions(options);
+    const lock = options.lock ?? this.#lock;
+    if (typeof lock !== 'boolean') throw new TypeError(`options.lock must be a boolean, got ${String(lock)}`);
+    return { write, lock };
+  }
+
+  /**
+   * Past L1: joins the load of `key` under way (a coalesced wait) or starts one. `l1Entry` is an expired
+   * L1 entry still inside its stale window, if any.
+   */
+  #loadShared(
+    key: string,
+    factory: Factory<T>,
+    { write, lock }: LoadOptions,
+    l1Entry: MemoryEntry<T> | undefined,
+  ): Promise<CacheResult<T>> {
+    const joined = this.#inflight.get(key);
+    if (joined !== undefined) {
+      this.#coalesced++;
+      return joined.then(asCoalesced);
+    }
+    if (this.#l1 !== undefined) this.#l1Misses++;
+    const pending = this.#load(key, factory, write, lock, l1Entry);
+    this.#inflight.set(key, pending);
+    const done = () => {
+      if (this.#inflight.get(key) === pending) this.#inflight.delete(key);
+    };
+    pending.then(done, done);
+    return pending;
   }
 
   /** Counters and gauges, numbers only. */
@@ -915,7 +981,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       this.#fillL1(key, value, entry.tags, entry.ttlMs, entry.graceMs);
       this.#l1Backfills++;
     }
-    return { value, fresh };
+    return { value, fresh, level };
   }
 
   async #load(
@@ -924,19 +990,19 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     write: WriteOptions,
     lock: boolean,
     l1Entry: MemoryEntry<T> | undefined,
-  ): Promise<T> {
+  ): Promise<CacheResult<T>> {
     // An L1 entry that is still here but past its fresh time is inside its stale window.
     if (l1Entry !== undefined) {
       this.#staleServed++;
       this.#refresh(key, factory, write, lock);
-      return l1Entry.value;
+      return { value: l1Entry.value, outcome: 'stale', level: 'l1' };
     }
     const found = await this.#lower(key, write.graceMs > 0, true);
     if (found !== undefined) {
-      if (found.fresh) return found.value;
+      if (found.fresh) return { value: found.value, outcome: 'hit', level: found.level };
       this.#staleServed++;
       this.#refresh(key, factory, write, lock);
-      return found.value;
+      return { value: found.value, outcome: 'stale', level: found.level };
     }
     return this.#produce(key, factory, write, lock);
   }
@@ -956,7 +1022,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     write: WriteOptions,
     lock: boolean,
     context: FactoryContext = FOREGROUND,
-  ): Promise<T> {
+  ): Promise<CacheResult<T>> {
     return spanned('clawperf.cache.load', (span) => {
       span.setAttribute('clawperf.cache.lock', lock);
       return this.#produceIn(key, factory, write, lock, context);
@@ -969,11 +1035,11 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     write: WriteOptions,
     lock: boolean,
     context: FactoryContext,
-  ): Promise<T> {
+  ): Promise<CacheResult<T>> {
     let fence = '';
     if (lock && this.#l2 !== undefined) {
       const got = await this.#acquire(key);
-      if ('value' in got) return got.value;
+      if ('value' in got) return { value: got.value, outcome: 'coalesced', level: undefined };
       fence = got.fence;
     }
     let published = false;
@@ -992,7 +1058,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
         const data = this.#encode(key, value);
         published = (await this.#write(key, value, data, version, write, since, fence)) === 'stored';
       }
-      return value;
+      return { value, outcome: 'miss', level: undefined };
     } finally {
       if (fence !== '') {
         const held = fence;
@@ -1394,6 +1460,14 @@ async function spanned<R>(name: string, fn: (span: Span) => Promise<R>): Promise
 
 function foundValue<T>(found: Found<T> | undefined): T | undefined {
   return found?.value;
+}
+
+function resultValue<T>(result: CacheResult<T>): T {
+  return result.value;
+}
+
+function asCoalesced<T>(result: CacheResult<T>): CacheResult<T> {
+  return { value: result.value, outcome: 'coalesced', level: undefined };
 }
 
 function invalidKey(key: unknown): InvalidKeyError {

@@ -422,6 +422,76 @@ describe('stale-while-revalidate', () => {
   });
 });
 
+describe('getOrSetWithOutcome says how it came by the value, in one lookup', () => {
+  it('a miss it produced, then a hit in L1', async () => {
+    const cache = make<string>();
+    assert.deepEqual(await cache.getOrSetWithOutcome('k', () => 'v'), {
+      value: 'v',
+      outcome: 'miss',
+      level: undefined,
+    });
+    assert.deepEqual(await cache.getOrSetWithOutcome('k', () => 'other'), {
+      value: 'v',
+      outcome: 'hit',
+      level: 'l1',
+    });
+  });
+
+  it('a hit in L3, read once', async () => {
+    const dir = await tempDir();
+    await make<string>({ l1: false, disk: { dir } }).set('k', 'on disk');
+    const cache = make<string>({ disk: { dir } });
+    let calls = 0;
+    const result = await cache.getOrSetWithOutcome('k', () => {
+      calls++;
+      return 'produced';
+    });
+    assert.deepEqual(result, { value: 'on disk', outcome: 'hit', level: 'l3' });
+    assert.equal(calls, 0);
+    assert.equal(cache.stats().l3_hits, 1);
+    assert.equal(cache.stats().misses, 0);
+  });
+
+  it("callers that wait for another caller's factory are coalesced", async () => {
+    const cache = make<string>();
+    let release!: (v: string) => void;
+    const called = new Promise<void>((called) => {
+      void cache.getOrSetWithOutcome('k', () => {
+        called();
+        return new Promise<string>((r) => (release = r));
+      });
+    });
+    const first = cache.getOrSetWithOutcome('k', () => 'never');
+    const second = cache.getOrSetWithOutcome('k', () => 'never');
+    await called;
+    release('v');
+    assert.deepEqual(await first, { value: 'v', outcome: 'coalesced', level: undefined });
+    assert.deepEqual(await second, { value: 'v', outcome: 'coalesced', level: undefined });
+    assert.equal(cache.stats().coalesced, 2);
+  });
+
+  it('a stale value served while it is refreshed', async () => {
+    const clock = new ManualClock();
+    const cache = make<string>({ clock, staleWhileRevalidateMs: 10_000 });
+    await cache.set('k', 'old', { ttlMs: 1_000 });
+    await clock.advance(1_500);
+    assert.deepEqual(await cache.getOrSetWithOutcome('k', () => 'new', { ttlMs: 1_000 }), {
+      value: 'old',
+      outcome: 'stale',
+      level: 'l1',
+    });
+  });
+
+  it('rejects bad input like getOrSet does', async () => {
+    const cache = make<string>();
+    await assert.rejects(
+      cache.getOrSetWithOutcome('', () => 'v'),
+      InvalidKeyError,
+    );
+    await assert.rejects(cache.getOrSetWithOutcome('k', 'v' as never), /factory/);
+  });
+});
+
 describe('bad input gets a typed error naming the key and loses nothing', () => {
   it('rejects non-string and empty keys', async () => {
     const cache = make();
