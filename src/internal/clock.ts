@@ -19,6 +19,39 @@ export interface SchedulingClock extends Clock {
 /** The default clock: monotonic (never jumps with NTP or DST), sub-millisecond resolution. */
 export const systemClock: Clock = { now: () => performance.now() };
 
+/** Stops a timer from {@link timerOn}; calling it after the timer fired, or twice, does nothing. */
+export type Cancel = () => void;
+
+/**
+ * Runs `fn` once, `ms` from now. A background timer is `unref()`ed; an `awaited` one is not, because a
+ * caller is waiting on it and the process must not exit under that caller.
+ */
+export type SetTimer = (ms: number, fn: () => void, awaited?: boolean) => Cancel;
+
+/**
+ * Timers that run on `clock`: on its `schedule` when it has one (a {@link ManualClock} then drives them, and
+ * nothing runs on the real clock), else on `setTimeout`.
+ */
+export function timerOn(clock: Clock): SetTimer {
+  const schedule = (clock as Partial<SchedulingClock>).schedule;
+  if (typeof schedule !== 'function') return realTimer;
+  return (ms, fn) => {
+    let live = true;
+    schedule.call(clock, ms, () => {
+      if (live) fn();
+    });
+    return () => {
+      live = false;
+    };
+  };
+}
+
+function realTimer(ms: number, fn: () => void, awaited = false): Cancel {
+  const t = setTimeout(fn, ms);
+  if (!awaited) t.unref();
+  return () => clearTimeout(t);
+}
+
 interface Timer {
   at: number;
   seq: number;

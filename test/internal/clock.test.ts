@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ManualClock, systemClock } from '../../src/internal/clock.ts';
+import { ManualClock, systemClock, timerOn } from '../../src/internal/clock.ts';
 
 describe('systemClock', () => {
   it('is monotonic with sub-millisecond resolution', () => {
@@ -48,5 +48,41 @@ describe('ManualClock', () => {
     await clock.advance(100);
     await done;
     assert.deepEqual(times, [10, 20, 30]);
+  });
+});
+
+describe('timerOn', () => {
+  it('runs timers on a clock that can schedule, and a cancelled one never fires', async () => {
+    const clock = new ManualClock();
+    const setTimer = timerOn(clock);
+    const fired: string[] = [];
+    setTimer(10, () => fired.push('kept'));
+    const cancel = setTimer(5, () => fired.push('cancelled'));
+    cancel();
+    await clock.advance(10);
+    assert.deepEqual(fired, ['kept']);
+    cancel();
+  });
+
+  it('on the system clock, a background timer is unref()ed and an awaited one is not', async () => {
+    const made: NodeJS.Timeout[] = [];
+    const original = globalThis.setTimeout;
+    globalThis.setTimeout = ((fn: () => void, ms: number) => {
+      const t = original(fn, ms);
+      made.push(t);
+      return t;
+    }) as typeof setTimeout;
+    let cancels: (() => void)[];
+    try {
+      const setTimer = timerOn(systemClock);
+      cancels = [setTimer(60_000, () => {}), setTimer(60_000, () => {}, true)];
+    } finally {
+      globalThis.setTimeout = original;
+    }
+    assert.deepEqual(
+      made.map((t) => t.hasRef()),
+      [false, true],
+    );
+    for (const cancel of cancels) cancel();
   });
 });

@@ -10,6 +10,13 @@ describe('option validation', () => {
     assert.equal(check.ratio('o.r', 1), 1);
     assert.equal(check.oneOf('o.mode', 'b', ['a', 'b']), 'b');
     assert.deepEqual(check.object('o', undefined), {});
+    assert.equal(check.positive('o.ms', 0.1), 0.1);
+    assert.equal(check.finite('o.priority', -3), -3);
+    assert.equal(check.compared('o.min', 2, '<=', 'o.max', 2), 2);
+    assert.equal(check.boolean('o.on', false), false);
+    assert.equal(check.string('o.name', 'x'), 'x');
+    const signal = new AbortController().signal;
+    assert.equal(check.signal('o.signal', signal), signal);
   });
 
   const bad: [string, () => unknown, RegExp][] = [
@@ -40,6 +47,25 @@ describe('option validation', () => {
     ['array as options', () => check.object('options', []), /options must be an object, got an array/],
     ['clock without now', () => check.clock('options.clock', { now: 1 }), /now\(\) method/],
     ['bigint', () => check.number('options.n', 10n), /got 10n/],
+    [
+      'zero',
+      () => check.positive('options.queueTimeoutMs', 0),
+      /options\.queueTimeoutMs must be a finite number > 0, got 0/,
+    ],
+    ['infinite', () => check.finite('options.priority', -Infinity), /must be a finite number, got -Infinity/],
+    [
+      'out of order',
+      () => check.compared('options.min', 5, '<=', 'options.max', 2),
+      /options\.min must be <= options\.max \(2\), got 5/,
+    ],
+    ['not a boolean', () => check.boolean('options.validateOnIdle', 'yes'), /must be a boolean, got "yes"/],
+    ['empty string', () => check.string('options.name', ''), /must be a non-empty string, got ""/],
+    ['not a signal', () => check.signal('options.signal', {}), /must be an AbortSignal, got an object/],
+    [
+      'custom',
+      () => check.invalid('options.url', 'an http(s) URL', 'ftp://x'),
+      /options\.url must be an http\(s\) URL, got "ftp:\/\/x"/,
+    ],
   ];
   for (const [what, call, message] of bad) {
     it(`throws a TypeError naming the option and the value: ${what}`, () => {
