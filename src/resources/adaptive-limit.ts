@@ -95,33 +95,46 @@ export class AdaptiveLimit {
   #updates = 0;
   #probes = 0;
 
-  constructor(options?: AdaptiveLimitOptions) {
-    const o = check.object<AdaptiveLimitOptions>('options', options);
-    this.minLimit = check.integer('minLimit', o.minLimit ?? DEFAULT_MIN_LIMIT, 1);
-    this.maxLimit = check.integer('maxLimit', o.maxLimit ?? DEFAULT_MAX_LIMIT, this.minLimit);
-    const initial = check.integer('initialLimit', o.initialLimit ?? DEFAULT_INITIAL_LIMIT, this.minLimit);
-    if (initial > this.maxLimit) {
-      throw new TypeError(`initialLimit must be <= maxLimit (${this.maxLimit}), got ${initial}`);
-    }
+  /**
+   * @param path How messages name the options object (`options.maxConcurrency` when a
+   *   `BackpressureController` makes the limit). @internal
+   * @throws {TypeError} naming the option, its allowed range and the value, when an option is invalid.
+   */
+  constructor(options?: AdaptiveLimitOptions, path = 'options') {
+    const o = check.object<AdaptiveLimitOptions>(path, options);
+    const at = (name: string) => `${path}.${name}`;
+    this.minLimit = check.integer(at('minLimit'), o.minLimit ?? DEFAULT_MIN_LIMIT, 1);
+    this.maxLimit = check.compared(
+      at('maxLimit'),
+      check.integer(at('maxLimit'), o.maxLimit ?? DEFAULT_MAX_LIMIT, 1),
+      '>=',
+      at('minLimit'),
+      this.minLimit,
+    );
+    const initial = check.integer(at('initialLimit'), o.initialLimit ?? DEFAULT_INITIAL_LIMIT, this.minLimit);
+    check.compared(at('initialLimit'), initial, '<=', at('maxLimit'), this.maxLimit);
     this.#updateIntervalMs = check.number(
-      'updateIntervalMs',
+      at('updateIntervalMs'),
       o.updateIntervalMs ?? DEFAULT_UPDATE_INTERVAL_MS,
     );
     this.#minWindowSamples = check.integer(
-      'minWindowSamples',
+      at('minWindowSamples'),
       o.minWindowSamples ?? DEFAULT_MIN_WINDOW_SAMPLES,
       1,
     );
-    this.#bufferRatio = check.number('bufferRatio', o.bufferRatio ?? DEFAULT_BUFFER_RATIO);
-    this.#smoothing = check.ratio('smoothing', o.smoothing ?? DEFAULT_SMOOTHING);
-    if (this.#smoothing === 0) throw new TypeError('smoothing must be a number in (0, 1], got 0');
-    this.#probeIntervalMs = check.number('probeIntervalMs', o.probeIntervalMs ?? DEFAULT_PROBE_INTERVAL_MS);
-    this.#probeSamples = check.integer('probeSamples', o.probeSamples ?? DEFAULT_PROBE_SAMPLES, 1);
+    this.#bufferRatio = check.number(at('bufferRatio'), o.bufferRatio ?? DEFAULT_BUFFER_RATIO);
+    this.#smoothing = check.ratio(at('smoothing'), o.smoothing ?? DEFAULT_SMOOTHING);
+    if (this.#smoothing === 0) check.invalid(at('smoothing'), 'a number in (0, 1]', 0);
+    this.#probeIntervalMs = check.number(
+      at('probeIntervalMs'),
+      o.probeIntervalMs ?? DEFAULT_PROBE_INTERVAL_MS,
+    );
+    this.#probeSamples = check.integer(at('probeSamples'), o.probeSamples ?? DEFAULT_PROBE_SAMPLES, 1);
     this.#probeJitterRatio = check.ratio(
-      'probeJitterRatio',
+      at('probeJitterRatio'),
       o.probeJitterRatio ?? DEFAULT_PROBE_JITTER_RATIO,
     );
-    this.#random = o.random === undefined ? Math.random : check.fn('random', o.random);
+    this.#random = o.random === undefined ? Math.random : check.fn(at('random'), o.random);
     this.#estimate = initial;
     this.#limit = this.minLimit;
   }

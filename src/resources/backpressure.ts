@@ -1,10 +1,24 @@
+/**
+ * Admission control in front of a dependency. The controller (admission, the one timeout timer, stats) is
+ * here; the index-linked waiter queue it admits from is in `waiter-queue.ts`, and the deadline heap of
+ * waiters with their own timeout in `deadline-heap.ts`.
+ *
+ * @module
+ */
 import { ClosedError, OverloadedError, QueueTimeoutError } from '../errors.ts';
-import { type Clock, type SchedulingClock, systemClock } from '../internal/clock.ts';
-
-export type { SchedulingClock };
-
+import {
+  type Cancel,
+  type Clock,
+  type SchedulingClock,
+  type SetTimer,
+  systemClock,
+  timerOn,
+} from '../internal/clock.ts';
 import * as check from '../internal/options.ts';
 import { AdaptiveLimit, type AdaptiveLimitOptions } from './adaptive-limit.ts';
+import { NONE, type Resolve, type Task, WaiterQueue } from './waiter-queue.ts';
+
+export type { SchedulingClock };
 
 /** @default 10 */
 export const DEFAULT_MAX_CONCURRENCY = 10;
@@ -15,8 +29,6 @@ export const DEFAULT_QUEUE_TIMEOUT_MS = 30_000;
 /** @default 0 */
 export const DEFAULT_PRIORITY = 0;
 
-const INITIAL_CAPACITY = 16;
-const NONE = -1;
 // Weight of the newest queue wait in the average behind OverloadedError.retryAfterMs.
 const WAIT_EWMA_WEIGHT = 0.1;
 // Queue operations that may share one reading of the system clock within one callback.
@@ -90,19 +102,6 @@ export interface BackpressureStats {
   adaptive_probes?: number;
 }
 
-type Resolve = (value: unknown) => void;
-type Task = () => unknown;
-
-/** One doubly linked list threaded through the slot arrays: a priority level's FIFO or the timeout lane. */
-interface List {
-  head: number;
-  tail: number;
-}
-
-interface Level extends List {
-  priority: number;
-}
-
 /**
  * Admission control in front of a dependency: at most `maxConcurrency` calls run at once, at most
  * `maxQueueSize` callers wait, and everyone else is refused at once with `OverloadedError`.
@@ -136,40 +135,16 @@ export class BackpressureController {
   readonly #maxQueueSize: number;
   readonly #queueTimeoutMs: number;
   readonly #clock: Clock;
-  readonly #schedule: SchedulingClock['schedule'] | undefined;
+  readonly #setTimer: SetTimer;
   readonly #adaptive: AdaptiveLimit | undefined;
+  readonly #queue = new WaiterQueue(DEFAULT_PRIORITY);
 
   #limit: number;
   #processing = 0;
-  #queued = 0;
   #closed = false;
 
-  // Waiter slots: parallel arrays indexed by slot, grown by doubling, free slots chained through #next.
-  #capacity = 0;
-  #next = new Int32Array(0);
-  #prev = new Int32Array(0);
-  #laneNext = new Int32Array(0);
-  #lanePrev = new Int32Array(0);
-  #heapIndex = new Int32Array(0);
-  #enqueuedAt = new Float64Array(0);
-  #deadline = new Float64Array(0);
-  #priority = new Float64Array(0);
-  #resolvers: (Resolve | undefined)[] = [];
-  #tasks: (Task | undefined)[] = [];
-  #abortHooks: ((() => void) | undefined)[] = [];
-  #signals: (AbortSignal | undefined)[] = [];
-  #free = NONE;
-
-  // Priority levels, highest first; the default level always exists.
-  #levels: Level[] = [{ priority: DEFAULT_PRIORITY, head: NONE, tail: NONE }];
-  // Waiters with the default timeout, oldest first: their deadlines are in order, so the head expires first.
-  #lane: List = { head: NONE, tail: NONE };
-  // Waiters with their own timeoutMs: a binary min-heap of slots by deadline.
-  #heap: number[] = [];
-
   #timerAt = Number.POSITIVE_INFINITY;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #timerSeq = 0;
+  #cancelTimer: Cancel | undefined;
   #pendingSlot = NONE;
   #clockReading = 0;
   #clockReuses = 0;
@@ -184,23 +159,24 @@ export class BackpressureController {
   #queueWaitMsAverage = 0;
   #admittedAfterWait = 0;
 
+  /** @throws {TypeError} naming the option, its allowed range and the value, when an option is invalid. */
   constructor(options?: BackpressureOptions) {
     const o = check.object<BackpressureOptions>('options', options);
     const max = o.maxConcurrency ?? DEFAULT_MAX_CONCURRENCY;
-    if (typeof max === 'number') {
-      this.#limit = check.integer('maxConcurrency', max, 1);
-    } else if (max === 'adaptive' || (typeof max === 'object' && max !== null && !Array.isArray(max))) {
-      this.#adaptive = new AdaptiveLimit(max === 'adaptive' ? {} : max);
+    if (max === 'adaptive' || (typeof max === 'object' && max !== null && !Array.isArray(max))) {
+      this.#adaptive = new AdaptiveLimit(max === 'adaptive' ? {} : max, 'options.maxConcurrency');
       this.#limit = this.#adaptive.limit;
     } else {
-      this.#limit = check.integer('maxConcurrency', max, 1);
+      this.#limit = check.integer('options.maxConcurrency', max, 1);
     }
-    this.#maxQueueSize = check.integer('maxQueueSize', o.maxQueueSize ?? DEFAULT_MAX_QUEUE_SIZE);
-    this.#queueTimeoutMs = positive('queueTimeoutMs', o.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS);
-    this.#clock = o.clock === undefined ? systemClock : check.clock('clock', o.clock);
-    const schedule = (this.#clock as Partial<SchedulingClock>).schedule;
-    this.#schedule = typeof schedule === 'function' ? schedule.bind(this.#clock) : undefined;
-    this.#name = o.name === undefined ? 'backpressure' : nonEmptyString('name', o.name);
+    this.#maxQueueSize = check.integer('options.maxQueueSize', o.maxQueueSize ?? DEFAULT_MAX_QUEUE_SIZE);
+    this.#queueTimeoutMs = check.positive(
+      'options.queueTimeoutMs',
+      o.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS,
+    );
+    this.#clock = o.clock === undefined ? systemClock : check.clock('options.clock', o.clock);
+    this.#setTimer = timerOn(this.#clock);
+    this.#name = o.name === undefined ? 'backpressure' : check.string('options.name', o.name);
   }
 
   /** The concurrency limit now. */
@@ -215,7 +191,7 @@ export class BackpressureController {
 
   /** Callers waiting for a slot. */
   get queued(): number {
-    return this.#queued;
+    return this.#queue.size;
   }
 
   /**
@@ -228,7 +204,7 @@ export class BackpressureController {
    * @throws {ClosedError} after `close()`.
    */
   acquire(options?: AcquireOptions): Promise<Release> {
-    if (options === undefined && !this.#closed && this.#processing < this.#limit && this.#queued === 0) {
+    if (options === undefined && !this.#closed && this.#processing < this.#limit && this.#queue.size === 0) {
       this.#processing++;
       this.#admitted++;
       return Promise.resolve(this.#releaser());
@@ -241,9 +217,10 @@ export class BackpressureController {
    * throws. Fails like {@link BackpressureController.acquire} when no slot can be had.
    */
   run<T>(fn: () => T | PromiseLike<T>, options?: AcquireOptions): Promise<Awaited<T>> {
-    if (typeof fn !== 'function')
+    if (typeof fn !== 'function') {
       return Promise.reject(new TypeError(`fn must be a function, got ${typeof fn}`));
-    if (options === undefined && !this.#closed && this.#processing < this.#limit && this.#queued === 0) {
+    }
+    if (options === undefined && !this.#closed && this.#processing < this.#limit && this.#queue.size === 0) {
       this.#processing++;
       this.#admitted++;
       return this.#execute(fn) as Promise<Awaited<T>>;
@@ -255,7 +232,7 @@ export class BackpressureController {
   stats(): BackpressureStats {
     const s: BackpressureStats = {
       processing: this.#processing,
-      queued: this.#queued,
+      queued: this.#queue.size,
       limit: this.#limit,
       maxQueueSize: this.#maxQueueSize,
       admitted: this.#admitted,
@@ -284,14 +261,11 @@ export class BackpressureController {
   close(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     this.#closed = true;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#cancelTimer?.();
+    this.#cancelTimer = undefined;
     this.#timerAt = Number.POSITIVE_INFINITY;
-    this.#timerSeq++;
     const error = new ClosedError(this.#name);
-    for (const level of [...this.#levels]) {
-      while (level.head !== NONE) this.#fail(level.head, error);
-    }
+    for (let slot = this.#queue.first(); slot !== NONE; slot = this.#queue.first()) this.#fail(slot, error);
     return Promise.resolve();
   }
 
@@ -305,9 +279,9 @@ export class BackpressureController {
     if (options !== undefined) {
       try {
         const o = check.object<AcquireOptions>('options', options);
-        if (o.priority !== undefined) priority = finite('priority', o.priority);
-        if (o.timeoutMs !== undefined) timeoutMs = positive('timeoutMs', o.timeoutMs);
-        if (o.signal !== undefined) signal = abortSignal(o.signal);
+        if (o.priority !== undefined) priority = check.finite('options.priority', o.priority);
+        if (o.timeoutMs !== undefined) timeoutMs = check.positive('options.timeoutMs', o.timeoutMs);
+        if (o.signal !== undefined) signal = check.signal('options.signal', o.signal);
       } catch (error) {
         return Promise.reject(error);
       }
@@ -315,25 +289,24 @@ export class BackpressureController {
         this.#aborted++;
         return Promise.reject(signal.reason);
       }
-      if (this.#processing < this.#limit && this.#queued === 0) {
+      if (this.#processing < this.#limit && this.#queue.size === 0) {
         this.#processing++;
         this.#admitted++;
         return task === undefined ? Promise.resolve(this.#releaser()) : this.#execute(task);
       }
     }
-    if (this.#queued >= this.#maxQueueSize) {
+    if (this.#queue.size >= this.#maxQueueSize) {
       this.#rejected++;
       return Promise.reject(
         new OverloadedError({
-          queueSize: this.#queued,
+          queueSize: this.#queue.size,
           maxQueueSize: this.#maxQueueSize,
           retryAfterMs: this.#retryAfterMs(),
           component: this.#name,
         }),
       );
     }
-    const slot = this.#enqueue(task, priority, timeoutMs, signal);
-    this.#pendingSlot = slot;
+    this.#pendingSlot = this.#enqueue(task, priority, timeoutMs, signal);
     return new Promise(this.#executor);
   }
 
@@ -345,15 +318,13 @@ export class BackpressureController {
     if (this.#admittedAfterWait > 0) {
       return Math.max(1, Math.ceil(this.#queueWaitMsAverage));
     }
-    const now = this.#clock.now();
-    let earliest = this.#lane.head === NONE ? Number.POSITIVE_INFINITY : this.#deadline[this.#lane.head]!;
-    if (this.#heap.length > 0) earliest = Math.min(earliest, this.#deadline[this.#heap[0]!]!);
-    return Number.isFinite(earliest) ? Math.max(1, Math.ceil(earliest - now)) : 1;
+    const earliest = this.#queue.earliestDeadline();
+    return Number.isFinite(earliest) ? Math.max(1, Math.ceil(earliest - this.#clock.now())) : 1;
   }
 
-  // Preallocated executors: they read the slot from #pendingSlot, so a wait allocates no closure.
+  // Preallocated executor: it reads the slot from #pendingSlot, so a wait allocates no closure.
   readonly #executor = (resolve: Resolve): void => {
-    this.#resolvers[this.#pendingSlot] = resolve;
+    this.#queue.setResolver(this.#pendingSlot, resolve);
   };
 
   /**
@@ -450,25 +421,25 @@ export class BackpressureController {
 
   #release(): void {
     this.#processing--;
-    if (this.#queued > 0) this.#drain();
+    if (this.#queue.size > 0) this.#drain();
   }
 
   /** Hands free slots to waiters, highest priority first, oldest first. */
   #drain(): void {
+    const queue = this.#queue;
     const now = this.#now();
-    while (this.#queued > 0 && this.#processing < this.#limit) {
-      const slot = this.#first();
+    while (queue.size > 0 && this.#processing < this.#limit) {
+      const slot = queue.first();
       // A reused clock reading can trail one taken at enqueue by a few microseconds.
-      const wait = Math.max(0, now - this.#enqueuedAt[slot]!);
+      const wait = Math.max(0, now - queue.enqueuedAt(slot));
       this.#queueWaitMsTotal += wait;
       this.#queueWaitMsAverage =
         this.#admittedAfterWait === 0
           ? wait
           : this.#queueWaitMsAverage + WAIT_EWMA_WEIGHT * (wait - this.#queueWaitMsAverage);
       this.#admittedAfterWait++;
-      const resolve = this.#resolvers[slot]!;
-      const task = this.#tasks[slot];
-      this.#remove(slot);
+      const task = queue.task(slot);
+      const resolve = queue.remove(slot);
       this.#processing++;
       this.#admitted++;
       if (task === undefined) {
@@ -499,240 +470,54 @@ export class BackpressureController {
     }
   }
 
-  #first(): number {
-    const levels = this.#levels;
-    for (let i = 0; i < levels.length; i++) {
-      const head = levels[i]!.head;
-      if (head !== NONE) return head;
-    }
-    return NONE;
-  }
-
-  // --- the queue -------------------------------------------------------------------------------------
-
   #enqueue(
     task: Task | undefined,
     priority: number,
     timeoutMs: number,
     signal: AbortSignal | undefined,
   ): number {
-    if (this.#free === NONE) this.#grow();
-    const slot = this.#free;
-    this.#free = this.#next[slot]!;
     const now = this.#now();
     const deadline = now + timeoutMs;
-    this.#enqueuedAt[slot] = now;
-    this.#deadline[slot] = deadline;
-    this.#priority[slot] = priority;
-    this.#tasks[slot] = task;
-    append(this.#next, this.#prev, this.#levelFor(priority), slot);
-    if (timeoutMs === this.#queueTimeoutMs) {
-      this.#heapIndex[slot] = NONE;
-      append(this.#laneNext, this.#lanePrev, this.#lane, slot);
-    } else {
-      this.#heapPush(slot);
-    }
+    const slot = this.#queue.add(task, priority, now, deadline, timeoutMs !== this.#queueTimeoutMs);
     if (signal !== undefined) {
-      const onAbort = () => {
+      this.#queue.watch(slot, signal, () => {
         this.#aborted++;
         this.#fail(slot, signal.reason);
-      };
-      this.#signals[slot] = signal;
-      this.#abortHooks[slot] = onAbort;
-      signal.addEventListener('abort', onAbort, { once: true });
+      });
     }
-    this.#queued++;
     this.#queuedTotal++;
     if (deadline < this.#timerAt) this.#arm(deadline, now);
     return slot;
   }
 
-  /** Takes a waiter out of every structure and frees its slot. */
-  #remove(slot: number): void {
-    const level = this.#levelOf(slot);
-    unlink(this.#next, this.#prev, level, slot);
-    if (level.head === NONE && level.priority !== DEFAULT_PRIORITY) {
-      this.#levels.splice(this.#levels.indexOf(level), 1);
-    }
-    if (this.#heapIndex[slot] === NONE) unlink(this.#laneNext, this.#lanePrev, this.#lane, slot);
-    else this.#heapRemove(slot);
-    const signal = this.#signals[slot];
-    if (signal !== undefined) {
-      signal.removeEventListener('abort', this.#abortHooks[slot]!);
-      this.#signals[slot] = undefined;
-      this.#abortHooks[slot] = undefined;
-    }
-    this.#resolvers[slot] = undefined;
-    this.#tasks[slot] = undefined;
-    this.#next[slot] = this.#free;
-    this.#free = slot;
-    this.#queued--;
-  }
-
   /** Removes a waiter and rejects it. */
   #fail(slot: number, reason: unknown): void {
-    const resolve = this.#resolvers[slot]!;
-    this.#remove(slot);
+    const resolve = this.#queue.remove(slot);
     resolve(rejected(reason));
-  }
-
-  #levelOf(slot: number): Level {
-    const levels = this.#levels;
-    if (levels.length === 1) return levels[0]!;
-    return levels[this.#levelIndex(this.#priority[slot]!)]!;
-  }
-
-  #levelIndex(priority: number): number {
-    const levels = this.#levels;
-    let i = 0;
-    while (levels[i]!.priority !== priority) i++;
-    return i;
-  }
-
-  #levelFor(priority: number): Level {
-    const levels = this.#levels;
-    let i = 0;
-    while (i < levels.length && levels[i]!.priority > priority) i++;
-    const found = levels[i];
-    if (found !== undefined && found.priority === priority) return found;
-    const level: Level = { priority, head: NONE, tail: NONE };
-    levels.splice(i, 0, level);
-    return level;
-  }
-
-  #grow(): void {
-    const old = this.#capacity;
-    const capacity = old === 0 ? INITIAL_CAPACITY : old * 2;
-    this.#next = resize(this.#next, capacity);
-    this.#prev = resize(this.#prev, capacity);
-    this.#laneNext = resize(this.#laneNext, capacity);
-    this.#lanePrev = resize(this.#lanePrev, capacity);
-    this.#heapIndex = resize(this.#heapIndex, capacity);
-    this.#enqueuedAt = resize(this.#enqueuedAt, capacity);
-    this.#deadline = resize(this.#deadline, capacity);
-    this.#priority = resize(this.#priority, capacity);
-    for (let i = old; i < capacity - 1; i++) this.#next[i] = i + 1;
-    this.#next[capacity - 1] = this.#free;
-    this.#free = old;
-    this.#capacity = capacity;
   }
 
   // --- the one timeout timer -------------------------------------------------------------------------
 
   #arm(deadline: number, now: number): void {
     this.#timerAt = deadline;
-    const delay = Math.max(0, deadline - now);
-    const seq = ++this.#timerSeq;
-    if (this.#schedule !== undefined) {
-      this.#schedule(delay, () => {
-        if (seq === this.#timerSeq) this.#expire();
-      });
-      return;
-    }
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = setTimeout(this.#expire, Math.ceil(delay));
-    this.#timer.unref();
+    this.#cancelTimer?.();
+    this.#cancelTimer = this.#setTimer(Math.ceil(Math.max(0, deadline - now)), this.#expire);
   }
 
   /** Fails every waiter whose deadline has passed, then re-arms for the earliest one left. */
   readonly #expire = (): void => {
-    this.#timer = undefined;
+    this.#cancelTimer = undefined;
     this.#timerAt = Number.POSITIVE_INFINITY;
+    const queue = this.#queue;
     const now = this.#clock.now();
-    const lane = this.#lane;
-    while (lane.head !== NONE && this.#deadline[lane.head]! <= now)
-      this.#timeout(lane.head, this.#queueTimeoutMs);
-    const heap = this.#heap;
-    while (heap.length > 0 && this.#deadline[heap[0]!]! <= now) {
-      const slot = heap[0]!;
-      this.#timeout(slot, this.#deadline[slot]! - this.#enqueuedAt[slot]!);
+    for (let slot = queue.expired(now); slot !== NONE; slot = queue.expired(now)) {
+      const timeoutMs = queue.ownTimeoutMs(slot) ?? this.#queueTimeoutMs;
+      this.#timedOut++;
+      this.#fail(slot, new QueueTimeoutError(timeoutMs));
     }
-    let earliest = lane.head === NONE ? Number.POSITIVE_INFINITY : this.#deadline[lane.head]!;
-    if (heap.length > 0) earliest = Math.min(earliest, this.#deadline[heap[0]!]!);
+    const earliest = queue.earliestDeadline();
     if (earliest !== Number.POSITIVE_INFINITY) this.#arm(earliest, now);
   };
-
-  #timeout(slot: number, timeoutMs: number): void {
-    this.#timedOut++;
-    this.#fail(slot, new QueueTimeoutError(timeoutMs));
-  }
-
-  // --- the heap of waiters with their own timeout ----------------------------------------------------
-
-  #heapPush(slot: number): void {
-    const heap = this.#heap;
-    heap.push(slot);
-    this.#siftUp(heap.length - 1, slot);
-  }
-
-  #heapRemove(slot: number): void {
-    const heap = this.#heap;
-    const i = this.#heapIndex[slot]!;
-    const last = heap.pop()!;
-    if (last !== slot) {
-      heap[i] = last;
-      this.#heapIndex[last] = i;
-      if (i > 0 && this.#deadline[last]! < this.#deadline[heap[(i - 1) >> 1]!]!) this.#siftUp(i, last);
-      else this.#siftDown(i, last);
-    }
-    this.#heapIndex[slot] = NONE;
-  }
-
-  #siftUp(i: number, slot: number): void {
-    const heap = this.#heap;
-    const deadline = this.#deadline[slot]!;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      const p = heap[parent]!;
-      if (this.#deadline[p]! <= deadline) break;
-      heap[i] = p;
-      this.#heapIndex[p] = i;
-      i = parent;
-    }
-    heap[i] = slot;
-    this.#heapIndex[slot] = i;
-  }
-
-  #siftDown(i: number, slot: number): void {
-    const heap = this.#heap;
-    const deadline = this.#deadline[slot]!;
-    const n = heap.length;
-    for (;;) {
-      let child = 2 * i + 1;
-      if (child >= n) break;
-      if (child + 1 < n && this.#deadline[heap[child + 1]!]! < this.#deadline[heap[child]!]!) child++;
-      const c = heap[child]!;
-      if (this.#deadline[c]! >= deadline) break;
-      heap[i] = c;
-      this.#heapIndex[c] = i;
-      i = child;
-    }
-    heap[i] = slot;
-    this.#heapIndex[slot] = i;
-  }
-}
-
-function append(next: Int32Array, prev: Int32Array, list: List, slot: number): void {
-  next[slot] = NONE;
-  prev[slot] = list.tail;
-  if (list.tail === NONE) list.head = slot;
-  else next[list.tail] = slot;
-  list.tail = slot;
-}
-
-function unlink(next: Int32Array, prev: Int32Array, list: List, slot: number): void {
-  const p = prev[slot]!;
-  const n = next[slot]!;
-  if (p === NONE) list.head = n;
-  else next[p] = n;
-  if (n === NONE) list.tail = p;
-  else prev[n] = p;
-}
-
-function resize<A extends Int32Array | Float64Array>(array: A, capacity: number): A {
-  const bigger = new (array.constructor as new (n: number) => A)(capacity);
-  bigger.set(array);
-  return bigger;
 }
 
 /** A thenable that rejects: resolving a waiter's promise with it rejects the waiter without its reject fn. */
@@ -741,24 +526,4 @@ function rejected(reason: unknown): {
 } {
   // biome-ignore lint/suspicious/noThenProperty: a thenable is the point.
   return { then: (_, onRejected) => onRejected(reason) };
-}
-
-function positive(name: string, value: unknown): number {
-  if (typeof value === 'number' && Number.isFinite(value) && value > 0) return value;
-  throw new TypeError(`${name} must be a finite number > 0, got ${String(value)}`);
-}
-
-function finite(name: string, value: unknown): number {
-  if (typeof value === 'number' && Number.isFinite(value)) return value;
-  throw new TypeError(`${name} must be a finite number, got ${String(value)}`);
-}
-
-function abortSignal(value: unknown): AbortSignal {
-  if (value instanceof AbortSignal) return value;
-  throw new TypeError(`signal must be an AbortSignal, got ${value === null ? 'null' : typeof value}`);
-}
-
-function nonEmptyString(name: string, value: unknown): string {
-  if (typeof value === 'string' && value.length > 0) return value;
-  throw new TypeError(`${name} must be a non-empty string, got ${String(value)}`);
 }

@@ -193,7 +193,7 @@ describe('AdaptiveLimit', () => {
     for (const [name, options] of bad) {
       assert.throws(
         () => new AdaptiveLimit(options),
-        (e: unknown) => e instanceof TypeError && e.message.startsWith(name),
+        (e: unknown) => e instanceof TypeError && e.message.startsWith(`options.${name} must be`),
         `${name}: ${JSON.stringify(options)}`,
       );
     }

@@ -499,13 +499,13 @@ describe('options', () => {
       ['queueTimeoutMs', { queueTimeoutMs: -5 }],
       ['queueTimeoutMs', { queueTimeoutMs: Number.POSITIVE_INFINITY }],
       ['clock', { clock: {} }],
-      ['minLimit', { maxConcurrency: { minLimit: 0 } }],
-      ['smoothing', { maxConcurrency: { smoothing: 2 } }],
+      ['maxConcurrency.minLimit', { maxConcurrency: { minLimit: 0 } }],
+      ['maxConcurrency.smoothing', { maxConcurrency: { smoothing: 2 } }],
     ];
     for (const [name, options] of bad) {
       assert.throws(
         () => new BackpressureController(options),
-        (e: unknown) => e instanceof TypeError && e.message.startsWith(name),
+        (e: unknown) => e instanceof TypeError && e.message.startsWith(`options.${name} must be`),
         `${name}: ${JSON.stringify(options)}`,
       );
     }
@@ -513,9 +513,9 @@ describe('options', () => {
 
   it('rejects with a TypeError naming the per-call option', async () => {
     const gate = new BackpressureController({ maxConcurrency: 1 });
-    await assert.rejects(gate.acquire({ priority: Number.NaN }), /^TypeError: priority/);
-    await assert.rejects(gate.acquire({ timeoutMs: -1 }), /^TypeError: timeoutMs/);
-    await assert.rejects(gate.acquire({ signal: {} as AbortSignal }), /^TypeError: signal/);
+    await assert.rejects(gate.acquire({ priority: Number.NaN }), /^TypeError: options\.priority must be/);
+    await assert.rejects(gate.acquire({ timeoutMs: -1 }), /^TypeError: options\.timeoutMs must be/);
+    await assert.rejects(gate.acquire({ signal: {} as AbortSignal }), /^TypeError: options\.signal must be/);
     await assert.rejects(gate.run(undefined as unknown as () => void), /^TypeError: fn/);
     assert.equal(gate.processing, 0);
     await gate.close();
