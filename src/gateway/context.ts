@@ -10,9 +10,8 @@ import type { FastifyRequest } from 'fastify';
 import type { MultiLevelCache } from '../cache/index.ts';
 import type { RateLimitResult, Reservation } from '../concurrency/index.ts';
 import type { GatewayConfig } from './config.ts';
-import type { LocalUpstream } from './local-upstream.ts';
+import type { GuardedUpstream } from './guarded-upstream.ts';
 import type { ApiError } from './openai.ts';
-import type { UpstreamClient } from './upstream.ts';
 
 /** Completion tokens assumed for a TPM reservation when the request sets no `max_tokens`. @default 256 */
 export const DEFAULT_COMPLETION_ESTIMATE = 256;
@@ -20,11 +19,17 @@ export const DEFAULT_COMPLETION_ESTIMATE = 256;
 /** The response header naming the cache outcome (`hit`, `miss`, `bypass`); also a request header. */
 export const CACHE_HEADER = 'x-clawperf-cache';
 
+/**
+ * How a request's answer was had: from the cache (`hit`, a stale value included), produced by this request
+ * (`miss`), from another request's production it waited for (`coalesced`), or without the cache (`bypass`).
+ */
+export type CacheState = 'hit' | 'miss' | 'coalesced' | 'bypass';
+
 /** What one request carries through the hooks. */
 export interface RequestState {
   start: number;
   upstreamMs: number;
-  cache: 'hit' | 'miss' | 'bypass';
+  cache: CacheState;
   limit: RateLimitResult | undefined;
   cacheKey: string | undefined;
 }
@@ -43,6 +48,8 @@ export interface GatewayCounts {
   cacheHits: number;
   cacheMisses: number;
   cacheBypass: number;
+  /** Answers that waited for another request's upstream call for the same key. */
+  cacheCoalesced: number;
   rateLimited: number;
   overloaded: number;
   /** Calls to the upstream (or the local models): embedding batches and chat completions. */
@@ -58,21 +65,9 @@ export interface GatewayCounts {
 export interface GatewayContext {
   config: GatewayConfig;
   cache: MultiLevelCache<unknown>;
-  local: LocalUpstream;
-  /** Undefined without `upstreamUrl`: only the local models are served. */
-  upstream: UpstreamClient | undefined;
+  /** Every model call: backpressure, spans, GenAI metrics, the local models and the HTTP upstream. */
+  upstream: GuardedUpstream;
   counts: GatewayCounts;
-  /** Counts an answer in `clawperf_gateway_answers_total{endpoint, cache}`. */
-  answered(endpoint: 'chat' | 'embeddings', cache: RequestState['cache']): void;
-  /** Runs one upstream call under backpressure, in a GenAI client span, and records the GenAI metrics. */
-  upstreamCall<R>(
-    operation: 'chat' | 'embeddings',
-    model: string,
-    items: number,
-    fn: () => Promise<R>,
-  ): Promise<R>;
-  /** An upstream answer that is not a success becomes an error, so nothing caches it. */
-  expectSuccess<B>(answer: { status: number; body: B }): B;
   /** The tenant of the request's API key, or the error answer for a missing or wrong key. */
   tenantOf(request: FastifyRequest): string | ApiError;
   /** An error answer when `model` cannot serve `kind` here. */
@@ -83,14 +78,29 @@ export interface GatewayContext {
   settle(reservation: Reservation | undefined, tokens: number | undefined): void;
   /** The request's cache mode from `x-clawperf-cache` and `cache-control`. */
   cacheMode(request: FastifyRequest): 'bypass' | 'force' | 'auto';
-  /** Times an upstream-bound wait, so `x-clawperf-overhead-ms` leaves it out. */
-  timed<R>(request: FastifyRequest, fn: () => Promise<R>): Promise<R>;
-  /** `cache.getOrSet`, answering the caller whose factory ran before the cache's writes finish. */
-  loadThrough<V>(key: string, factory: () => Promise<V>, tags: string[]): Promise<V>;
-  /** `cache.get` that treats a store failure as a miss. */
-  safeGet(key: string): Promise<unknown>;
-  /** Puts the GenAI attributes (and usage, given the answer) on the request's span. */
-  setSpan(request: FastifyRequest, operation: 'chat' | 'embeddings', model: string, answer?: unknown): void;
+  /**
+   * Times an upstream-bound wait, so `x-clawperf-overhead-ms` leaves it out; with `waited`, only when the
+   * result says the wait was the upstream's (a cache hit is the gateway's own time).
+   */
+  timed<R>(request: FastifyRequest, fn: () => Promise<R>, waited?: (result: R) => boolean): Promise<R>;
+  /**
+   * The cached value of `key`, or `factory`'s result, cached, with how it was had: one lookup of every
+   * level. The request whose factory ran gets its value without waiting for the cache's writes.
+   */
+  lookup<V>(key: string, factory: () => Promise<V>, tags: string[]): Promise<{ value: V; cache: CacheState }>;
+  /**
+   * Records how a request was answered, once: its state (the `x-clawperf-cache` header), the gateway's
+   * counts, `clawperf_gateway_answers_total` and the request span's GenAI attributes (with the usage, given
+   * the answer).
+   */
+  record(
+    request: FastifyRequest,
+    endpoint: 'chat' | 'embeddings',
+    model: string,
+    cache: CacheState,
+    items: number,
+    answer?: unknown,
+  ): void;
 }
 
 /** `content-type` of answers the gateway writes as JSON text itself. */

@@ -7,10 +7,9 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { DEFAULT_BATCHER_MAX_CONCURRENT_BATCHES, RequestBatcher } from '../concurrency/index.ts';
 import { UpstreamError } from '../errors.ts';
-import { requestSpan, setGenAIUsage } from '../tracing/index.ts';
-import { type GatewayContext, JSON_TYPE, sha256 } from './context.ts';
+import { type CacheState, type GatewayContext, JSON_TYPE, sha256 } from './context.ts';
 import { isApiError, sendError } from './error-answers.ts';
-import { inputTokens, LOCAL_EMBED_MODEL } from './local-upstream.ts';
+import { inputTokens } from './local-upstream.ts';
 import { type EmbeddingsRequest, parseEmbeddingsRequest, toBase64, totalTokens } from './openai.ts';
 
 /** One input to embed. */
@@ -49,32 +48,28 @@ export function createEmbeddingBatcher(ctx: GatewayContext): RequestBatcher<Embe
     inputs: (string | number[])[],
   ): Promise<EmbedValue[]> => {
     const estimates = inputs.map(inputTokens);
-    if (model === LOCAL_EMBED_MODEL) {
-      return ctx.upstreamCall('embeddings', model, inputs.length, async () => {
-        const { vectors, tokens } = ctx.local.embed(inputs, dimensions);
-        return vectors.map((e, i) => ({ j: JSON.stringify(e), t: tokens[i]! }));
-      });
-    }
-    const body = await ctx.upstreamCall('embeddings', model, inputs.length, async () =>
-      ctx.expectSuccess(
-        await ctx.upstream!.postJson(
-          '/embeddings',
-          {
-            model,
-            input: inputs,
-            encoding_format: 'float',
-            ...(dimensions === undefined ? {} : { dimensions }),
-          },
-          { tokens: estimates.reduce((a, b) => a + b, 0) },
-        ),
-      ),
-    );
-    const data = (body as { data?: unknown }).data;
+    let sum = 0;
+    for (const e of estimates) sum += e;
+    const body = {
+      model,
+      input: inputs,
+      encoding_format: 'float',
+      ...(dimensions === undefined ? {} : { dimensions }),
+    };
+    const reply = await ctx.upstream.call({
+      operation: 'embeddings',
+      model,
+      body,
+      stream: false,
+      items: inputs.length,
+      tokens: sum,
+    });
+    const data = (reply.json as { data?: unknown }).data;
     if (!Array.isArray(data) || data.length !== inputs.length) {
       throw new UpstreamError('the upstream answered embeddings of the wrong shape', { status: 200 });
     }
-    const sum = estimates.reduce((a, b) => a + b, 0) || 1;
-    const total = totalTokens(body) ?? sum;
+    // The answer's usage is for the whole batch: each input gets its share by its estimate.
+    const total = totalTokens(reply.json) ?? sum;
     const vectors = new Array<number[]>(inputs.length);
     for (const d of data as { index?: unknown; embedding?: unknown }[]) {
       const index = typeof d?.index === 'number' ? d.index : -1;
@@ -85,7 +80,10 @@ export function createEmbeddingBatcher(ctx: GatewayContext): RequestBatcher<Embe
       }
       vectors[index] = d.embedding as number[];
     }
-    return vectors.map((e, i) => ({ j: JSON.stringify(e), t: Math.round((total * estimates[i]!) / sum) }));
+    return vectors.map((e, i) => ({
+      j: JSON.stringify(e),
+      t: Math.round((total * estimates[i]!) / (sum || 1)),
+    }));
   };
 
   return new RequestBatcher<EmbedItem, EmbedValue>(
@@ -144,47 +142,46 @@ export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<E
     if (typeof tenant !== 'string') return sendError(reply, tenant);
     const admitted = await ctx.admit(request, tenant, req.tokens);
     if (isApiError(admitted)) return sendError(reply, admitted);
-    ctx.setSpan(request, 'embeddings', req.model);
     const mode = ctx.cacheMode(request);
     const dims = req.dimensions;
-    const keys = req.inputs.map(
-      (input) =>
-        `emb:${tenant}:${req.model}:${dims ?? ''}:${sha256(typeof input === 'string' ? input : JSON.stringify(input))}`,
-    );
-    const values = new Array<EmbedValue | undefined>(keys.length);
-    if (mode !== 'bypass') {
-      const found = await ctx.cache.getMany(keys).catch(() => new Array<undefined>(keys.length));
-      // Anything else under the key (a value of another shape) is a miss, and is replaced.
-      for (let i = 0; i < keys.length; i++) {
-        const value = found[i];
-        if (isEmbedValue(value)) values[i] = value;
-        else if (value !== undefined) await ctx.cache.del(keys[i]!).catch(() => {});
-      }
-    }
-    const missing: number[] = [];
-    for (let i = 0; i < keys.length; i++) if (values[i] === undefined) missing.push(i);
-    request.clawperf.cache = mode === 'bypass' ? 'bypass' : missing.length === 0 ? 'hit' : 'miss';
-    if (keys.length === 1) request.clawperf.cacheKey = keys[0];
-    if (missing.length > 0) {
-      const tags = [`tenant:${tenant}`, `model:${req.model}`];
+    const tags = [`tenant:${tenant}`, `model:${req.model}`];
+    // Look each input up on its own, embedding the misses in batches shared with concurrent requests.
+    const embed = (input: string | number[]) => batcher.add({ model: req.model, dimensions: dims, input });
+    const values = new Array<EmbedValue>(req.inputs.length);
+    let cache: CacheState;
+    if (mode === 'bypass') {
+      cache = 'bypass';
       await ctx.timed(request, () =>
         Promise.all(
-          missing.map(async (i) => {
-            const item: EmbedItem = { model: req.model, dimensions: dims, input: req.inputs[i]! };
-            values[i] = (
-              mode === 'bypass'
-                ? await batcher.add(item)
-                : await ctx.loadThrough(keys[i]!, () => batcher.add(item), tags)
-            ) as EmbedValue;
+          req.inputs.map(async (input, i) => {
+            values[i] = await embed(input);
           }),
         ),
       );
+    } else {
+      const states = new Set<CacheState>();
+      const waited = () => !(states.size === 1 && states.has('hit'));
+      await ctx.timed(
+        request,
+        () =>
+          Promise.all(
+            req.inputs.map(async (input, i) => {
+              const key = `emb:${tenant}:${req.model}:${dims ?? ''}:${sha256(typeof input === 'string' ? input : JSON.stringify(input))}`;
+              if (req.inputs.length === 1) request.clawperf.cacheKey = key;
+              let found = await ctx.lookup(key, () => embed(input), tags);
+              // Anything else under the key (a value of another shape) is a miss, and is replaced.
+              if (!isEmbedValue(found.value)) {
+                await ctx.cache.del(key).catch(() => {});
+                found = await ctx.lookup(key, () => embed(input), tags);
+              }
+              values[i] = found.value as EmbedValue;
+              states.add(found.cache);
+            }),
+          ),
+        waited,
+      );
+      cache = states.has('miss') ? 'miss' : states.has('coalesced') ? 'coalesced' : 'hit';
     }
-    ctx.counts.servedItems += keys.length;
-    if (request.clawperf.cache === 'hit') ctx.counts.cacheHits++;
-    else if (request.clawperf.cache === 'miss') ctx.counts.cacheMisses++;
-    else ctx.counts.cacheBypass++;
-    ctx.answered('embeddings', request.clawperf.cache);
     // The answer is written as JSON text around each vector's text.
     const base64 = req.encodingFormat === 'base64';
     let tokens = 0;
@@ -195,8 +192,9 @@ export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<E
       body += `${index === 0 ? '' : ','}{"object":"embedding","index":${index},"embedding":${base64 ? JSON.stringify(toBase64(JSON.parse(v.j) as number[])) : v.j}}`;
     }
     body += `],"model":${JSON.stringify(req.model)},"usage":{"prompt_tokens":${tokens},"total_tokens":${tokens}}}`;
-    ctx.settle(admitted, missing.length === 0 ? 0 : tokens);
-    setGenAIUsage(requestSpan(request)!, { inputTokens: tokens });
+    // Settle the limits: the inputs this request had embedded used tokens (all of them, but a hit's).
+    ctx.settle(admitted, cache === 'miss' || cache === 'bypass' ? tokens : 0);
+    ctx.record(request, 'embeddings', req.model, cache, values.length, { usage: { prompt_tokens: tokens } });
     reply.type(JSON_TYPE);
     return body;
   };

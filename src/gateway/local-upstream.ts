@@ -7,7 +7,21 @@
  */
 import { Readable } from 'node:stream';
 import { delay } from './delay.ts';
-import { CHARS_PER_TOKEN, type ChatRequest, type ChatUsage, contentText, estimateTokens } from './openai.ts';
+import {
+  CHARS_PER_TOKEN,
+  type ChatRequest,
+  type ChatUsage,
+  contentText,
+  estimateTokens,
+  parseChatRequest,
+} from './openai.ts';
+import type {
+  CallOptions,
+  Upstream,
+  UpstreamIdentity,
+  UpstreamReply,
+  UpstreamRequest,
+} from './upstream-interface.ts';
 
 /** Name of the local embedding model. */
 export const LOCAL_EMBED_MODEL = 'local-embed';
@@ -21,6 +35,12 @@ export const DEFAULT_LOCAL_EMBED_DIMENSIONS = 256;
 const NGRAMS = [2, 3, 4] as const;
 /** Owner reported for the local models in `/v1/models`. */
 export const LOCAL_OWNER = 'clawperf-local';
+/** Provider recorded on spans and metrics of calls the local models answer. */
+export const LOCAL_PROVIDER = 'clawperf.local';
+
+const LOCAL_IDENTITY: UpstreamIdentity = Object.freeze({ provider: LOCAL_PROVIDER });
+const JSON_HEADERS = Object.freeze({ 'content-type': 'application/json' });
+const SSE_HEADERS = Object.freeze({ 'content-type': 'text/event-stream' });
 
 /** FNV-1a, 32 bits, over UTF-16 code units. */
 function fnv1a(text: string, start: number, end: number): number {
@@ -161,8 +181,8 @@ export interface LocalUpstreamOptions {
   chatLatencyMs: number;
 }
 
-/** The local models behind the same calls the gateway makes to a remote upstream. */
-export class LocalUpstream {
+/** The local models behind the same {@link Upstream} interface as a remote upstream. */
+export class LocalUpstream implements Upstream {
   readonly statsCounters: readonly string[] = ['embedCalls', 'embedInputs', 'chatCalls', 'chatStreams'];
   readonly #latencyMs: number;
   #embedCalls = 0;
@@ -172,6 +192,43 @@ export class LocalUpstream {
 
   constructor(options: LocalUpstreamOptions) {
     this.#latencyMs = options.chatLatencyMs;
+  }
+
+  identity(): UpstreamIdentity {
+    return LOCAL_IDENTITY;
+  }
+
+  /** Answers `request` as an OpenAI-compatible server would: embeddings, a chat completion or its stream. */
+  async call(request: UpstreamRequest, options: CallOptions = {}): Promise<UpstreamReply> {
+    if (request.operation === 'embeddings') {
+      const body = request.body as { input: (string | number[])[]; dimensions?: number };
+      const { vectors, tokens } = this.embed(body.input, body.dimensions);
+      let total = 0;
+      for (const t of tokens) total += t;
+      const json = {
+        object: 'list',
+        model: request.model,
+        data: vectors.map((embedding, index) => ({ object: 'embedding', index, embedding })),
+        usage: { prompt_tokens: total, total_tokens: total },
+      };
+      return { status: 200, headers: JSON_HEADERS, json, stream: undefined };
+    }
+    // The route validated the body; parsing it again is what a separate server would do.
+    const chat = parseChatRequest(request.body) as ChatRequest;
+    if (request.stream) {
+      return {
+        status: 200,
+        headers: SSE_HEADERS,
+        json: undefined,
+        stream: this.chatStream(chat, options.signal),
+      };
+    }
+    return {
+      status: 200,
+      headers: JSON_HEADERS,
+      json: await this.chat(chat, options.signal),
+      stream: undefined,
+    };
   }
 
   /** Embeds a batch of inputs, in order, with the estimated tokens of each. */

@@ -12,12 +12,15 @@ import type { GatewayContext } from './context.ts';
 import { sendError } from './error-answers.ts';
 import { LOCAL_MODELS, LOCAL_OWNER } from './local-upstream.ts';
 import { apiError } from './openai.ts';
+import type { UpstreamClient } from './upstream.ts';
 
 /** How long the upstream's model list is reused before it is fetched again, ms. @default 60000 */
 export const MODELS_TTL_MS = 60_000;
 
 /** What the models routes use. */
-export interface ModelsOptions extends Pick<GatewayContext, 'upstream' | 'tenantOf'> {
+export interface ModelsOptions extends Pick<GatewayContext, 'tenantOf'> {
+  /** The HTTP upstream whose models are listed beside the local ones, if any. */
+  upstream: UpstreamClient | undefined;
   /** Time source of the list's expiry. @default systemClock */
   clock?: Clock;
   /** How long the upstream's list is reused, ms. @default MODELS_TTL_MS */

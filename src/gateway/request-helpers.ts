@@ -1,55 +1,61 @@
 /**
  * Per-request helpers of the gateway's routes: tenant from the API key, model checks, rate-limit
- * admission and settlement, cache mode and cache access that never fails a request.
+ * admission and settlement, cache mode, the one cache lookup, and the one place an answer is recorded.
  *
  * @module
  */
 import { timingSafeEqual } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
-import type { MultiLevelCache } from '../cache/index.ts';
+import { Counter, type Registry } from 'prom-client';
+import type { CacheOutcome, MultiLevelCache } from '../cache/index.ts';
 import type { RateLimiter, Reservation } from '../concurrency/index.ts';
-import {
-  type GenAIRequest,
-  genAIAttributes,
-  requestSpan,
-  setGenAIUsage,
-  usageFromResponse,
-} from '../tracing/index.ts';
+import { genAIAttributes, requestSpan, setGenAIUsage, usageFromResponse } from '../tracing/index.ts';
 import type { GatewayConfig } from './config.ts';
-import { bearer, CACHE_HEADER, digest, type GatewayContext, type GatewayCounts } from './context.ts';
+import {
+  bearer,
+  CACHE_HEADER,
+  type CacheState,
+  digest,
+  type GatewayContext,
+  type GatewayCounts,
+} from './context.ts';
 import { retrySeconds } from './error-answers.ts';
+import type { GuardedUpstream } from './guarded-upstream.ts';
 import { LOCAL_CHAT_MODEL, LOCAL_EMBED_MODEL, LOCAL_MODELS } from './local-upstream.ts';
 import { type ApiError, apiError } from './openai.ts';
-import type { UpstreamClient } from './upstream.ts';
 
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
+const always = () => true;
 
 /** What the helpers use. */
 export interface RequestHelpersOptions {
   config: GatewayConfig;
   cache: MultiLevelCache<unknown>;
-  upstream: UpstreamClient | undefined;
+  upstream: GuardedUpstream;
+  /** Whether models other than the local ones are served (an upstream is configured). */
+  remote: boolean;
   limiter: RateLimiter | undefined;
   counts: GatewayCounts;
-  genAIRequest(operation: 'chat' | 'embeddings', model: string): GenAIRequest;
+  /** Where `clawperf_gateway_answers_total` is registered. */
+  registry: Registry;
 }
+
+/** A cache lookup's outcome as the request's cache state: a stale value served is a hit. */
+const CACHE_STATE: Readonly<Record<CacheOutcome, CacheState>> = {
+  hit: 'hit',
+  stale: 'hit',
+  miss: 'miss',
+  coalesced: 'coalesced',
+};
 
 /** The per-request helpers of {@link GatewayContext}. */
 export function createRequestHelpers(
   options: RequestHelpersOptions,
 ): Pick<
   GatewayContext,
-  | 'tenantOf'
-  | 'checkModel'
-  | 'admit'
-  | 'settle'
-  | 'cacheMode'
-  | 'timed'
-  | 'loadThrough'
-  | 'safeGet'
-  | 'setSpan'
+  'tenantOf' | 'checkModel' | 'admit' | 'settle' | 'cacheMode' | 'timed' | 'lookup' | 'record'
 > {
-  const { config, cache, upstream, limiter, counts, genAIRequest } = options;
+  const { config, cache, upstream, remote, limiter, counts } = options;
   const keyDigests = Object.entries(config.apiKeys).map(([key, tenant]) => ({ digest: digest(key), tenant }));
   const tenantOf = (request: FastifyRequest): string | ApiError => {
     if (keyDigests.length === 0) {
@@ -87,7 +93,7 @@ export function createRequestHelpers(
         'model',
       );
     }
-    if (LOCAL_MODELS.includes(model) || upstream !== undefined) return undefined;
+    if (LOCAL_MODELS.includes(model) || remote) return undefined;
     return apiError(
       404,
       `the model ${model} does not exist; without an upstream this gateway serves ${LOCAL_MODELS.join(', ')}`,
@@ -136,59 +142,83 @@ export function createRequestHelpers(
   };
 
   /** Times an upstream-bound wait, so `x-clawperf-overhead-ms` leaves it out. */
-  const timed = async <R>(request: FastifyRequest, fn: () => Promise<R>): Promise<R> => {
+  const timed = async <R>(
+    request: FastifyRequest,
+    fn: () => Promise<R>,
+    waited: (result: R) => boolean = always,
+  ): Promise<R> => {
     const t0 = performance.now();
+    let result: R;
     try {
-      return await fn();
-    } finally {
+      result = await fn();
+    } catch (error) {
       request.clawperf.upstreamMs += performance.now() - t0;
+      throw error;
     }
+    if (waited(result)) request.clawperf.upstreamMs += performance.now() - t0;
+    return result;
   };
 
-  /**
-   * `cache.getOrSet`, but the caller whose factory ran gets the value as soon as it is produced, without
-   * waiting for the cache's writes (Redis, disk): a miss then costs the client nothing for storing it.
-   * Coalesced callers still wait for the cache as usual; a failed factory rejects and stores nothing.
-   */
-  const loadThrough = <V>(key: string, factory: () => Promise<V>, tags: string[]): Promise<V> => {
-    let produced!: (value: V) => void;
-    const early = new Promise<V>((resolve) => {
+  const lookup = <V>(
+    key: string,
+    factory: () => Promise<V>,
+    tags: string[],
+  ): Promise<{ value: V; cache: CacheState }> => {
+    let produced!: (result: { value: V; cache: CacheState }) => void;
+    const early = new Promise<{ value: V; cache: CacheState }>((resolve) => {
       produced = resolve;
     });
-    const stored = cache.getOrSet(
-      key,
-      async () => {
-        const value = await factory();
-        produced(value);
-        return value;
-      },
-      { tags },
-    ) as Promise<V>;
+    const stored = cache
+      .getOrSetWithOutcome(
+        key,
+        async () => {
+          const value = await factory();
+          produced({ value, cache: 'miss' });
+          return value;
+        },
+        { tags },
+      )
+      .then((result) => ({ value: result.value as V, cache: CACHE_STATE[result.outcome] }));
     stored.catch(() => {});
     return Promise.race([stored, early]);
   };
 
-  const safeGet = async (key: string): Promise<unknown> => {
-    try {
-      return await cache.get(key);
-    } catch {
-      return undefined;
-    }
-  };
-
-  const setSpan = (
+  const answers = new Counter({
+    name: 'clawperf_gateway_answers_total',
+    help: 'Answers by endpoint and cache outcome',
+    labelNames: ['endpoint', 'cache'],
+    registers: [options.registry],
+  });
+  // One child per label pair, so an answer does not hash its labels again.
+  const answerChildren = new Map<string, { inc(): void }>();
+  const record = (
     request: FastifyRequest,
-    operation: 'chat' | 'embeddings',
+    endpoint: 'chat' | 'embeddings',
     model: string,
+    state: CacheState,
+    items: number,
     answer?: unknown,
-  ) => {
+  ): void => {
+    request.clawperf.cache = state;
+    counts.servedItems += items;
+    if (state === 'hit') counts.cacheHits++;
+    else if (state === 'miss') counts.cacheMisses++;
+    else if (state === 'coalesced') counts.cacheCoalesced++;
+    else counts.cacheBypass++;
+    const id = `${endpoint}:${state}`;
+    let child = answerChildren.get(id);
+    if (child === undefined) {
+      child = answers.labels({ endpoint, cache: state });
+      answerChildren.set(id, child);
+    }
+    child.inc();
     const span = requestSpan(request);
     // Without an exporter the request span records nothing: skip building its attributes.
     if (span === undefined || !span.isRecording()) return;
-    span.setAttributes(genAIAttributes(genAIRequest(operation, model)));
-    span.setAttribute('clawperf.cache', request.clawperf.cache);
+    span.setAttributes(genAIAttributes(upstream.describe(endpoint, model)));
+    span.setAttribute('clawperf.cache', state);
     if (answer !== undefined) setGenAIUsage(span, usageFromResponse(answer));
   };
 
-  return { tenantOf, checkModel, admit, settle, cacheMode, timed, loadThrough, safeGet, setSpan };
+  return { tenantOf, checkModel, admit, settle, cacheMode, timed, lookup, record };
 }

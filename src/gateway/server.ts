@@ -1,5 +1,4 @@
 import type { FastifyInstance } from 'fastify';
-import { Counter } from 'prom-client';
 import { MultiLevelCache } from '../cache/index.ts';
 import { OutboundLimiter } from '../concurrency/index.ts';
 import { MetricsCollector, PrometheusExporter, type Trackable } from '../metrics/index.ts';
@@ -12,19 +11,19 @@ import type { GatewayContext, GatewayCounts } from './context.ts';
 import { DashboardFeed } from './dashboard.ts';
 import { WriteBehindDiskStore } from './disk-writer.ts';
 import { createEmbeddingBatcher, embeddingsHandler } from './embeddings.ts';
+import { GuardedUpstream } from './guarded-upstream.ts';
 import { createHttpApp } from './http.ts';
+import { HttpUpstream } from './http-upstream.ts';
 import { createLimiter } from './limits.ts';
 import { LOCAL_MODELS, LocalUpstream } from './local-upstream.ts';
 import { registerModels } from './models.ts';
 import { registerOperations } from './operations.ts';
 import { createRequestHelpers } from './request-helpers.ts';
 import { UpstreamClient } from './upstream.ts';
-import { createUpstreamCalls } from './upstream-calls.ts';
 
-/** Provider name recorded on spans of calls answered by the built-in local models. */
 export { DEFAULT_COMPLETION_ESTIMATE } from './context.ts';
+export { LOCAL_PROVIDER } from './local-upstream.ts';
 
-export const LOCAL_PROVIDER = 'clawperf.local';
 /** A running gateway. */
 export interface Gateway {
   app: FastifyInstance;
@@ -65,7 +64,7 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
   const local = new LocalUpstream({ chatLatencyMs: config.localChatLatencyMs });
   const outbound =
     config.upstreamUrl === undefined ? undefined : new OutboundLimiter({ maxWaitMs: config.queueTimeoutMs });
-  const upstream =
+  const client =
     config.upstreamUrl === undefined
       ? undefined
       : new UpstreamClient({
@@ -111,14 +110,6 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
         { exporter: discardSpans as never, processor: 'simple' as const, sampleRatio: 0, asyncContext: false }
       : { exporter: 'otlp' as const, otlpUrl: config.otlpUrl }),
   });
-  const answers = new Counter({
-    name: 'clawperf_gateway_answers_total',
-    help: 'Answers by endpoint and cache outcome',
-    labelNames: ['endpoint', 'cache'],
-    registers: [collector.registry],
-  });
-
-  const answerChildren = new Map<string, { inc(): void }>();
   const counts: GatewayCounts = {
     requests: 0,
     errors4xx: 0,
@@ -126,6 +117,7 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     cacheHits: 0,
     cacheMisses: 0,
     cacheBypass: 0,
+    cacheCoalesced: 0,
     rateLimited: 0,
     overloaded: 0,
     upstreamCalls: 0,
@@ -137,6 +129,32 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     ...counts,
     upstreamCallsSaved: Math.max(0, counts.servedItems - counts.upstreamCalls),
   });
+  const upstream = new GuardedUpstream({
+    local,
+    remote: client === undefined ? undefined : new HttpUpstream(client),
+    backpressure,
+    tracer,
+    // Without an exporter a client span would be discarded: skip making it (the request span stays).
+    clientSpans: config.otlpUrl !== undefined,
+    counts,
+    registry: collector.registry,
+  });
+  const ctx: GatewayContext = {
+    config,
+    cache,
+    upstream,
+    counts,
+    ...createRequestHelpers({
+      config,
+      cache,
+      upstream,
+      remote: client !== undefined,
+      limiter,
+      counts,
+      registry: collector.registry,
+    }),
+  };
+  const batcher = createEmbeddingBatcher(ctx);
   const feed = new DashboardFeed({
     cache,
     backpressure,
@@ -144,39 +162,7 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     batcherStats: () => batcher.stats(),
     stats,
   });
-
   const app = await createHttpApp({ config, counts, collector, feed, tracer });
-
-  const { upstreamCall, expectSuccess, genAIRequest } = createUpstreamCalls({
-    config,
-    upstream,
-    backpressure,
-    tracer,
-    counts,
-    registry: collector.registry,
-  });
-  const ctx: GatewayContext = {
-    config,
-    cache,
-    local,
-    upstream,
-    counts,
-    answered: (endpoint, outcome) => {
-      // One child per label pair, so an answer does not hash its labels again.
-      const id = `${endpoint}:${outcome}`;
-      let child = answerChildren.get(id);
-      if (child === undefined) {
-        child = answers.labels({ endpoint, cache: outcome });
-        answerChildren.set(id, child);
-      }
-      child.inc();
-    },
-    upstreamCall,
-    expectSuccess,
-    ...createRequestHelpers({ config, cache, upstream, limiter, counts, genAIRequest }),
-  };
-
-  const batcher = createEmbeddingBatcher(ctx);
 
   const tracked: [string, Trackable | undefined][] = [
     ['cache', cache],
@@ -189,19 +175,19 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     ['prometheus', prometheus],
     ['gateway', { stats, statsCounters: Object.keys(counts).filter((k) => k !== 'inFlight') }],
     ['limiter', limiter],
-    ['upstream', upstream],
+    ['upstream', client],
     ['outbound', outbound],
   ];
   for (const [name, component] of tracked) if (component !== undefined) collector.track(name, component);
 
   app.post('/v1/embeddings', embeddingsHandler(ctx, batcher));
   app.post('/v1/chat/completions', chatHandler(ctx));
-  registerModels(app, ctx);
-
+  registerModels(app, { upstream: client, tenantOf: ctx.tenantOf });
+  let closing = false;
   registerOperations(app, {
     config,
     cache,
-    upstream,
+    upstream: client,
     prometheus,
     profiling,
     feed,
@@ -210,7 +196,6 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
 
   await cache.ready();
 
-  let closing = false;
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closed ??= (async () => {
@@ -226,7 +211,7 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
       await Promise.allSettled([
         limiter?.close(),
         outbound?.close(),
-        upstream?.close(),
+        client?.close(),
         profiling.close(),
         memory.close(),
         collector.close(),

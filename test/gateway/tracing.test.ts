@@ -64,4 +64,19 @@ describe('tracing', () => {
     assert.ok(client, 'the upstream call has its own span');
     assert.equal(client.traceId, server.traceId);
   });
+
+  it('gives a streamed local-chat answer its client span too', async () => {
+    const gw = await createGateway({ cacheDir: false, localChatLatencyMs: 0, otlpUrl: url });
+    const res = await gw.app.inject({
+      method: 'POST',
+      url: '/v1/chat/completions',
+      payload: { model: 'local-chat', stream: true, messages: [{ role: 'user', content: 'stream me' }] },
+    });
+    assert.equal(res.statusCode, 200);
+    const traceId = String(res.headers.traceparent).split('-')[1];
+    await gw.close();
+    const client = spans.find((s) => s.name === 'chat local-chat' && s.traceId.toLowerCase() === traceId);
+    assert.ok(client, 'the streamed call has its own client span in the request trace');
+    assert.equal(attr(client, 'gen_ai.provider.name'), 'clawperf.local');
+  });
 });

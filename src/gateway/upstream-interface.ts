@@ -1,0 +1,56 @@
+/**
+ * The one interface every model backend implements: the HTTP upstream, the built-in local models, and the
+ * guarded upstream that wraps them with backpressure, the breaker's answers, spans and GenAI metrics. A
+ * router over several deployments is one more implementation.
+ *
+ * @module
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
+
+/** One call to a model, in the protocol the gateway speaks to its upstreams (OpenAI's). */
+export interface UpstreamRequest {
+  operation: 'chat' | 'embeddings';
+  model: string;
+  /** The body to send. */
+  body: Record<string, unknown>;
+  /** A streamed answer is wanted (server-sent events). */
+  stream: boolean;
+  /** Items the call carries: embedding inputs, or 1 for a chat completion. */
+  items: number;
+  /** Estimated tokens, for outbound pacing. */
+  tokens: number;
+}
+
+/** What an upstream answered: a JSON body, or (for a streamed success) its event stream. */
+export interface UpstreamReply {
+  status: number;
+  headers: IncomingHttpHeaders;
+  /** The parsed JSON answer; `undefined` for a stream. */
+  json: unknown;
+  /** The server-sent events of a streamed success, passed on at the upstream's pace. */
+  stream: Readable | undefined;
+}
+
+export interface CallOptions {
+  /** Aborts the call (the client went away). */
+  signal?: AbortSignal;
+}
+
+/** Who answers calls of a model, as GenAI spans and metrics name it. */
+export interface UpstreamIdentity {
+  provider: string;
+  serverAddress?: string;
+  serverPort?: number;
+}
+
+/**
+ * A model backend. `call` resolves with the upstream's answer, success or a client error to relay, and
+ * rejects with a typed error when the upstream failed (`UpstreamError`, `TimeoutError`, `CircuitOpenError`,
+ * `OverloadedError`, ...) or with `signal.reason` when aborted.
+ */
+export interface Upstream {
+  call(request: UpstreamRequest, options?: CallOptions): Promise<UpstreamReply>;
+  /** Who answers `model`. */
+  identity(model: string): UpstreamIdentity;
+}
