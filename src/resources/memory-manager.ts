@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { type EventLoopUtilization, performance } from 'node:perf_hooks';
 import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
 import { ClosedError } from '../errors.ts';
+import { type Cancel, type Clock, type SetTimer, systemClock, timerOn } from '../internal/clock.ts';
 import * as check from '../internal/options.ts';
 
 /** @default 0.8 */
@@ -45,6 +46,12 @@ export interface MemoryManagerOptions {
   cleanupTimeoutMs?: number;
   /** Where the figures come from; tests inject their own. @default process.memoryUsage */
   memoryUsage?: () => MemoryUsageSample;
+  /**
+   * Time source of the check timer and the cleanup timeout; a clock with `schedule(ms, fn)` (like
+   * `ManualClock`) drives both, so a test moves time instead of waiting for it.
+   * @default systemClock
+   */
+  clock?: Clock;
 }
 
 /** Payload of the `warning`, `critical` and `recovered` events. */
@@ -128,7 +135,9 @@ export class MemoryManager extends EventEmitter<MemoryManagerEvents> {
   readonly #cleanupTimeoutMs: number;
   readonly #memoryUsage: () => MemoryUsageSample;
   readonly #handlers = new Set<CleanupHandler>();
-  #timer: ReturnType<typeof setInterval> | undefined;
+  readonly #intervalMs: number;
+  readonly #setTimer: SetTimer;
+  #cancelTimer: Cancel | undefined;
   #closed = false;
   #level: MemoryLevel = 'normal';
   #lastHeapUsed = 0;
@@ -143,36 +152,45 @@ export class MemoryManager extends EventEmitter<MemoryManagerEvents> {
   #cleanupTimeouts = 0;
   #listenerErrors = 0;
 
+  /** @throws {TypeError} naming the option, its allowed range and the value, when an option is invalid. */
   constructor(options?: MemoryManagerOptions) {
     super();
     const o = check.object<MemoryManagerOptions>('options', options);
     this.#limit =
       o.maxHeapBytes === undefined
         ? getHeapStatistics().heap_size_limit
-        : check.integer('maxHeapBytes', o.maxHeapBytes, 1);
-    this.#warningRatio = check.ratio('warningRatio', o.warningRatio ?? DEFAULT_WARNING_RATIO);
-    this.#criticalRatio = check.ratio('criticalRatio', o.criticalRatio ?? DEFAULT_CRITICAL_RATIO);
-    if (this.#criticalRatio <= this.#warningRatio) {
-      throw new TypeError(
-        `criticalRatio must be greater than warningRatio (${this.#warningRatio}), got ${this.#criticalRatio}`,
-      );
-    }
-    this.#hysteresisRatio = check.ratio('hysteresisRatio', o.hysteresisRatio ?? DEFAULT_HYSTERESIS_RATIO);
-    if (this.#hysteresisRatio >= this.#warningRatio) {
-      throw new TypeError(
-        `hysteresisRatio must be less than warningRatio (${this.#warningRatio}), got ${this.#hysteresisRatio}`,
-      );
-    }
-    const intervalMs = check.integer('intervalMs', o.intervalMs ?? DEFAULT_MEMORY_CHECK_INTERVAL_MS, 1);
+        : check.integer('options.maxHeapBytes', o.maxHeapBytes, 1);
+    this.#warningRatio = check.ratio('options.warningRatio', o.warningRatio ?? DEFAULT_WARNING_RATIO);
+    this.#criticalRatio = check.compared(
+      'options.criticalRatio',
+      check.ratio('options.criticalRatio', o.criticalRatio ?? DEFAULT_CRITICAL_RATIO),
+      '>',
+      'options.warningRatio',
+      this.#warningRatio,
+    );
+    this.#hysteresisRatio = check.compared(
+      'options.hysteresisRatio',
+      check.ratio('options.hysteresisRatio', o.hysteresisRatio ?? DEFAULT_HYSTERESIS_RATIO),
+      '<',
+      'options.warningRatio',
+      this.#warningRatio,
+    );
+    this.#intervalMs = check.integer(
+      'options.intervalMs',
+      o.intervalMs ?? DEFAULT_MEMORY_CHECK_INTERVAL_MS,
+      1,
+    );
     this.#cleanupTimeoutMs = check.integer(
-      'cleanupTimeoutMs',
+      'options.cleanupTimeoutMs',
       o.cleanupTimeoutMs ?? DEFAULT_CLEANUP_TIMEOUT_MS,
       1,
     );
     this.#memoryUsage =
-      o.memoryUsage === undefined ? () => process.memoryUsage() : check.fn('memoryUsage', o.memoryUsage);
-    this.#timer = setInterval(() => void this.check().catch(() => {}), intervalMs);
-    this.#timer.unref();
+      o.memoryUsage === undefined
+        ? () => process.memoryUsage()
+        : check.fn('options.memoryUsage', o.memoryUsage);
+    this.#setTimer = timerOn(o.clock === undefined ? systemClock : check.clock('options.clock', o.clock));
+    this.#arm();
   }
 
   /** The heap size the ratios refer to, in bytes. */
@@ -290,11 +308,19 @@ export class MemoryManager extends EventEmitter<MemoryManagerEvents> {
   close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
-      clearInterval(this.#timer);
-      this.#timer = undefined;
+      this.#cancelTimer?.();
+      this.#cancelTimer = undefined;
       this.#handlers.clear();
     }
     return Promise.resolve();
+  }
+
+  /** The check timer: one timeout at a time, armed again before each check runs. */
+  #arm(): void {
+    this.#cancelTimer = this.#setTimer(this.#intervalMs, () => {
+      this.#arm();
+      this.check().catch(() => {});
+    });
   }
 
   #next(level: MemoryLevel, usage: number): MemoryLevel {
@@ -324,15 +350,14 @@ export class MemoryManager extends EventEmitter<MemoryManagerEvents> {
         this.#cleanupErrors++;
       }
     });
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let cancel: Cancel | undefined;
     const timedOut = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(resolve, this.#cleanupTimeoutMs, 'timeout');
-      timer.unref();
+      cancel = this.#setTimer(this.#cleanupTimeoutMs, () => resolve('timeout'));
     });
     let pending = runs.length;
     const all = Promise.all(runs.map((run) => run.then(() => void pending--)));
     const outcome = await Promise.race([all, timedOut]);
-    clearTimeout(timer);
+    cancel?.();
     if (outcome === 'timeout') this.#cleanupTimeouts += pending;
   }
 }

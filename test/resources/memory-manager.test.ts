@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { getHeapStatistics } from 'node:v8';
 import { ClosedError } from '../../src/errors.ts';
+import { ManualClock } from '../../src/internal/clock.ts';
 import {
   type MemoryLevelChange,
   MemoryManager,
@@ -160,17 +161,17 @@ describe('cleanup handlers', () => {
   });
 
   it('give up on a handler that hangs past cleanupTimeoutMs and count it', async () => {
-    const { m, heap } = manager({ cleanupTimeoutMs: 20 });
+    const clock = new ManualClock();
+    const { m, heap } = manager({ cleanupTimeoutMs: 20, clock });
     let quickRan = false;
     m.onCleanup(() => new Promise<void>(() => {}));
     m.onCleanup(() => {
       quickRan = true;
     });
     heap.usage = 0.9;
-    // The timeout timer is unref()ed like every timer the manager owns: keep the loop alive meanwhile.
-    const keepAlive = setInterval(() => {}, 1_000);
-    assert.equal(await m.check(), 'warning');
-    clearInterval(keepAlive);
+    const checked = m.check();
+    await clock.advance(20);
+    assert.equal(await checked, 'warning');
     assert.equal(quickRan, true);
     assert.equal(m.stats().cleanupTimeouts, 1);
   });
@@ -242,25 +243,48 @@ describe('side effects it must not have', () => {
 
 describe('the timer', () => {
   it('checks every intervalMs by itself', async () => {
-    const { m, heap } = manager({ intervalMs: 5 });
+    const clock = new ManualClock();
+    const { m, heap } = manager({ intervalMs: 5, clock });
     heap.usage = 0.85;
-    // The manager's timer is unref()ed: something else has to keep the loop alive while the test waits.
-    const keepAlive = setInterval(() => {}, 1_000);
-    const [event] = (await once(m, 'warning')) as [MemoryLevelChange];
-    clearInterval(keepAlive);
+    const warned = once(m, 'warning');
+    await clock.advance(4);
+    assert.equal(heap.reads, 0, 'no check before intervalMs');
+    await clock.advance(1);
+    const [event] = (await warned) as [MemoryLevelChange];
     assert.equal(event.level, 'warning');
+    await clock.advance(10);
+    assert.equal(heap.reads, 3, 'one check per interval');
   });
 
   it('stops on close(), which is idempotent; later calls reject with ClosedError', async () => {
-    const { m, heap } = manager({ intervalMs: 5 });
-    while (heap.reads === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    const clock = new ManualClock();
+    const { m, heap } = manager({ intervalMs: 5, clock });
+    await clock.advance(5);
+    assert.equal(heap.reads, 1);
     await m.close();
-    const reads = heap.reads;
-    await new Promise((resolve) => setTimeout(resolve, 30));
-    assert.equal(heap.reads, reads, 'no check after close');
+    await clock.advance(30);
+    assert.equal(heap.reads, 1, 'no check after close');
+    assert.equal(clock.pending, 0, 'no timer left behind');
     await m.close();
     await assert.rejects(m.check(), ClosedError);
     assert.throws(() => m.onCleanup(() => {}), ClosedError);
+  });
+
+  it('on the real clock, is unref()ed: a waiting manager never holds the process open', async () => {
+    const made: NodeJS.Timeout[] = [];
+    const original = globalThis.setTimeout;
+    globalThis.setTimeout = ((fn: () => void, ms: number) => {
+      const t = original(fn, ms);
+      made.push(t);
+      return t;
+    }) as typeof setTimeout;
+    try {
+      manager({ intervalMs: 60_000 });
+    } finally {
+      globalThis.setTimeout = original;
+    }
+    assert.equal(made.length, 1);
+    assert.equal(made[0]!.hasRef(), false);
   });
 });
 
@@ -299,7 +323,7 @@ describe('options', () => {
     for (const [name, options] of bad) {
       assert.throws(
         () => new MemoryManager(options),
-        (e: unknown) => e instanceof TypeError && e.message.startsWith(name),
+        (e: unknown) => e instanceof TypeError && e.message.startsWith(`options.${name} must be`),
         `${name}: ${JSON.stringify(options)}`,
       );
     }
