@@ -85,8 +85,17 @@ export class RedisBus implements InvalidationBus {
     // connected and resubscribe after every reconnect.
     const subscriber =
       this.#client instanceof Cluster
-        ? this.#client.duplicate([], { enableOfflineQueue: true })
-        : this.#client.duplicate({ enableOfflineQueue: true, autoResubscribe: true });
+        ? this.#client.duplicate([], {
+            enableOfflineQueue: true,
+            redisOptions: { ...this.#client.options.redisOptions, commandTimeout: undefined },
+          })
+        : // A subscription is a standing state, not a command to time out: its (re)SUBSCRIBE waits for the
+          // connection however long that takes, and no timeout of it can fire with nobody to catch it.
+          this.#client.duplicate({
+            enableOfflineQueue: true,
+            autoResubscribe: true,
+            commandTimeout: undefined,
+          });
     this.#subscriber = subscriber;
     let dropped = false;
     subscriber.on('error', () => undefined);

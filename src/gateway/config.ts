@@ -37,6 +37,11 @@ export const DEFAULT_UPSTREAM_TIMEOUT_MS = 60_000;
 export const DEFAULT_UPSTREAM_RETRIES = 2;
 /** Keep-alive connections to the upstream. @default 64 */
 export const DEFAULT_UPSTREAM_CONNECTIONS = 64;
+/**
+ * How long a Redis command may wait for its answer before the cache or the limiter takes its fallback, ms.
+ * @default 100
+ */
+export const DEFAULT_REDIS_COMMAND_TIMEOUT_MS = 100;
 /** Consecutive upstream failures (5xx, timeouts, unreachable) that open its circuit. @default 5 */
 export const DEFAULT_UPSTREAM_FAILURE_THRESHOLD = 5;
 /** How long an open upstream circuit refuses calls before one probe goes through, ms. @default 5000 */
@@ -62,6 +67,7 @@ export interface GatewayConfig {
   host: string;
   /** Redis for L2, the invalidation bus and global limits; without it everything is per process. */
   redisUrl: string | undefined;
+  redisCommandTimeoutMs: number;
   /** An OpenAI-compatible base URL including its version path (`https://api.openai.com/v1`). */
   upstreamUrl: string | undefined;
   upstreamApiKey: string | undefined;
@@ -129,6 +135,15 @@ const SETTINGS: readonly Setting[] = [
     kind: 'url',
     help: 'Redis URL: shared L2 cache, invalidation bus, global limits',
     defaultText: 'none (single node)',
+  },
+  {
+    key: 'redisCommandTimeoutMs',
+    flag: 'redis-command-timeout-ms',
+    env: 'CLAWPERF_REDIS_COMMAND_TIMEOUT_MS',
+    kind: 'integer',
+    min: 1,
+    help: 'ms a Redis command may take before the fallback (memory, disk, local limits) is used',
+    defaultText: String(DEFAULT_REDIS_COMMAND_TIMEOUT_MS),
   },
   {
     key: 'upstreamUrl',
@@ -342,6 +357,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): GatewayConf
     port: DEFAULT_PORT,
     host: DEFAULT_HOST,
     redisUrl: undefined,
+    redisCommandTimeoutMs: DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
     upstreamUrl: undefined,
     upstreamApiKey: undefined,
     cacheDir: defaultCacheDir(env),

@@ -22,6 +22,8 @@ export const LIMITS_WINDOW_MS = 60_000;
 export interface LimiterOptions {
   /** Redis URL: limits shared, exactly, by every gateway on it. Without it they are per process. */
   redisUrl?: string;
+  /** How long a Redis command may take before the local fallback decides, ms. @default 100 */
+  commandTimeoutMs?: number;
   /** Time source of limits kept in memory (Redis uses its own clock). @default the wall clock */
   clock?: Clock;
   /** The window, ms; `rpm` and `tpm` are then per this window. @default LIMITS_WINDOW_MS */
@@ -44,6 +46,7 @@ export function createLimiter(
   const limiter = new RateLimiter({
     policies,
     redis: options.redisUrl,
+    commandTimeoutMs: options.commandTimeoutMs,
     keyPrefix: 'clawperf:gw:rl',
     clock: options.clock,
   });

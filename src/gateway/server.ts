@@ -86,13 +86,17 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     // An answer goes to disk at its first reuse: the many asked once never cost a disk write.
     diskAdmission: 'reuse',
     redis: config.redisUrl,
+    commandTimeoutMs: config.redisCommandTimeoutMs,
     namespace: 'clawperf:gw',
     defaultTtlMs: config.cacheTtlMs,
   });
   // A store failure is counted in the cache's stats and never reaches a request.
   cache.on('error', () => {});
   cache.on('degraded', () => {});
-  const limiter = createLimiter(config.limits, { redisUrl: config.redisUrl });
+  const limiter = createLimiter(config.limits, {
+    redisUrl: config.redisUrl,
+    commandTimeoutMs: config.redisCommandTimeoutMs,
+  });
   const backpressure = new BackpressureController({
     maxConcurrency: config.maxConcurrency,
     maxQueueSize: config.maxQueueSize,

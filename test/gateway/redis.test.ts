@@ -28,6 +28,9 @@ async function nodes(config: Partial<GatewayConfig> = {}): Promise<Gateway[]> {
         cacheDir: false,
         localChatLatencyMs: 0,
         adminToken: 'admin',
+        // These tests count exactly across nodes: a loaded test machine must not turn a slow answer into
+        // a fallback. Outages still fail at once (no offline queue).
+        redisCommandTimeoutMs: 2_000,
         ...config,
       }),
     ),
