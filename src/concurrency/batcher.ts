@@ -3,11 +3,13 @@
  *
  * @module
  */
-import { ProxyTracerProvider, type Span, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
+import type { Span } from '@opentelemetry/api';
 import { LRUCache } from 'lru-cache';
 import { BatchItemError, ClosedError, OverloadedError, TimeoutError } from '../errors.ts';
-import { type Clock, systemClock } from '../internal/clock.ts';
+import { type Clock, lruTime, systemClock } from '../internal/clock.ts';
 import * as check from '../internal/options.ts';
+import { Ring } from '../internal/ring.ts';
+import { failSpan, NO_SPAN, startSpan } from '../internal/telemetry.ts';
 
 /** @default 100 */
 export const DEFAULT_BATCHER_MAX_BATCH_SIZE = 100;
@@ -58,7 +60,7 @@ export interface RequestBatcherOptions<T> {
    * items and `undefined` results are not cached. Off by default.
    */
   cache?: { maxEntries?: number; ttlMs?: number } | false;
-  /** Time source for batch durations. @default systemClock */
+  /** Time source for batch durations and the result cache's `ttlMs`. @default systemClock */
   clock?: Clock;
 }
 
@@ -143,8 +145,8 @@ interface Batch<T, R> {
   due: boolean;
   timer: ReturnType<typeof setTimeout> | undefined;
   whenDone: { promise: Promise<void>; resolve: () => void } | undefined;
-  /** Covers the processor call; a no-op span until an OpenTelemetry SDK is registered. */
-  span: Span | undefined;
+  /** Covers the processor call; a no-op span while tracing is off. */
+  span: Span;
 }
 
 const resolved = Promise.resolve();
@@ -196,7 +198,7 @@ export class RequestBatcher<T, R> {
     if (this.#current !== null) this.#due(this.#current);
   };
   readonly #scheduleTick = (): void => process.nextTick(this.#onTick);
-  readonly #sealed: Batch<T, R>[] = [];
+  readonly #sealed = new Ring<Batch<T, R>>();
   readonly #running = new Set<Batch<T, R>>();
   /** Items in sealed batches not yet running (those in the forming batch are counted from it). */
   #queuedSealed = 0;
@@ -246,6 +248,7 @@ export class RequestBatcher<T, R> {
     this.#timeoutMs = timeout('options.timeoutMs', o.timeoutMs ?? DEFAULT_BATCHER_ITEM_TIMEOUT_MS);
     this.#plain = this.#key === undefined && this.#timeoutMs === Infinity;
     this.#clock = o.clock === undefined ? systemClock : check.clock('options.clock', o.clock);
+    const clock = this.#clock;
     if (o.cache !== undefined && o.cache !== false) {
       const c = check.object<{ maxEntries?: number; ttlMs?: number }>('options.cache', o.cache);
       const max = check.integer(
@@ -254,7 +257,9 @@ export class RequestBatcher<T, R> {
         1,
       );
       const ttl = timeout('options.cache.ttlMs', c.ttlMs ?? DEFAULT_BATCHER_CACHE_TTL_MS);
-      this.#cache = new LRUCache<object, object>(ttl === Infinity ? { max } : { max, ttl });
+      this.#cache = new LRUCache<object, object>(
+        ttl === Infinity ? { max } : { max, ttl, ...lruTime(clock) },
+      );
     }
   }
 
@@ -360,7 +365,7 @@ export class RequestBatcher<T, R> {
       }
       if (options.timeoutMs !== undefined) {
         try {
-          timeout('timeoutMs', options.timeoutMs);
+          timeout('options.timeoutMs', options.timeoutMs);
         } catch (error) {
           return Promise.reject(error);
         }
@@ -518,7 +523,7 @@ export class RequestBatcher<T, R> {
       due: false,
       timer: undefined,
       whenDone: undefined,
-      span: undefined,
+      span: NO_SPAN,
     };
     this.#current = batch;
     this.#updateRoom();
@@ -588,9 +593,7 @@ export class RequestBatcher<T, R> {
     // the moving average; a no-op span is not made at all while no tracer provider is registered.
     const avg = this.#avgBatchMs;
     const started = avg === 0 || avg > FAST_BATCH_MS || (this.#batches & 7) === 0 ? this.#clock.now() : -1;
-    if (tracing()) {
-      batch.span = tracer().startSpan('clawperf.batcher.batch', { attributes: { 'clawperf.batch.size': n } });
-    }
+    batch.span = startSpan('clawperf.batcher.batch', { attributes: { 'clawperf.batch.size': n } });
     let out: Promise<ReadonlyArray<R | Error>> | ReadonlyArray<R | Error>;
     try {
       out = this.#processor(batch.items);
@@ -657,7 +660,7 @@ export class RequestBatcher<T, R> {
 
   #failed(batch: Batch<T, R>, error: unknown, started: number): void {
     const n = batch.callbacks.length >> 1;
-    batch.span?.setStatus({ code: SpanStatusCode.ERROR, message: String(error) });
+    failSpan(batch.span, error);
     this.#failedBatches++;
     this.#rejectedItems += n;
     const message = `a batch of ${n} items failed: ${error instanceof Error ? error.message : String(error)}`;
@@ -685,7 +688,7 @@ export class RequestBatcher<T, R> {
       this.#avgBatchMs = this.#avgBatchMs === 0 ? ms : this.#avgBatchMs * 0.8 + ms * 0.2;
     }
     batch.state = 3;
-    batch.span?.end();
+    batch.span.end();
     this.#running.delete(batch);
     batch.whenDone?.resolve();
     this.#pump();
@@ -708,22 +711,6 @@ function compact<T, R>(batch: Batch<T, R>): void {
   }
   items.length = extras.length = j;
   callbacks.length = 2 * j;
-}
-
-let cachedTracer: Tracer | undefined;
-/** Looked up on first use, so importing this module registers nothing. */
-function tracer(): Tracer {
-  cachedTracer ??= trace.getTracer('clawperf');
-  return cachedTracer;
-}
-
-/** The global provider while none is registered: the API's proxy, delegating to its no-op provider. */
-const UNREGISTERED = new ProxyTracerProvider().getDelegate();
-
-/** Whether an OpenTelemetry SDK is registered (else every span would be a no-op). */
-function tracing(): boolean {
-  const provider = trace.getTracerProvider();
-  return !(provider instanceof ProxyTracerProvider && provider.getDelegate() === UNREGISTERED);
 }
 
 /** Batches faster than this (ms) are timed one in 8. */

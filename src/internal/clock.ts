@@ -19,6 +19,17 @@ export interface SchedulingClock extends Clock {
 /** The default clock: monotonic (never jumps with NTP or DST), sub-millisecond resolution. */
 export const systemClock: Clock = { now: () => performance.now() };
 
+/**
+ * lru-cache's time options for entries with a TTL on `clock`. The default clock may be read once per
+ * millisecond (lru-cache's `ttlResolution`); an injected one is read every time, so moving it expires entries
+ * at once, and it is read one ms ahead, because lru-cache treats a start time of 0 as "no TTL" and an injected
+ * clock may well start at 0.
+ */
+export function lruTime(clock: Clock): { perf: Clock; ttlResolution: number } {
+  if (clock === systemClock) return { perf: clock, ttlResolution: 1 };
+  return { perf: { now: () => clock.now() + 1 }, ttlResolution: 0 };
+}
+
 /** Stops a timer from {@link timerOn}; calling it after the timer fired, or twice, does nothing. */
 export type Cancel = () => void;
 

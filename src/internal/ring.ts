@@ -47,6 +47,11 @@ export class Ring<T> {
     return item;
   }
 
+  /** The items, first to last, left in place. */
+  *[Symbol.iterator](): IterableIterator<T> {
+    for (let i = 0; i < this.#length; i++) yield this.#items[(this.#head + i) & this.#mask] as T;
+  }
+
   #grow(): void {
     const next: (T | undefined)[] = new Array((this.#mask + 1) * 2);
     for (let i = 0; i < this.#length; i++) next[i] = this.#items[(this.#head + i) & this.#mask];

@@ -10,6 +10,7 @@ import {
 } from '@opentelemetry/sdk-trace-base';
 import { type BatchProcessor, RequestBatcher } from '../../src/concurrency/batcher.ts';
 import { BatchItemError, ClosedError, OverloadedError, TimeoutError } from '../../src/errors.ts';
+import { ManualClock } from '../../src/internal/clock.ts';
 
 /** A processor that records its batches and answers when told to (`release`), or at once when `auto`. */
 function upstream<T, R>(answer: (items: T[]) => ReadonlyArray<R | Error>, auto = true) {
@@ -371,12 +372,16 @@ describe('deduplication and the result cache (dataloader #13, #128, #194)', () =
   });
 
   it('cached results expire after ttlMs', async () => {
+    const clock = new ManualClock();
     const up = upstream(double);
-    const b = new RequestBatcher(up.processor, { maxWaitMs: 0, cache: { ttlMs: 5 } });
+    const b = new RequestBatcher(up.processor, { maxWaitMs: 0, cache: { ttlMs: 5 }, clock });
     await b.load(1);
-    await new Promise((r) => setTimeout(r, 30));
+    await clock.advance(4);
     await b.load(1);
-    assert.equal(up.batches.length, 2);
+    assert.equal(up.batches.length, 1, 'still fresh 4 ms later');
+    await clock.advance(2);
+    await b.load(1);
+    assert.equal(up.batches.length, 2, 'expired once older than ttlMs');
     await b.close();
   });
 });

@@ -35,5 +35,6 @@ describe('Ring', () => {
       assert.equal(ring.length, model.length);
       assert.equal(ring.peek(), model[0]);
     }
+    assert.deepEqual([...ring], model);
   });
 });

@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import { type Clock, systemClock } from '../../internal/clock.ts';
+import { type Clock, lruTime, systemClock } from '../../internal/clock.ts';
 import * as check from '../../internal/options.ts';
 
 /** @default 10000 */
@@ -59,10 +59,7 @@ export class MemoryStore<T> {
     this.#lru = new LRUCache<string, MemoryEntry<T>>({
       max: maxEntries,
       maxSize: this.#maxBytes,
-      // lru-cache treats a start time of 0 as "no TTL", and an injected clock may well start at 0.
-      perf: clock === systemClock ? clock : { now: () => clock.now() + 1 },
-      // The default clock may be read once per millisecond; an injected one must be read every time.
-      ttlResolution: clock === systemClock ? 1 : 0,
+      ...lruTime(clock),
       dispose: (_value, _key, reason) => {
         if (reason === 'evict') this.#evictions++;
       },
