@@ -1,22 +1,18 @@
 /**
- * What the gateway's route modules share: the components, the counters and the per-request helpers
- * `createGateway` builds once.
+ * What the gateway's modules share: the per-request state the hooks carry, the gateway's counters, the
+ * context routes are given, and the small helpers of answers and keys (JSON text made once, digests).
  *
  * @module
  */
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import type { FastifyRequest } from 'fastify';
-import type { MultiLevelCache } from '../cache/index.ts';
-import type { RateLimitResult, Reservation } from '../concurrency/index.ts';
-import type { GatewayConfig } from './config.ts';
-import type { GuardedUpstream } from './guarded-upstream.ts';
-import type { ApiError } from './openai.ts';
+import type { RateLimitResult } from '../concurrency/index.ts';
+import type { RequestSteps } from './request-steps.ts';
 
 /** Completion tokens assumed for a TPM reservation when the request sets no `max_tokens`. @default 256 */
 export const DEFAULT_COMPLETION_ESTIMATE = 256;
 
-/** The response header naming the cache outcome (`hit`, `miss`, `bypass`); also a request header. */
+/** The response header naming the cache outcome (`hit`, `miss`, `coalesced`, `bypass`); also a request header. */
 export const CACHE_HEADER = 'x-clawperf-cache';
 
 /**
@@ -61,47 +57,8 @@ export interface GatewayCounts {
   inFlight: number;
 }
 
-/** The shared pieces a route handler uses. */
-export interface GatewayContext {
-  config: GatewayConfig;
-  cache: MultiLevelCache<unknown>;
-  /** Every model call: backpressure, spans, GenAI metrics, the local models and the HTTP upstream. */
-  upstream: GuardedUpstream;
-  counts: GatewayCounts;
-  /** The tenant of the request's API key, or the error answer for a missing or wrong key. */
-  tenantOf(request: FastifyRequest): string | ApiError;
-  /** An error answer when `model` cannot serve `kind` here. */
-  checkModel(model: string, kind: 'chat' | 'embeddings'): ApiError | undefined;
-  /** Charges the tenant's limits; an error answer when refused, undefined when no limits are set. */
-  admit(request: FastifyRequest, tenant: string, tokens: number): Promise<Reservation | ApiError | undefined>;
-  /** Corrects a reservation to the tokens really used (nothing when unknown). */
-  settle(reservation: Reservation | undefined, tokens: number | undefined): void;
-  /** The request's cache mode from `x-clawperf-cache` and `cache-control`. */
-  cacheMode(request: FastifyRequest): 'bypass' | 'force' | 'auto';
-  /**
-   * Times an upstream-bound wait, so `x-clawperf-overhead-ms` leaves it out; with `waited`, only when the
-   * result says the wait was the upstream's (a cache hit is the gateway's own time).
-   */
-  timed<R>(request: FastifyRequest, fn: () => Promise<R>, waited?: (result: R) => boolean): Promise<R>;
-  /**
-   * The cached value of `key`, or `factory`'s result, cached, with how it was had: one lookup of every
-   * level. The request whose factory ran gets its value without waiting for the cache's writes.
-   */
-  lookup<V>(key: string, factory: () => Promise<V>, tags: string[]): Promise<{ value: V; cache: CacheState }>;
-  /**
-   * Records how a request was answered, once: its state (the `x-clawperf-cache` header), the gateway's
-   * counts, `clawperf_gateway_answers_total` and the request span's GenAI attributes (with the usage, given
-   * the answer).
-   */
-  record(
-    request: FastifyRequest,
-    endpoint: 'chat' | 'embeddings',
-    model: string,
-    cache: CacheState,
-    items: number,
-    answer?: unknown,
-  ): void;
-}
+/** What a route handler is given: the request steps and the components they share. */
+export type GatewayContext = RequestSteps;
 
 /** `content-type` of answers the gateway writes as JSON text itself. */
 export const JSON_TYPE = 'application/json; charset=utf-8';

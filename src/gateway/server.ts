@@ -18,7 +18,7 @@ import { createLimiter } from './limits.ts';
 import { LOCAL_MODELS, LocalUpstream } from './local-upstream.ts';
 import { registerModels } from './models.ts';
 import { registerOperations } from './operations.ts';
-import { createRequestHelpers } from './request-helpers.ts';
+import { RequestSteps } from './request-steps.ts';
 import { UpstreamClient } from './upstream.ts';
 
 export { DEFAULT_COMPLETION_ESTIMATE } from './context.ts';
@@ -143,21 +143,15 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     counts,
     registry: collector.registry,
   });
-  const ctx: GatewayContext = {
+  const ctx: GatewayContext = new RequestSteps({
     config,
     cache,
     upstream,
+    remote: client !== undefined,
+    limiter,
     counts,
-    ...createRequestHelpers({
-      config,
-      cache,
-      upstream,
-      remote: client !== undefined,
-      limiter,
-      counts,
-      registry: collector.registry,
-    }),
-  };
+    registry: collector.registry,
+  });
   const batcher = createEmbeddingBatcher(ctx);
   const feed = new DashboardFeed({
     cache,
@@ -186,7 +180,7 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
 
   app.post('/v1/embeddings', embeddingsHandler(ctx, batcher));
   app.post('/v1/chat/completions', chatHandler(ctx));
-  registerModels(app, { upstream: client, tenantOf: ctx.tenantOf });
+  registerModels(app, { upstream: client, tenantOf: (request) => ctx.tenantOf(request) });
   let closing = false;
   registerOperations(app, {
     config,

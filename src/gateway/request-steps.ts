@@ -1,6 +1,7 @@
 /**
- * Per-request helpers of the gateway's routes: tenant from the API key, model checks, rate-limit
- * admission and settlement, cache mode, the one cache lookup, and the one place an answer is recorded.
+ * The steps a model route takes, as methods a reader reaches by go-to-definition: the tenant from the API
+ * key, the model check, rate-limit admission and settlement, the cache mode, the one cache lookup, and the
+ * one place an answer is recorded. Routes receive it as their {@link GatewayContext}.
  *
  * @module
  */
@@ -11,14 +12,7 @@ import type { CacheOutcome, MultiLevelCache } from '../cache/index.ts';
 import type { RateLimiter, Reservation } from '../concurrency/index.ts';
 import { genAIAttributes, requestSpan, setGenAIUsage, usageFromResponse } from '../tracing/index.ts';
 import type { GatewayConfig } from './config.ts';
-import {
-  bearer,
-  CACHE_HEADER,
-  type CacheState,
-  digest,
-  type GatewayContext,
-  type GatewayCounts,
-} from './context.ts';
+import { bearer, CACHE_HEADER, type CacheState, digest, type GatewayCounts } from './context.ts';
 import { retrySeconds } from './error-answers.ts';
 import type { GuardedUpstream } from './guarded-upstream.ts';
 import { LOCAL_CHAT_MODEL, LOCAL_EMBED_MODEL, LOCAL_MODELS } from './local-upstream.ts';
@@ -27,8 +21,8 @@ import { type ApiError, apiError } from './openai.ts';
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 const always = () => true;
 
-/** What the helpers use. */
-export interface RequestHelpersOptions {
+/** What the steps use. */
+export interface RequestStepsOptions {
   config: GatewayConfig;
   cache: MultiLevelCache<unknown>;
   upstream: GuardedUpstream;
@@ -48,17 +42,42 @@ const CACHE_STATE: Readonly<Record<CacheOutcome, CacheState>> = {
   coalesced: 'coalesced',
 };
 
-/** The per-request helpers of {@link GatewayContext}. */
-export function createRequestHelpers(
-  options: RequestHelpersOptions,
-): Pick<
-  GatewayContext,
-  'tenantOf' | 'checkModel' | 'admit' | 'settle' | 'cacheMode' | 'timed' | 'lookup' | 'record'
-> {
-  const { config, cache, upstream, remote, limiter, counts } = options;
-  const keyDigests = Object.entries(config.apiKeys).map(([key, tenant]) => ({ digest: digest(key), tenant }));
-  const tenantOf = (request: FastifyRequest): string | ApiError => {
-    if (keyDigests.length === 0) {
+/** The steps of a model route, and the components they share (see docs/architecture.md). */
+export class RequestSteps {
+  readonly config: GatewayConfig;
+  readonly cache: MultiLevelCache<unknown>;
+  /** Every model call: backpressure, spans, GenAI metrics, the local models and the HTTP upstream. */
+  readonly upstream: GuardedUpstream;
+  readonly counts: GatewayCounts;
+  readonly #remote: boolean;
+  readonly #limiter: RateLimiter | undefined;
+  readonly #keys: readonly { digest: Buffer; tenant: string }[];
+  readonly #answers: Counter;
+  /** One child per label pair, so an answer does not hash its labels again. */
+  readonly #answerChildren = new Map<string, { inc(): void }>();
+
+  constructor(options: RequestStepsOptions) {
+    this.config = options.config;
+    this.cache = options.cache;
+    this.upstream = options.upstream;
+    this.counts = options.counts;
+    this.#remote = options.remote;
+    this.#limiter = options.limiter;
+    this.#keys = Object.entries(options.config.apiKeys).map(([key, tenant]) => ({
+      digest: digest(key),
+      tenant,
+    }));
+    this.#answers = new Counter({
+      name: 'clawperf_gateway_answers_total',
+      help: 'Answers by endpoint and cache outcome',
+      labelNames: ['endpoint', 'cache'],
+      registers: [options.registry],
+    });
+  }
+
+  /** The tenant of the request's API key, or the error answer for a missing or wrong key. */
+  tenantOf(request: FastifyRequest): string | ApiError {
+    if (this.#keys.length === 0) {
       if (LOOPBACK.test(request.socket.remoteAddress ?? '')) return 'default';
       return apiError(
         401,
@@ -70,7 +89,7 @@ export function createRequestHelpers(
     const key = bearer(request.headers);
     if (key !== undefined) {
       const d = digest(key);
-      for (const entry of keyDigests) if (timingSafeEqual(d, entry.digest)) return entry.tenant;
+      for (const entry of this.#keys) if (timingSafeEqual(d, entry.digest)) return entry.tenant;
     }
     return apiError(
       401,
@@ -80,9 +99,10 @@ export function createRequestHelpers(
       'invalid_request_error',
       'invalid_api_key',
     );
-  };
+  }
 
-  const checkModel = (model: string, kind: 'chat' | 'embeddings'): ApiError | undefined => {
+  /** An error answer when `model` cannot serve `kind` here. */
+  checkModel(model: string, kind: 'chat' | 'embeddings'): ApiError | undefined {
     const wrongLocal = kind === 'chat' ? model === LOCAL_EMBED_MODEL : model === LOCAL_CHAT_MODEL;
     if (wrongLocal) {
       return apiError(
@@ -93,7 +113,7 @@ export function createRequestHelpers(
         'model',
       );
     }
-    if (LOCAL_MODELS.includes(model) || remote) return undefined;
+    if (LOCAL_MODELS.includes(model) || this.#remote) return undefined;
     return apiError(
       404,
       `the model ${model} does not exist; without an upstream this gateway serves ${LOCAL_MODELS.join(', ')}`,
@@ -101,19 +121,19 @@ export function createRequestHelpers(
       'model_not_found',
       'model',
     );
-  };
+  }
 
-  /** Charges the tenant's limits; an error answer when refused. */
-  const admit = async (
+  /** Charges the tenant's limits; an error answer when refused, undefined when no limits are set. */
+  async admit(
     request: FastifyRequest,
     tenant: string,
     tokens: number,
-  ): Promise<Reservation | ApiError | undefined> => {
-    if (limiter === undefined) return undefined;
-    const reservation = await limiter.reserve(tenant, { cost: 1, tokens });
+  ): Promise<Reservation | ApiError | undefined> {
+    if (this.#limiter === undefined) return undefined;
+    const reservation = await this.#limiter.reserve(tenant, { cost: 1, tokens });
     request.clawperf.limit = reservation;
     if (reservation.allowed) return reservation;
-    counts.rateLimited++;
+    this.counts.rateLimited++;
     const type = reservation.policy === 'tokens' ? 'tokens' : 'requests';
     return apiError(
       429,
@@ -125,28 +145,33 @@ export function createRequestHelpers(
       null,
       { 'retry-after': retrySeconds(reservation.retryAfterMs ?? 60_000) },
     );
-  };
+  }
 
-  const settle = (reservation: Reservation | undefined, tokens: number | undefined): void => {
+  /** Corrects a reservation to the tokens really used (nothing when unknown). */
+  settle(reservation: Reservation | undefined, tokens: number | undefined): void {
     if (reservation === undefined || tokens === undefined) return;
     reservation.settle({ cost: 1, tokens }).catch(() => {});
-  };
+  }
 
-  const cacheMode = (request: FastifyRequest): 'bypass' | 'force' | 'auto' => {
+  /** The request's cache mode from `x-clawperf-cache` and `cache-control`. */
+  cacheMode(request: FastifyRequest): 'bypass' | 'force' | 'auto' {
     const h = request.headers[CACHE_HEADER];
     if (h === 'bypass') return 'bypass';
     if (h === 'force') return 'force';
     const cc = request.headers['cache-control'];
     if (typeof cc === 'string' && /no-cache|no-store/.test(cc)) return 'bypass';
     return 'auto';
-  };
+  }
 
-  /** Times an upstream-bound wait, so `x-clawperf-overhead-ms` leaves it out. */
-  const timed = async <R>(
+  /**
+   * Times an upstream-bound wait, so `x-clawperf-overhead-ms` leaves it out; with `waited`, only when the
+   * result says the wait was the upstream's (a cache hit is the gateway's own time).
+   */
+  async timed<R>(
     request: FastifyRequest,
     fn: () => Promise<R>,
     waited: (result: R) => boolean = always,
-  ): Promise<R> => {
+  ): Promise<R> {
     const t0 = performance.now();
     let result: R;
     try {
@@ -157,18 +182,22 @@ export function createRequestHelpers(
     }
     if (waited(result)) request.clawperf.upstreamMs += performance.now() - t0;
     return result;
-  };
+  }
 
-  const lookup = <V>(
+  /**
+   * The cached value of `key`, or `factory`'s result, cached, with how it was had: one lookup of every
+   * level. The request whose factory ran gets its value without waiting for the cache's writes.
+   */
+  lookup<V>(
     key: string,
     factory: () => Promise<V>,
     tags: string[],
-  ): Promise<{ value: V; cache: CacheState }> => {
+  ): Promise<{ value: V; cache: CacheState }> {
     let produced!: (result: { value: V; cache: CacheState }) => void;
     const early = new Promise<{ value: V; cache: CacheState }>((resolve) => {
       produced = resolve;
     });
-    const stored = cache
+    const stored = this.cache
       .getOrSetWithOutcome(
         key,
         async () => {
@@ -181,24 +210,22 @@ export function createRequestHelpers(
       .then((result) => ({ value: result.value as V, cache: CACHE_STATE[result.outcome] }));
     stored.catch(() => {});
     return Promise.race([stored, early]);
-  };
+  }
 
-  const answers = new Counter({
-    name: 'clawperf_gateway_answers_total',
-    help: 'Answers by endpoint and cache outcome',
-    labelNames: ['endpoint', 'cache'],
-    registers: [options.registry],
-  });
-  // One child per label pair, so an answer does not hash its labels again.
-  const answerChildren = new Map<string, { inc(): void }>();
-  const record = (
+  /**
+   * Records how a request was answered, once: its state (the `x-clawperf-cache` header), the gateway's
+   * counts, `clawperf_gateway_answers_total` and the request span's GenAI attributes (with the usage, given
+   * the answer).
+   */
+  record(
     request: FastifyRequest,
     endpoint: 'chat' | 'embeddings',
     model: string,
     state: CacheState,
     items: number,
     answer?: unknown,
-  ): void => {
+  ): void {
+    const counts = this.counts;
     request.clawperf.cache = state;
     counts.servedItems += items;
     if (state === 'hit') counts.cacheHits++;
@@ -206,19 +233,17 @@ export function createRequestHelpers(
     else if (state === 'coalesced') counts.cacheCoalesced++;
     else counts.cacheBypass++;
     const id = `${endpoint}:${state}`;
-    let child = answerChildren.get(id);
+    let child = this.#answerChildren.get(id);
     if (child === undefined) {
-      child = answers.labels({ endpoint, cache: state });
-      answerChildren.set(id, child);
+      child = this.#answers.labels({ endpoint, cache: state });
+      this.#answerChildren.set(id, child);
     }
     child.inc();
     const span = requestSpan(request);
     // Without an exporter the request span records nothing: skip building its attributes.
     if (span === undefined || !span.isRecording()) return;
-    span.setAttributes(genAIAttributes(upstream.describe(endpoint, model)));
+    span.setAttributes(genAIAttributes(this.upstream.describe(endpoint, model)));
     span.setAttribute('clawperf.cache', state);
     if (answer !== undefined) setGenAIUsage(span, usageFromResponse(answer));
-  };
-
-  return { tenantOf, checkModel, admit, settle, cacheMode, timed, lookup, record };
+  }
 }
