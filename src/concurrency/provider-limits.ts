@@ -10,6 +10,7 @@
 import { ClosedError, RateLimitedError } from '../errors.ts';
 import { type Clock, systemClock } from '../internal/clock.ts';
 import * as check from '../internal/options.ts';
+import { Ring } from '../internal/ring.ts';
 
 /** Headers as fetch (`Headers`), node:http / undici (a record) or anything with `get(name)` give them. */
 export type HeadersLike =
@@ -256,6 +257,8 @@ class Budget {
 
 interface Waiter {
   tokens: number;
+  /** Served, timed out, aborted or closed: no longer waiting (it may still sit in the ring until it reaches the front). */
+  done: boolean;
   resolve: (permit: OutboundPermit) => void;
   reject: (error: unknown) => void;
   signal: AbortSignal | undefined;
@@ -279,7 +282,9 @@ export class OutboundLimiter {
   readonly #clock: Clock;
   readonly #requests = new Budget();
   readonly #tokens = new Budget();
-  readonly #queue: Waiter[] = [];
+  /** Waiters, oldest first; one that stopped waiting stays until it reaches the front. */
+  readonly #queue = new Ring<Waiter>();
+  #waiting = 0;
   #blockedUntil = 0;
   #wake: NodeJS.Timeout | undefined;
   #wakeAt = Number.POSITIVE_INFINITY;
@@ -309,9 +314,9 @@ export class OutboundLimiter {
     if (signal?.aborted) return Promise.reject(signal.reason);
     const now = this.#clock.now();
     this.#roll(now);
-    if (this.#queue.length === 0 && this.#fits(tokens, now)) return Promise.resolve(this.#dispatch(tokens));
+    if (this.#waiting === 0 && this.#fits(tokens, now)) return Promise.resolve(this.#dispatch(tokens));
     const wait = this.#waitEstimate(now, tokens);
-    if (wait > this.#maxWaitMs || this.#queue.length >= this.#maxQueue) {
+    if (wait > this.#maxWaitMs || this.#waiting >= this.#maxQueue) {
       this.#rejected++;
       return Promise.reject(
         new RateLimitedError({ key: 'outbound', limit: this.#requests.limit, retryAfterMs: Math.ceil(wait) }),
@@ -319,7 +324,15 @@ export class OutboundLimiter {
     }
     this.#waited++;
     return new Promise<OutboundPermit>((resolve, reject) => {
-      const waiter: Waiter = { tokens, resolve, reject, signal, onAbort: undefined, timer: undefined };
+      const waiter: Waiter = {
+        tokens,
+        done: false,
+        resolve,
+        reject,
+        signal,
+        onAbort: undefined,
+        timer: undefined,
+      };
       waiter.timer = setTimeout(() => {
         this.#remove(waiter);
         this.#rejected++;
@@ -339,6 +352,7 @@ export class OutboundLimiter {
         signal.addEventListener('abort', waiter.onAbort, { once: true });
       }
       this.#queue.push(waiter);
+      this.#waiting++;
       this.#schedule(now);
     });
   }
@@ -369,7 +383,7 @@ export class OutboundLimiter {
       waited: this.#waited,
       rejected: this.#rejected,
       limitedResponses: this.#limitedResponses,
-      queued: this.#queue.length,
+      queued: this.#waiting,
       inFlight: this.#requests.inFlight,
       remainingRequests: this.#requests.tracked && !this.#requests.probing ? this.#requests.remaining : -1,
       remainingTokens: this.#tokens.tracked && !this.#tokens.probing ? this.#tokens.remaining : -1,
@@ -380,7 +394,8 @@ export class OutboundLimiter {
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#wake !== undefined) clearTimeout(this.#wake);
-    for (const w of this.#queue.splice(0)) {
+    for (let w = this.#queue.shift(); w !== undefined; w = this.#queue.shift()) {
+      if (w.done) continue;
       this.#cleanup(w);
       w.reject(new ClosedError('OutboundLimiter'));
     }
@@ -435,19 +450,26 @@ export class OutboundLimiter {
   #pump(): void {
     const now = this.#clock.now();
     this.#roll(now);
-    while (this.#queue.length > 0) {
-      const head = this.#queue[0]!;
-      if (!this.#fits(head.tokens, now)) break;
+    for (let head = this.#head(); head !== undefined && this.#fits(head.tokens, now); head = this.#head()) {
       this.#queue.shift();
       this.#cleanup(head);
       head.resolve(this.#dispatch(head.tokens));
     }
-    if (this.#queue.length > 0) this.#schedule(now);
+    if (this.#waiting > 0) this.#schedule(now);
+  }
+
+  /** The oldest caller still waiting, left in the queue (those that stopped waiting before it are dropped). */
+  #head(): Waiter | undefined {
+    for (let head = this.#queue.peek(); head !== undefined; head = this.#queue.peek()) {
+      if (!head.done) return head;
+      this.#queue.shift();
+    }
+    return undefined;
   }
 
   /** One timer, at the earliest moment budget can come back. */
   #schedule(now: number): void {
-    const wait = this.#waitEstimate(now, this.#queue[0]?.tokens ?? 0);
+    const wait = this.#waitEstimate(now, this.#head()?.tokens ?? 0);
     // Nothing to wait for on the clock (budget is held by calls in flight): their `done` pumps.
     if (wait <= 0) return;
     const at = now + wait;
@@ -462,18 +484,23 @@ export class OutboundLimiter {
     }, Math.ceil(wait));
   }
 
+  /** A caller stops waiting (timeout or abort); its entry leaves the ring when it reaches the front. */
   #remove(waiter: Waiter): void {
-    const i = this.#queue.indexOf(waiter);
-    if (i >= 0) this.#queue.splice(i, 1);
     this.#cleanup(waiter);
-    if (this.#queue.length === 0 && this.#wake !== undefined) {
+    if (this.#waiting > 0) return;
+    while (this.#queue.shift() !== undefined);
+    if (this.#wake !== undefined) {
       clearTimeout(this.#wake);
       this.#wake = undefined;
       this.#wakeAt = Number.POSITIVE_INFINITY;
     }
   }
 
+  /** Ends a wait: it no longer counts as waiting, and its timer and abort listener go. */
   #cleanup(waiter: Waiter): void {
+    if (waiter.done) return;
+    waiter.done = true;
+    this.#waiting--;
     if (waiter.timer !== undefined) clearTimeout(waiter.timer);
     if (waiter.onAbort !== undefined) waiter.signal?.removeEventListener('abort', waiter.onAbort);
   }

@@ -203,6 +203,37 @@ describe('OutboundLimiter waits are bounded and cancellable', () => {
     await outbound.close();
   });
 
+  it('a caller that gives up leaves its place: those behind it are served in order', async () => {
+    const outbound = new OutboundLimiter({ maxWaitMs: 5_000 });
+    (await outbound.acquire()).done(limited('20ms'));
+    const served: string[] = [];
+    const wait = (name: string, signal?: AbortSignal) =>
+      outbound.acquire({ signal }).then((permit) => {
+        served.push(name);
+        return permit;
+      });
+    const controller = new AbortController();
+    const first = wait('first');
+    const quitter = wait('quitter', controller.signal);
+    const last = wait('last');
+    controller.abort(new Error('gone'));
+    await assert.rejects(quitter, /gone/);
+    assert.equal(outbound.stats().queued, 2);
+    // After the reset one probe goes; its answer reports room, and the next in line follows.
+    (await first).done({
+      status: 200,
+      headers: {
+        'x-ratelimit-limit-requests': '10',
+        'x-ratelimit-remaining-requests': '9',
+        'x-ratelimit-reset-requests': '1s',
+      },
+    });
+    (await last).done();
+    assert.deepEqual(served, ['first', 'last']);
+    assert.equal(outbound.stats().queued, 0);
+    await outbound.close();
+  });
+
   it('a waiter is released when the reported reset passes', async () => {
     const outbound = new OutboundLimiter({ maxWaitMs: 5_000 });
     (await outbound.acquire()).done(limited('50ms'));
