@@ -43,11 +43,14 @@ local function now() local t = redis.call('TIME') return tonumber(t[1]) * 1000 +
 local function ms(x) return string.format('%.3f', x) end
 `;
 
-/** KEYS: entry, lock. ARGV: version, ttlMs, graceMs, tags JSON, data, minVersion, tombstoneMs, fence. */
-const SET = new RedisScript(`${VERSION}
-local t = now()
+/**
+ * The write of an entry, refused when `minVersion` (tag invalidations) or the tombstone window, the lock's
+ * holder, or a newer version in place says so. KEYS: entry, lock. ARGV: version, ttlMs, graceMs, tags JSON,
+ * data, (unused), tombstoneMs, fence.
+ */
+const WRITE = `local t = now()
 local v = tonumber(ARGV[1])
-if v < tonumber(ARGV[6]) or v < t - tonumber(ARGV[7]) then return {0, ms(t)} end
+if v < minVersion or v < t - tonumber(ARGV[7]) then return {0, ms(t)} end
 if ARGV[8] ~= '' then
   local holder = redis.call('GET', KEYS[2])
   if holder and holder ~= ARGV[8] then return {0, ms(t)} end
@@ -58,7 +61,26 @@ local ttl = tonumber(ARGV[2])
 local grace = tonumber(ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ms(t + ttl) .. '|' .. ms(t + ttl + grace) .. '|' .. ARGV[4] .. '\\n' .. ARGV[5],
   'PX', math.max(1, math.ceil(ttl + grace)))
-return {1, ms(t)}`);
+return {1, ms(t)}`;
+
+/** KEYS: entry, lock. ARGV: version, ttlMs, graceMs, tags JSON, data, minVersion, tombstoneMs, fence. */
+const SET = new RedisScript(`${VERSION}
+local minVersion = tonumber(ARGV[6])
+${WRITE}`);
+
+/**
+ * SET on a single server, where one script reaches every key: each tag's index and invalidation marker are
+ * handled first (as TAG does), then the entry, in one command and one round trip. KEYS: entry, lock, then
+ * per tag its index and marker. ARGV: as SET's, then key, tag index ttl.
+ */
+const SET_TAGGED = new RedisScript(`${VERSION}
+local minVersion = 0
+for i = 3, #KEYS, 2 do
+  redis.call('SADD', KEYS[i], ARGV[9])
+  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[10]) then redis.call('PEXPIRE', KEYS[i], ARGV[10]) end
+  minVersion = math.max(minVersion, tonumber(redis.call('GET', KEYS[i + 1]) or '0'))
+end
+${WRITE}`);
 
 /** KEYS: tag index, tag invalidation marker. ARGV: key, ttlMs. Returns the tag's last invalidation time. */
 const TAG = new RedisScript(`redis.call('SADD', KEYS[1], ARGV[1])
@@ -295,8 +317,10 @@ export class RedisStore implements CacheStore {
    */
   async setFenced(key: string, entry: StoredEntry, fence: string): Promise<boolean> {
     if (this.#client.status !== 'ready') await this.#ready();
+    if (entry.tags.length > 0 && !this.#isCluster) return this.#setTagged(key, entry, fence);
     let minVersion = 0;
     if (entry.tags.length > 0) {
+      // On a Cluster a tag's keys live in the tag's slot, not the entry's: one script per tag first.
       const ttl = String(Math.max(1, Math.ceil(entry.ttlMs + entry.graceMs)));
       const marks = await Promise.all(
         entry.tags.map((tag) => TAG.run(this.#client, this.#tagKeys(tag), [key, ttl])),
@@ -317,6 +341,26 @@ export class RedisStore implements CacheStore {
         fence,
       ],
     )) as [number, string];
+    this.#sync(result[1]);
+    return result[0] === 1;
+  }
+
+  /** {@link setFenced} of a tagged entry on a single server: one script, one round trip. */
+  async #setTagged(key: string, entry: StoredEntry, fence: string): Promise<boolean> {
+    const keys = [this.entryKey(key), this.#lockKey(key)];
+    for (const tag of entry.tags) keys.push(...this.#tagKeys(tag));
+    const result = (await SET_TAGGED.run(this.#client, keys, [
+      entry.version.toFixed(3),
+      entry.ttlMs,
+      entry.graceMs,
+      JSON.stringify(entry.tags),
+      entry.data,
+      '0',
+      this.#tombstoneMs,
+      fence,
+      key,
+      String(Math.max(1, Math.ceil(entry.ttlMs + entry.graceMs))),
+    ])) as [number, string];
     this.#sync(result[1]);
     return result[0] === 1;
   }
