@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { MultiLevelCache, type MultiLevelCacheOptions } from '../../src/cache/index.ts';
-import { type RedisServer, startRedis } from '../helpers/redis.ts';
+import { type RedisServer, startRedis, TEST_COMMAND_TIMEOUT_MS } from '../helpers/redis.ts';
 
 const ROUNDS = 50;
 let redis: RedisServer;
@@ -29,7 +29,12 @@ async function nodes(count: number, disk: boolean): Promise<MultiLevelCache<stri
   const namespace = `inv${++namespaceSeq}`;
   const caches: MultiLevelCache<string>[] = [];
   for (let i = 0; i < count; i++) {
-    const options: MultiLevelCacheOptions = { redis: redis.url, namespace, defaultTtlMs: 60_000 };
+    const options: MultiLevelCacheOptions = {
+      redis: redis.url,
+      namespace,
+      defaultTtlMs: 60_000,
+      commandTimeoutMs: TEST_COMMAND_TIMEOUT_MS,
+    };
     if (disk) {
       const dir = await mkdtemp(join(tmpdir(), 'clawperf-inv-'));
       dirs.push(dir);

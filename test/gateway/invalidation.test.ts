@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { createGateway, type Gateway } from '../../src/gateway/server.ts';
-import { type RedisServer, startRedis } from '../helpers/redis.ts';
+import { type RedisServer, startRedis, TEST_COMMAND_TIMEOUT_MS } from '../helpers/redis.ts';
 import { type FakeUpstream, startFakeUpstream } from './fake-upstream.ts';
 
 const ROUNDS = 50;
@@ -53,6 +53,7 @@ describe('the admin invalidation leaves nothing stale behind', () => {
         upstreamUrl: fake.url,
         cacheDir: join(dir, by),
         adminToken: 'admin',
+        redisCommandTimeoutMs: TEST_COMMAND_TIMEOUT_MS,
       });
       const base = await gw.app.listen({ port: 0, host: '127.0.0.1' });
       try {

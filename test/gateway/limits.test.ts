@@ -5,7 +5,7 @@ import type { RateLimiter } from '../../src/concurrency/index.ts';
 import { createLimiter, LIMITS_WINDOW_MS } from '../../src/gateway/limits.ts';
 import { createGateway } from '../../src/gateway/server.ts';
 import { ManualClock } from '../../src/internal/clock.ts';
-import { type RedisServer, startRedis } from '../helpers/redis.ts';
+import { type RedisServer, startRedis, TEST_COMMAND_TIMEOUT_MS } from '../helpers/redis.ts';
 
 const MINUTE = 60_000;
 /** Eight seconds before a clock minute begins. */
@@ -102,7 +102,10 @@ describe('the gateway limits count over a sliding window on Redis too', () => {
   it('admits the whole limit at once, refuses across a window boundary, admits a full window later', async () => {
     // Redis times the windows by its own clock, so the window is short here and the test waits for it.
     const windowMs = 2_000;
-    const limiter = createLimiter({ rpm: 2, tpm: 100 }, { redisUrl: redis.url, windowMs });
+    const limiter = createLimiter(
+      { rpm: 2, tpm: 100 },
+      { redisUrl: redis.url, windowMs, commandTimeoutMs: TEST_COMMAND_TIMEOUT_MS },
+    );
     assert.ok(limiter !== undefined);
     limiters.push(limiter);
     let checked = false;

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { createGateway, type Gateway } from '../../src/gateway/server.ts';
-import { type RedisServer, startRedis } from '../helpers/redis.ts';
+import { type RedisServer, startRedis, TEST_COMMAND_TIMEOUT_MS } from '../helpers/redis.ts';
 import { waitFor } from '../helpers/servers.ts';
 
 let redis: RedisServer;
@@ -64,7 +64,12 @@ async function metric(gw: Gateway, line: RegExp): Promise<number> {
 
 describe('a cache miss reads every level once', () => {
   it('N distinct deterministic misses: N Redis reads, N Redis writes, N disk reads', async () => {
-    const gw = await createGateway({ redisUrl: redis.url, cacheDir: dir, localChatLatencyMs: 0 });
+    const gw = await createGateway({
+      redisUrl: redis.url,
+      redisCommandTimeoutMs: TEST_COMMAND_TIMEOUT_MS,
+      cacheDir: dir,
+      localChatLatencyMs: 0,
+    });
     gateways.push(gw);
     await gw.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat('warm-up') });
     await waitFor(() => redis.cli('--scan', '--pattern', 'clawperf:gw:e:*') !== '', {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { GatewayConfig } from '../../src/gateway/config.ts';
 import { createGateway, type Gateway } from '../../src/gateway/server.ts';
-import { type RedisServer, startRedis } from '../helpers/redis.ts';
+import { type RedisServer, startRedis, TEST_COMMAND_TIMEOUT_MS } from '../helpers/redis.ts';
 import { waitFor } from '../helpers/servers.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: test answers are read freely
@@ -28,9 +28,7 @@ async function nodes(config: Partial<GatewayConfig> = {}): Promise<Gateway[]> {
         cacheDir: false,
         localChatLatencyMs: 0,
         adminToken: 'admin',
-        // These tests count exactly across nodes: a loaded test machine must not turn a slow answer into
-        // a fallback. Outages still fail at once (no offline queue).
-        redisCommandTimeoutMs: 2_000,
+        redisCommandTimeoutMs: TEST_COMMAND_TIMEOUT_MS,
         ...config,
       }),
     ),

@@ -14,6 +14,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, requireBinary, startRestartable, waitFor } from './servers.ts';
 
+/**
+ * The Redis command timeout of tests that count or compare exactly (not of the outage tests): the product's
+ * 100 ms default also fails a reply that a test machine's busy event loop reads late, which such a test
+ * would see as a fallback. Outages still fail at once: clients keep no offline queue.
+ */
+export const TEST_COMMAND_TIMEOUT_MS = 2_000;
+
 export interface RedisServer {
   readonly host: string;
   readonly port: number;
