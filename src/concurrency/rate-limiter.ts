@@ -14,7 +14,7 @@
  * if (!r.allowed) console.log(`retry in ${r.retryAfterMs} ms`);
  */
 import { EventEmitter } from 'node:events';
-import { type SpanOptions, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
+import type { SpanOptions } from '@opentelemetry/api';
 import { ClosedError, InvalidKeyError, RateLimitedError, StoreError } from '../errors.ts';
 import { CIRCUIT_STATE_CODE, CircuitBreaker } from '../internal/circuit-breaker.ts';
 import type { Clock } from '../internal/clock.ts';
@@ -28,6 +28,7 @@ import {
   watchConnection,
   whenConnected,
 } from '../internal/redis.ts';
+import { failSpan, startSpan } from '../internal/telemetry.ts';
 import { MemoryRateLimitStore } from './stores/memory-store.ts';
 import { RedisRateLimitStore } from './stores/redis-store.ts';
 import {
@@ -260,8 +261,7 @@ export class RateLimiter extends EventEmitter {
       1,
     );
     const keyPrefix = o.keyPrefix ?? DEFAULT_KEY_PREFIX;
-    if (typeof keyPrefix !== 'string')
-      throw new TypeError(`options.keyPrefix must be a string, got ${keyPrefix}`);
+    if (typeof keyPrefix !== 'string') check.invalid('options.keyPrefix', 'a string', keyPrefix);
     if (o.redis === undefined) {
       this.#memory = new MemoryRateLimitStore({ policies: this.policies, clock, sweepIntervalMs });
       this.#store = this.#memory;
@@ -425,7 +425,7 @@ export class RateLimiter extends EventEmitter {
     const charges = this.#charges.slice();
     const permit = this.#breaker!.acquire();
     if (permit !== undefined) {
-      const span = tracer().startSpan('clawperf.rate_limit.check', this.#spanOptions);
+      const span = startSpan('clawperf.rate_limit.check', this.#spanOptions);
       try {
         const client = this.#redis!.client;
         // Only the first connection is waited for; a lost one fails at once and the fallback decides.
@@ -440,9 +440,7 @@ export class RateLimiter extends EventEmitter {
         span.end();
         return this.#finish(r.allowed, r.out, this.policies, charges, PRIMARY, undefined, sink);
       } catch (error) {
-        span.recordException(error instanceof Error ? error : String(error));
-        span.setStatus({ code: SpanStatusCode.ERROR });
-        span.end();
+        failSpan(span, error);
         permit.failure();
         this.#storeFailed(error);
       }
@@ -607,14 +605,6 @@ export class RateLimiter extends EventEmitter {
   }
 }
 
-let cachedTracer: Tracer | undefined;
-
-/** The OpenTelemetry tracer (a no-op until the application registers an SDK). */
-function tracer(): Tracer {
-  cachedTracer ??= trace.getTracer('clawperf');
-  return cachedTracer;
-}
-
 /** Where a reservation's charge went, filled in by the check. */
 interface Sink {
   where: Where;
@@ -661,12 +651,12 @@ function compilePolicies(o: RateLimiterOptions): CompiledPolicy[] {
   let raw: readonly RateLimitPolicy[];
   if (o.policies !== undefined) {
     if (!Array.isArray(o.policies) || o.policies.length === 0 || o.policies.length > MAX_POLICIES) {
-      throw new TypeError(
-        `options.policies must be an array of 1 to ${MAX_POLICIES} policies, got ${Array.isArray(o.policies) ? `${o.policies.length} policies` : String(o.policies)}`,
-      );
+      check.invalid('options.policies', `an array of 1 to ${MAX_POLICIES} policies`, o.policies);
     }
-    if (o.maxRequests !== undefined || o.windowMs !== undefined) {
-      throw new TypeError('options.policies cannot be combined with options.windowMs / options.maxRequests');
+    for (const single of ['windowMs', 'maxRequests'] as const) {
+      if (o[single] !== undefined) {
+        check.invalid(`options.${single}`, 'left out when options.policies is given', o[single]);
+      }
     }
     raw = o.policies;
   } else {
@@ -683,13 +673,10 @@ function compilePolicies(o: RateLimiterOptions): CompiledPolicy[] {
   return raw.map((p, i) => {
     const at = o.policies === undefined ? 'options' : `options.policies[${i}]`;
     check.object(at, p);
-    if (typeof p.name !== 'string' || p.name.length === 0 || !/^[A-Za-z0-9_.-]+$/.test(p.name)) {
-      throw new TypeError(
-        `${at}.name must be a non-empty token ([A-Za-z0-9_.-]), got ${JSON.stringify(p.name)}`,
-      );
+    if (typeof p.name !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(p.name)) {
+      check.invalid(`${at}.name`, 'a non-empty token ([A-Za-z0-9_.-])', p.name);
     }
-    if (names.has(p.name))
-      throw new TypeError(`${at}.name must be unique, got ${JSON.stringify(p.name)} twice`);
+    if (names.has(p.name)) check.invalid(`${at}.name`, 'unique among the policies', p.name);
     names.add(p.name);
     const algorithm =
       p.algorithm === undefined
@@ -702,7 +689,7 @@ function compilePolicies(o: RateLimiterOptions): CompiledPolicy[] {
       algorithm,
       code: ALGORITHM_CODE[algorithm],
       windowMs: check.integer(`${at}.windowMs`, p.windowMs, 1),
-      limit: o.policies === undefined ? p.limit : check.number(`${at}.limit`, p.limit, Number.MIN_VALUE),
+      limit: o.policies === undefined ? p.limit : check.positive(`${at}.limit`, p.limit),
       unit:
         p.unit === undefined
           ? 'requests'

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { Cluster, Redis } from 'ioredis';
 import { StoreError } from '../errors.ts';
+import * as check from './options.ts';
 
 export type RedisClient = Redis | Cluster;
 /** What users pass: a client they own, or a `redis://` URL for a client clawperf owns. */
@@ -104,9 +105,7 @@ export function toRedis(name: string, input: unknown, commandTimeoutMs?: number)
   if (typeof input === 'string' && /^rediss?:\/\//.test(input)) {
     return { client: new Redis(input, redisOptions(commandTimeoutMs)), owned: true };
   }
-  throw new TypeError(
-    `${name} must be an ioredis Redis or Cluster instance or a redis:// URL, got ${typeof input}`,
-  );
+  return check.invalid(name, 'an ioredis Redis or Cluster instance or a redis:// URL', input);
 }
 
 /** Closes a client clawperf owns, resolving once its connection has ended; leaves a user's client alone. Never throws. */

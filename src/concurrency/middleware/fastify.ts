@@ -11,6 +11,7 @@
  * await app.register(rateLimitPlugin, { limiter });
  */
 import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify';
+import * as check from '../../internal/options.ts';
 import type { RateLimiter } from '../rate-limiter.ts';
 import {
   apiKeyKey,
@@ -30,7 +31,7 @@ const plugin: FastifyPluginAsync<RateLimitPluginOptions> = async (
 ) => {
   const { limiter, ...rest } = options;
   if (limiter === undefined || typeof (limiter as { allow?: unknown }).allow !== 'function') {
-    throw new TypeError(`options.limiter must be a RateLimiter, got ${typeof limiter}`);
+    check.invalid('options.limiter', 'a RateLimiter', limiter);
   }
   const handle = createRateLimitHandler<FastifyRequest>(
     limiter,
