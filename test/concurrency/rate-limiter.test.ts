@@ -327,9 +327,29 @@ describe('memory is bounded by the keys active in the last windows (seed: keys n
   });
 
   it('the sweep timer is unref()ed and close() stops it', async () => {
-    const l = new RateLimiter({ windowMs: 1_000, maxRequests: 1, sweepIntervalMs: 10 });
-    await l.allow('k');
-    await l.close();
+    const made: NodeJS.Timeout[] = [];
+    const cleared: unknown[] = [];
+    const { setInterval: realSet, clearInterval: realClear } = globalThis;
+    globalThis.setInterval = ((fn: () => void, ms: number) => {
+      const t = realSet(fn, ms);
+      made.push(t);
+      return t;
+    }) as typeof setInterval;
+    globalThis.clearInterval = ((t: NodeJS.Timeout) => {
+      cleared.push(t);
+      realClear(t);
+    }) as typeof clearInterval;
+    try {
+      const l = new RateLimiter({ windowMs: 1_000, maxRequests: 1, sweepIntervalMs: 10 });
+      assert.equal(made.length, 1, 'one sweep timer');
+      assert.equal(made[0]!.hasRef(), false, 'it never holds the process open');
+      await l.allow('k');
+      await l.close();
+      assert.deepEqual(cleared, made, 'close() stops it');
+    } finally {
+      globalThis.setInterval = realSet;
+      globalThis.clearInterval = realClear;
+    }
   });
 
   it('the sliding log holds only entries inside the window (seed: the log kept every timestamp)', async () => {
