@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import type { EventEmitter } from 'node:events';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +14,7 @@ import {
 import { Cluster, Redis } from 'ioredis';
 import { type Algorithm, RateLimiter, type RateLimitResult } from '../../src/concurrency/rate-limiter.ts';
 import { ManualClock } from '../../src/internal/clock.ts';
+import { redisOptions, whenConnected } from '../../src/internal/redis.ts';
 import { type RedisCluster, type RedisServer, startRedis, startRedisCluster } from '../helpers/redis.ts';
 
 const ALL: Algorithm[] = ['fixed-window', 'sliding-window', 'sliding-log', 'token-bucket', 'gcra'];
@@ -372,72 +374,111 @@ describe('Redis Cluster', () => {
   });
 });
 
+/** The next `name` event; unlike events.once, an 'error' event meanwhile (a reset connection) is no failure. */
+const next = (emitter: EventEmitter, name: string) =>
+  new Promise<void>((resolve) => emitter.once(name, () => resolve()));
+
 describe('Redis killed mid-traffic: each onStoreError mode degrades and recovers', () => {
+  // Phases are marked by events, not by wall time: the limiter's 'store-error' and 'store-recovered', the
+  // client's 'close' and 'ready', and counts of calls made. The breaker runs on a ManualClock, so its
+  // cooldown passes only when the test says so.
   for (const mode of ['fail-open', 'fail-closed', 'memory'] as const) {
     it(`${mode}: no call throws, the outage is reported as such, and Redis is used again after restart`, async () => {
       const server = await startRedis();
+      const redis = new Redis(server.url, redisOptions(500));
+      redis.on('error', () => {});
+      const clock = new ManualClock(1_000);
       const l = new RateLimiter({
         windowMs: 60_000,
         maxRequests: 1_000,
-        redis: server.url,
-        commandTimeoutMs: 500,
+        redis,
         onStoreError: mode,
         expectedNodes: 4,
         failureThreshold: 3,
         cooldownMs: 200,
+        clock,
       });
       const events: string[] = [];
       l.on('store-error', () => events.push('store-error'));
       l.on('store-recovered', () => events.push('store-recovered'));
+      const storeError = next(l, 'store-error');
+      const recovered = next(l, 'store-recovered');
+      let phase: 'up' | 'down' | 'back' = 'up';
+      const byPhase = {
+        up: [] as RateLimitResult[],
+        down: [] as RateLimitResult[],
+        back: [] as RateLimitResult[],
+      };
+      const errors: unknown[] = [];
+      let calls = 0;
+      // Resolves once `done()` holds, checked each time a call is answered.
+      let waiting: { done: () => boolean; resolve: () => void } | undefined;
+      const until = (done: () => boolean) =>
+        new Promise<void>((resolve) => {
+          waiting = { done, resolve };
+        });
+      const after = (n: number) => {
+        const target = calls + n;
+        return until(() => calls >= target);
+      };
+      let stop = false;
       try {
-        const results: RateLimitResult[] = [];
-        const errors: unknown[] = [];
-        let phase: 'up' | 'down' | 'back' = 'up';
-        const byPhase = {
-          up: [] as RateLimitResult[],
-          down: [] as RateLimitResult[],
-          back: [] as RateLimitResult[],
-        };
-        let stop = false;
+        await whenConnected(redis, 2_000);
         const traffic = Promise.all(
           Array.from({ length: 4 }, async (_, w) => {
             while (!stop) {
               try {
-                const r = await l.allow(`client-${w}`);
-                results.push(r);
-                byPhase[phase].push(r);
+                // Counted in the phase it ends in: a check that fails when Redis dies belongs to the outage.
+                const result = await l.allow(`client-${w}`);
+                byPhase[phase].push(result);
               } catch (error) {
                 errors.push(error);
               }
-              await sleep(5);
+              calls++;
+              if (waiting?.done()) {
+                waiting.resolve();
+                waiting = undefined;
+              }
+              // Yield to I/O (the client's reconnects, the test's own awaits) between calls.
+              await new Promise((resolve) => setImmediate(resolve));
             }
           }),
         );
-        await sleep(200);
-        // A check in flight when Redis dies fails at once (nothing waits for a reconnect): it belongs to
-        // the outage, so the phase changes before the kill.
+        await after(40);
+        // A check in flight when Redis dies fails at once (nothing waits for a reconnect), so the phase
+        // changes before the kill.
         phase = 'down';
+        const closed = next(redis, 'close');
         await server.kill();
-        await sleep(800);
-        const duringOutage = l.stats();
-        await sleep(400);
-        // While the breaker is open, calls do not go to Redis, so store errors stop growing per call.
-        const stormCalls = l.stats().checks - duringOutage.checks;
-        const stormErrors = l.stats().storeErrors - duringOutage.storeErrors;
-        assert.ok(stormErrors < stormCalls, `${stormErrors} store errors for ${stormCalls} calls`);
+        await closed;
+        await storeError;
+        await until(() => l.stats().breakerOpens === 1);
+        const open = l.stats();
+        await after(200);
+        // While the breaker is open, calls do not go to Redis: the store errors stop growing with the calls
+        // (a check that had passed the breaker just before it opened may still fail: one per caller at most).
+        const stormErrors = l.stats().storeErrors - open.storeErrors;
+        assert.ok(stormErrors <= 4, `${stormErrors} store errors in 200 calls while the breaker was open`);
+        assert.equal(l.stats().breakerState, 1);
+        // Its cooldown over, one probe goes to Redis, fails, and opens the breaker again.
+        const beforeProbe = l.stats().storeErrors;
+        await clock.advance(200);
+        await until(() => l.stats().breakerOpens === 2);
+        assert.equal(l.stats().storeErrors, beforeProbe + 1, 'one probe after the cooldown');
+
+        const ready = next(redis, 'ready');
         await server.restart();
+        await ready;
+        // The reconnect closes the breaker at once (no cooldown on the ManualClock has passed): the next
+        // check goes to Redis and reports the recovery.
+        await recovered;
         phase = 'back';
-        for (let i = 0; i < 100; i++) {
-          const last = byPhase.back.at(-1);
-          if (last !== undefined && last.status === 'allowed' && !last.degraded) break;
-          await sleep(100);
-        }
+        await after(40);
         stop = true;
         await traffic;
 
         assert.deepEqual(errors, []);
-        assert.ok(byPhase.up.length > 0 && byPhase.up.every((r) => r.status === 'allowed' && !r.degraded));
-        assert.ok(byPhase.down.length > 0);
+        assert.ok(byPhase.up.every((r) => r.status === 'allowed' && r.degraded === undefined));
         if (mode === 'fail-open') {
           assert.ok(byPhase.down.some((r) => r.status === 'store-error' && r.allowed));
           assert.ok(l.stats().failOpen > 0);
@@ -455,14 +496,16 @@ describe('Redis killed mid-traffic: each onStoreError mode degrades and recovers
           );
           assert.ok(l.stats().fallbackChecks > 0);
         }
-        assert.ok(l.stats().storeErrors > 0);
-        assert.ok(l.stats().breakerOpens >= 1);
-        const last = byPhase.back.at(-1)!;
-        assert.equal(last.status, 'allowed');
-        assert.equal(last.degraded, undefined);
+        assert.ok(byPhase.back.length >= 40);
+        assert.ok(
+          byPhase.back.every((r) => r.status === 'allowed' && r.degraded === undefined),
+          'Redis decides every call once it has recovered',
+        );
         assert.deepEqual(events, ['store-error', 'store-recovered']);
       } finally {
+        stop = true;
         await l.close();
+        redis.disconnect();
         await server.stop();
       }
     });
