@@ -135,15 +135,22 @@ export class RequestSteps {
     if (reservation.allowed) return reservation;
     this.counts.rateLimited++;
     const type = reservation.policy === 'tokens' ? 'tokens' : 'requests';
+    if (reservation.retryAfterMs === undefined) {
+      // No wait makes room for it: no Retry-After, so an obedient client does not retry it for ever.
+      return apiError(
+        429,
+        `the request needs more ${type} than the whole per-minute limit of ${reservation.limit}: it can never pass; make it smaller`,
+        type,
+        'rate_limit_exceeded',
+      );
+    }
     return apiError(
       429,
-      reservation.retryAfterMs === undefined
-        ? `the request needs more ${type} than the per-minute limit of ${reservation.limit}`
-        : `rate limit reached for ${type} (limit ${reservation.limit} per minute); retry in ${Math.ceil(reservation.retryAfterMs / 1000)} s`,
+      `rate limit reached for ${type} (limit ${reservation.limit} per minute); retry in ${Math.ceil(reservation.retryAfterMs / 1000)} s`,
       type,
       'rate_limit_exceeded',
       null,
-      { 'retry-after': retrySeconds(reservation.retryAfterMs ?? 60_000) },
+      { 'retry-after': retrySeconds(reservation.retryAfterMs) },
     );
   }
 

@@ -142,3 +142,18 @@ describe('the gateway uses them', () => {
     assert.match(metrics, /^clawperf_limiter_log_entries 1$/m);
   });
 });
+
+describe('a request no wait can admit', () => {
+  it('gets a 429 that says so and carries no Retry-After, so a client does not retry it', async () => {
+    const gw = await createGateway({ limits: { tpm: 100 }, cacheDir: false, localChatLatencyMs: 0 });
+    after(() => gw.close());
+    const chat = { model: 'local-chat', max_tokens: 500, messages: [{ role: 'user', content: 'too big' }] };
+    const res = await gw.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chat });
+    assert.equal(res.statusCode, 429);
+    assert.equal(res.headers['retry-after'], undefined);
+    assert.match(JSON.parse(res.body).error.message, /can never pass/);
+    const fits = { ...chat, max_tokens: 10 };
+    const ok = await gw.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: fits });
+    assert.equal(ok.statusCode, 200);
+  });
+});
