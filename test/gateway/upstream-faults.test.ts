@@ -11,11 +11,8 @@ type Json = Record<string, any>;
 let fake: FakeUpstream;
 let gw: Gateway;
 let base: string;
-const unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown) => unhandled.push(reason);
 
 before(async () => {
-  process.on('unhandledRejection', onUnhandled);
   fake = await startFakeUpstream();
   gw = await createGateway({
     upstreamUrl: fake.url,
@@ -30,7 +27,6 @@ beforeEach(() => fake.clear());
 after(async () => {
   await gw.close();
   await fake.close();
-  process.off('unhandledRejection', onUnhandled);
 });
 
 async function post(path: string, body: unknown, headers: Record<string, string> = {}) {
@@ -95,9 +91,44 @@ describe('upstream failures map to 502/503/504 with OpenAI-style errors and cach
     assert.equal(ok.headers['x-clawperf-cache'], 'miss');
   });
 
-  it('leaves no unhandled rejection behind', async () => {
-    await new Promise((r) => setTimeout(r, 50));
-    assert.deepEqual(unhandled, []);
+  it('leaves no unhandled rejection behind, whatever the failure', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    // A gateway of its own: the failures below open its circuit, which must not outlast this test.
+    const own = await createGateway({ upstreamUrl: fake.url, cacheDir: false, upstreamRetries: 0 });
+    const send = (path: string, body: unknown) =>
+      own.app.inject({ method: 'POST', url: path, payload: body as Json }).then((r) => ({
+        status: r.statusCode,
+        text: r.body,
+      }));
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const faults = [
+        { kind: 'status', status: 500 },
+        { kind: 'status', status: 429, retryAfter: '0' },
+        { kind: 'reset' },
+        { kind: 'invalid-json' },
+      ] as const;
+      for (const [i, fault] of faults.entries()) {
+        fake.fail(fault);
+        const results = await Promise.all([
+          send('/v1/chat/completions', chat(`unhandled ${i}`)),
+          send('/v1/chat/completions', chat(`unhandled ${i}`)),
+          send('/v1/chat/completions', chat(`unhandled ${i}`, { stream: true })),
+          send('/v1/embeddings', { model: 'fake-embed', input: [`u${i}a`, `u${i}b`] }),
+        ]);
+        for (const r of results) assert.ok(r.status >= 500, `${r.status} ${r.text}`);
+        fake.clear();
+      }
+      // Node reports a rejection nobody handled once the microtasks of its turn have run: two turns on.
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(unhandled, []);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      fake.clear();
+      await own.close();
+    }
   });
 });
 
