@@ -108,43 +108,38 @@ export class InfluxDBExporter implements MetricsExporter {
 
   constructor(options: InfluxDBExporterOptions) {
     const o = check.object<InfluxDBExporterOptions>('options', options);
-    let base: URL;
-    try {
-      base = new URL(o.url);
-    } catch {
-      throw new TypeError(`url must be an http(s) URL, got ${String(o.url)}`);
-    }
-    if (base.protocol !== 'http:' && base.protocol !== 'https:') {
-      throw new TypeError(`url must be an http(s) URL, got ${String(o.url)}`);
+    const base = URL.canParse(String(o.url)) ? new URL(String(o.url)) : undefined;
+    if (base === undefined || (base.protocol !== 'http:' && base.protocol !== 'https:')) {
+      check.invalid('options.url', 'an http(s) URL', o.url);
     }
     const version = o.version ?? 1;
-    if (version !== 1 && version !== 2) throw new TypeError(`version must be 1 or 2, got ${String(version)}`);
-    this.#precision = check.oneOf('precision', o.precision ?? DEFAULT_INFLUX_PRECISION, [
+    if (version !== 1 && version !== 2) check.invalid('options.version', '1 or 2', version);
+    this.#precision = check.oneOf('options.precision', o.precision ?? DEFAULT_INFLUX_PRECISION, [
       'ns',
       'us',
       'ms',
       's',
     ]);
-    this.#batchSize = check.integer('batchSize', o.batchSize ?? DEFAULT_INFLUX_BATCH_SIZE, 1);
+    this.#batchSize = check.integer('options.batchSize', o.batchSize ?? DEFAULT_INFLUX_BATCH_SIZE, 1);
     this.#capacity = check.integer(
-      'maxBufferPoints',
+      'options.maxBufferPoints',
       o.maxBufferPoints ?? DEFAULT_INFLUX_MAX_BUFFER_POINTS,
       1,
     );
     this.#retryInitialMs = check.integer(
-      'retryInitialMs',
+      'options.retryInitialMs',
       o.retryInitialMs ?? DEFAULT_INFLUX_RETRY_INITIAL_MS,
       1,
     );
-    this.#retryMaxMs = check.integer('retryMaxMs', o.retryMaxMs ?? DEFAULT_INFLUX_RETRY_MAX_MS, 1);
+    this.#retryMaxMs = check.integer('options.retryMaxMs', o.retryMaxMs ?? DEFAULT_INFLUX_RETRY_MAX_MS, 1);
     this.#requestTimeoutMs = check.integer(
-      'requestTimeoutMs',
+      'options.requestTimeoutMs',
       o.requestTimeoutMs ?? DEFAULT_INFLUX_REQUEST_TIMEOUT_MS,
       1,
     );
-    const tags = check.object<Record<string, string>>('tags', o.tags);
+    const tags = check.object<Record<string, string>>('options.tags', o.tags);
     for (const [k, v] of Object.entries(tags)) {
-      if (typeof v !== 'string') throw new TypeError(`tags.${k} must be a string, got ${typeof v}`);
+      if (typeof v !== 'string') check.invalid(`options.tags.${k}`, 'a string', v);
     }
     this.#tagSuffix = Object.keys(tags)
       .sort()
@@ -157,19 +152,20 @@ export class InfluxDBExporter implements MetricsExporter {
     const headers: Record<string, string> = { 'content-type': 'text/plain; charset=utf-8' };
     const query = new URLSearchParams();
     if (version === 1) {
-      query.set('db', nonEmpty('database', o.database));
-      if (o.retentionPolicy !== undefined) query.set('rp', nonEmpty('retentionPolicy', o.retentionPolicy));
+      query.set('db', check.string('options.database', o.database));
+      if (o.retentionPolicy !== undefined)
+        query.set('rp', check.string('options.retentionPolicy', o.retentionPolicy));
       query.set('precision', V1_PRECISION[this.#precision]);
       if (o.username !== undefined) {
-        const credentials = `${nonEmpty('username', o.username)}:${o.password ?? ''}`;
+        const credentials = `${check.string('options.username', o.username)}:${o.password ?? ''}`;
         headers.authorization = `Basic ${Buffer.from(credentials).toString('base64')}`;
       }
       this.#endpoint = `${base.origin}${path}/write?${query}`;
     } else {
-      query.set('org', nonEmpty('org', o.org));
-      query.set('bucket', nonEmpty('bucket', o.bucket));
+      query.set('org', check.string('options.org', o.org));
+      query.set('bucket', check.string('options.bucket', o.bucket));
       query.set('precision', this.#precision);
-      headers.authorization = `Token ${nonEmpty('token', o.token)}`;
+      headers.authorization = `Token ${check.string('options.token', o.token)}`;
       this.#endpoint = `${base.origin}${path}/api/v2/write?${query}`;
     }
     this.#headers = headers;
@@ -323,13 +319,6 @@ export class InfluxDBExporter implements MetricsExporter {
     if (this.#retryTimer !== undefined) clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
   }
-}
-
-function nonEmpty(name: string, value: unknown): string {
-  if (typeof value === 'string' && value !== '') return value;
-  throw new TypeError(
-    `${name} must be a non-empty string, got ${value === undefined ? 'undefined' : String(value)}`,
-  );
 }
 
 // The escapes of the official client (influxdb-client-js): backslashes pass through as written, control

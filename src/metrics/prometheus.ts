@@ -79,18 +79,15 @@ export class PrometheusExporter {
       o.collector !== undefined &&
       (o.collector === null || typeof o.collector !== 'object' || typeof o.collector.scrape !== 'function')
     ) {
-      throw new TypeError(`collector must be a MetricsCollector, got ${typeof o.collector}`);
+      check.invalid('options.collector', 'a MetricsCollector', o.collector);
     }
     this.#collector = o.collector;
-    this.#port = check.integer('port', o.port ?? DEFAULT_PROMETHEUS_PORT);
-    if (this.#port > 65_535) throw new TypeError(`port must be an integer <= 65535, got ${this.#port}`);
-    this.#host = o.host ?? DEFAULT_PROMETHEUS_HOST;
-    if (typeof this.#host !== 'string' || this.#host === '') {
-      throw new TypeError(`host must be a non-empty string, got ${String(o.host)}`);
-    }
+    this.#port = check.integer('options.port', o.port ?? DEFAULT_PROMETHEUS_PORT);
+    if (this.#port > 65_535) check.invalid('options.port', 'an integer from 0 to 65535', this.#port);
+    this.#host = check.string('options.host', o.host ?? DEFAULT_PROMETHEUS_HOST);
     this.#path = o.path ?? DEFAULT_PROMETHEUS_PATH;
     if (typeof this.#path !== 'string' || !this.#path.startsWith('/')) {
-      throw new TypeError(`path must be a string starting with "/", got ${String(o.path)}`);
+      check.invalid('options.path', 'a string starting with "/"', o.path);
     }
   }
 
