@@ -2,8 +2,7 @@ import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { type Clock, systemClock } from '../internal/clock.ts';
 import * as check from '../internal/options.ts';
-import type { MultiLevelCache } from './index.ts';
-import { DEFAULT_STALE_WHILE_REVALIDATE_MS } from './multi-level-cache.ts';
+import { DEFAULT_STALE_WHILE_REVALIDATE_MS, type MultiLevelCache } from './multi-level-cache.ts';
 
 /** @default 1000 (1 second) */
 export const DEFAULT_MIN_TTL_MS = 1_000;
