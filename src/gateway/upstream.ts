@@ -246,17 +246,7 @@ export class UpstreamClient {
       });
     } catch (error) {
       pacer?.done();
-      if (signal?.aborted) throw signal.reason;
-      permit.failure();
-      if (isTimeout(error)) {
-        this.#timeouts++;
-        throw new TimeoutError('the upstream call', this.#timeoutMs, { cause: error });
-      }
-      return new UpstreamError(
-        `the upstream could not be reached: ${(error as Error).message}`,
-        {},
-        { cause: error },
-      );
+      return this.#broken(error, permit, signal, 'the upstream could not be reached', undefined);
     }
     pacer?.done({ status: res.statusCode, headers: res.headers });
     const status = res.statusCode;
@@ -268,17 +258,7 @@ export class UpstreamClient {
     try {
       text = await res.body.text();
     } catch (error) {
-      if (signal?.aborted) throw signal.reason;
-      permit.failure();
-      if (isTimeout(error)) {
-        this.#timeouts++;
-        throw new TimeoutError('the upstream call', this.#timeoutMs, { cause: error });
-      }
-      return new UpstreamError(
-        `the upstream's answer broke off: ${(error as Error).message}`,
-        { status },
-        { cause: error },
-      );
+      return this.#broken(error, permit, signal, "the upstream's answer broke off", status);
     }
     if (RETRYABLE.has(status)) {
       if (status !== 429) permit.failure();
@@ -301,6 +281,26 @@ export class UpstreamClient {
     }
     permit.success();
     return { status, headers: res.headers, body: parsed };
+  }
+
+  /**
+   * A connection or body error: the caller's abort rethrown as its reason (no verdict on the upstream), a
+   * timeout thrown as {@link TimeoutError}, anything else answered as a retryable {@link UpstreamError}.
+   */
+  #broken(
+    error: unknown,
+    permit: BreakerPermit,
+    signal: AbortSignal | undefined,
+    what: string,
+    status: number | undefined,
+  ): UpstreamError {
+    if (signal?.aborted) throw signal.reason;
+    permit.failure();
+    if (isTimeout(error)) {
+      this.#timeouts++;
+      throw new TimeoutError('the upstream call', this.#timeoutMs, { cause: error });
+    }
+    return new UpstreamError(`${what}: ${(error as Error).message}`, { status }, { cause: error });
   }
 
   stats(): Record<string, number> {
