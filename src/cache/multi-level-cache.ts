@@ -9,95 +9,44 @@ import {
   ValueTooLargeError,
 } from '../errors.ts';
 import { type BreakerPermit, CircuitBreaker } from '../internal/circuit-breaker.ts';
-import { type Clock, systemClock } from '../internal/clock.ts';
+import type { Clock } from '../internal/clock.ts';
 import * as check from '../internal/options.ts';
-import { DEFAULT_REDIS_COMMAND_TIMEOUT_MS, type RedisInput, watchConnection } from '../internal/redis.ts';
+import { watchConnection } from '../internal/redis.ts';
 import { type BusMessage, type InvalidationBus, RedisBus } from './bus.ts';
-import { jsonSerializer, type Serializer } from './serializer.ts';
-import { DiskStore, type DiskStoreOptions } from './stores/disk.ts';
 import {
-  type MemoryEntry,
-  MemoryStore,
-  type MemoryStoreOptions,
-  sizeOf,
-  type UnsavedEntry,
-} from './stores/memory.ts';
-import { DEFAULT_NAMESPACE, DEFAULT_TOMBSTONE_MS, RedisStore } from './stores/redis.ts';
+  type CacheSettings,
+  type GetOrSetOptions,
+  type LoadOptions,
+  loadOptions,
+  type MultiLevelCacheOptions,
+  NO_TAGS,
+  resolveOptions,
+  type SetOptions,
+  type WriteOptions,
+  writeOptions,
+} from './cache-options.ts';
+import type { Serializer } from './serializer.ts';
+import { DiskStore } from './stores/disk.ts';
+import { type MemoryEntry, MemoryStore, sizeOf, type UnsavedEntry } from './stores/memory.ts';
+import { RedisStore } from './stores/redis.ts';
 import type { StoredEntry } from './stores/store.ts';
 
-/** @default 3600000 (1 hour) */
-export const DEFAULT_TTL_MS = 3_600_000;
-/** @default 0 (no stale serving) */
-export const DEFAULT_STALE_WHILE_REVALIDATE_MS = 0;
-/** @default 0 (no jitter) */
-export const DEFAULT_TTL_JITTER = 0;
-/** @default 4194304 (4 MiB) */
-export const DEFAULT_MAX_VALUE_BYTES = 4 * 1024 * 1024;
-/** @default 10000 */
-export const DEFAULT_LOCK_LEASE_MS = 10_000;
-/** @default 10000 */
-export const DEFAULT_LOCK_WAIT_MS = 10_000;
-/** A Redis command slower than this takes the fallback (memory, disk) instead. @default 100 */
-export const DEFAULT_COMMAND_TIMEOUT_MS = DEFAULT_REDIS_COMMAND_TIMEOUT_MS;
+export {
+  DEFAULT_COMMAND_TIMEOUT_MS,
+  DEFAULT_LOCK_LEASE_MS,
+  DEFAULT_LOCK_WAIT_MS,
+  DEFAULT_MAX_VALUE_BYTES,
+  DEFAULT_STALE_WHILE_REVALIDATE_MS,
+  DEFAULT_TTL_JITTER,
+  DEFAULT_TTL_MS,
+  type GetOrSetOptions,
+  type MultiLevelCacheOptions,
+  type SetOptions,
+} from './cache-options.ts';
 
 const NAME = 'MultiLevelCache';
 /** Recent invalidations remembered to decide whether an in-flight read or write may still fill L1/L3. */
 const RECENT = 256;
-
-export interface MultiLevelCacheOptions {
-  /** L1 memory bounds, or `false` for no L1. @default { maxEntries: 10000, maxBytes: 64 MiB } */
-  l1?: Omit<MemoryStoreOptions, 'clock'> | false;
-  /** L2: an ioredis `Redis` or `Cluster` (not closed by the cache) or a `redis://` URL. Also carries the bus. */
-  redis?: RedisInput;
-  /** L2 as a ready-made {@link RedisStore} (closed by the cache), instead of `redis`. */
-  l2?: RedisStore;
-  /**
-   * The invalidation bus. @default a {@link RedisBus} on the L2 client when there is an L2, else none;
-   * `false` for none
-   */
-  bus?: InvalidationBus | false;
-  /** L3 on disk: options, a ready-made {@link DiskStore} (closed by the cache), or `false`. @default false */
-  disk?: Omit<DiskStoreOptions, 'clock'> | DiskStore | false;
-  /**
-   * When a value is written to disk: `'write'`, with every write; `'reuse'`, the first time it is read
-   * from L1 again, so values used once (most of an LLM answer cache) never cost a disk write. A value
-   * evicted from L1 before its reuse is not written. Needs an L1; without one every write goes to disk.
-   * @default 'write'
-   */
-  diskAdmission?: 'write' | 'reuse';
-  /** Prefix of every Redis key and of the bus channel. @default 'clawperf' */
-  namespace?: string;
-  /** TTL when a call gives none, ms. @default 3600000 */
-  defaultTtlMs?: number;
-  /**
-   * After an entry's TTL, how long `getOrSet` may still serve it while one refresh runs in the background
-   * (and keeps serving it if that refresh fails), ms. `get` never returns stale values. @default 0
-   */
-  staleWhileRevalidateMs?: number;
-  /** Each TTL is shortened by a random part of up to this ratio, so entries set together expire apart. @default 0 */
-  ttlJitter?: number;
-  /** Largest serialized value accepted, bytes. @default 4194304 */
-  maxValueBytes?: number;
-  /** How values are turned into strings for Redis and disk. @default {@link jsonSerializer} */
-  serializer?: Serializer;
-  /** `getOrSet` takes a Redis lease so the factory runs once across nodes. @default false */
-  lock?: boolean;
-  /** Lease length, ms: longer than a factory call takes. @default 10000 */
-  lockLeaseMs?: number;
-  /** How long `getOrSet` waits for another node's factory before running its own, ms. @default 10000 */
-  lockWaitMs?: number;
-  /** Redis command timeout for a client created from a URL, ms. @default 100 */
-  commandTimeoutMs?: number;
-  /** How long deletes and invalidations are remembered in Redis against slower writes, ms. @default 3600000 */
-  tombstoneMs?: number;
-  /** Circuit breaker over L2. @default { failureThreshold: 5, cooldownMs: 5000 } */
-  breaker?: { failureThreshold?: number; cooldownMs?: number };
-  /** This node's id on the bus. @default a random UUID per instance */
-  nodeId?: string;
-  clock?: Clock;
-  /** Random source in [0, 1) for TTL jitter. @default Math.random */
-  random?: () => number;
-}
 
 /** What {@link MultiLevelCache.stats} returns: numbers only, one flat level. */
 export type MultiLevelCacheStats = {
@@ -145,15 +94,6 @@ export type MultiLevelCacheStats = {
   breaker_opens: number;
 };
 
-export interface SetOptions {
-  /** Lifetime, ms; `0` means "do not cache" (and drops what was cached). @default the cache's defaultTtlMs */
-  ttlMs?: number;
-  /** Tags for {@link MultiLevelCache.invalidateByTag}. */
-  tags?: readonly string[];
-  /** Overrides the cache's `staleWhileRevalidateMs`. */
-  staleWhileRevalidateMs?: number;
-}
-
 /** What a `getOrSet` factory is told about the call it serves. */
 export interface FactoryContext {
   /**
@@ -168,13 +108,6 @@ export type Factory<T> = (context: FactoryContext) => Promise<T> | T;
 
 const FOREGROUND: FactoryContext = Object.freeze({ background: false });
 const BACKGROUND: FactoryContext = Object.freeze({ background: true });
-
-export interface GetOrSetOptions extends SetOptions {
-  /** Overrides the cache's `lock`. */
-  lock?: boolean;
-  /** Stops this caller's wait (the factory keeps running for the others); rejects with `signal.reason`. */
-  signal?: AbortSignal;
-}
 
 /**
  * Taken by {@link MultiLevelCache.stamp} before a value is read from its source: a write carrying it is
@@ -228,24 +161,12 @@ export interface CacheResult<T> {
   level: CacheLevel | undefined;
 }
 
-interface WriteOptions {
-  ttlMs: number;
-  graceMs: number;
-  tags: readonly string[];
-}
-
-interface LoadOptions {
-  write: WriteOptions;
-  lock: boolean;
-}
-
 interface Invalidation {
   kind: 0 | 1 | 2;
   name: string;
 }
 
 const DOWN = Symbol('down');
-const NO_TAGS: readonly string[] = Object.freeze([]);
 
 /**
  * A three-level cache: memory (L1, true LRU bounded by entries and bytes), Redis (L2, shared by every node)
@@ -311,14 +232,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   readonly #clock: Clock;
   readonly #wallOffset: number;
   readonly #serializer: Serializer;
-  readonly #random: () => number;
-  readonly #defaultTtlMs: number;
-  readonly #staleMs: number;
-  readonly #jitter: number;
-  readonly #maxValueBytes: number;
-  readonly #lock: boolean;
-  readonly #leaseMs: number;
-  readonly #lockWaitMs: number;
+  readonly #settings: CacheSettings;
   readonly #nodeId: string;
   readonly #inflight = new Map<string, Promise<CacheResult<T>>>();
   readonly #refreshing = new Set<string>();
@@ -367,95 +281,32 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
 
   constructor(options: MultiLevelCacheOptions = {}) {
     super();
-    check.object('options', options);
-    this.#clock = options.clock === undefined ? systemClock : check.clock('options.clock', options.clock);
+    const settings = resolveOptions(options);
+    this.#settings = settings;
+    this.#clock = settings.clock;
     this.#wallOffset = performance.timeOrigin;
-    this.#defaultTtlMs = check.integer('options.defaultTtlMs', options.defaultTtlMs ?? DEFAULT_TTL_MS, 1);
-    this.#staleMs = check.integer(
-      'options.staleWhileRevalidateMs',
-      options.staleWhileRevalidateMs ?? DEFAULT_STALE_WHILE_REVALIDATE_MS,
-    );
-    this.#jitter = check.ratio('options.ttlJitter', options.ttlJitter ?? DEFAULT_TTL_JITTER);
-    this.#maxValueBytes = check.integer(
-      'options.maxValueBytes',
-      options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
-      1,
-    );
-    this.#lock = options.lock ?? false;
-    if (typeof this.#lock !== 'boolean')
-      throw new TypeError(`options.lock must be a boolean, got ${this.#lock}`);
-    this.#leaseMs = check.integer('options.lockLeaseMs', options.lockLeaseMs ?? DEFAULT_LOCK_LEASE_MS, 1);
-    this.#lockWaitMs = check.integer('options.lockWaitMs', options.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS);
-    this.#random = options.random === undefined ? Math.random : check.fn('options.random', options.random);
-    this.#serializer = options.serializer ?? jsonSerializer;
-    if (
-      typeof this.#serializer?.serialize !== 'function' ||
-      typeof this.#serializer.deserialize !== 'function'
-    ) {
-      throw new TypeError(
-        'options.serializer must have serialize() and deserialize() methods, got an object',
-      );
-    }
-    const namespace = options.namespace ?? DEFAULT_NAMESPACE;
-    if (typeof namespace !== 'string' || namespace.length === 0 || /[{}]/.test(namespace)) {
-      throw new TypeError(
-        `options.namespace must be a non-empty string without braces, got ${String(namespace)}`,
-      );
-    }
-    const breaker = check.object<NonNullable<MultiLevelCacheOptions['breaker']>>(
-      'options.breaker',
-      options.breaker,
-    );
+    this.#serializer = settings.serializer;
 
     this.#l1 =
-      options.l1 === false
-        ? undefined
-        : new MemoryStore<T>({
-            ...check.object<MemoryStoreOptions>('options.l1', options.l1),
-            clock: this.#clock,
-          });
-
-    if (options.l2 !== undefined && options.redis !== undefined) {
-      throw new TypeError('options.l2 and options.redis are alternatives, got both');
-    }
-    if (options.l2 !== undefined) {
-      if (!(options.l2 instanceof RedisStore))
-        throw new TypeError('options.l2 must be a RedisStore, got an object');
-      this.#l2 = options.l2;
-    } else if (options.redis !== undefined) {
-      this.#l2 = new RedisStore({
-        redis: options.redis,
-        namespace,
-        clock: this.#clock,
-        commandTimeoutMs: check.integer(
-          'options.commandTimeoutMs',
-          options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
-          1,
-        ),
-        tombstoneMs: check.integer('options.tombstoneMs', options.tombstoneMs ?? DEFAULT_TOMBSTONE_MS, 1),
-      });
-    }
-
-    const disk = options.disk ?? false;
-    if (disk === false) this.#l3 = undefined;
-    else if (disk instanceof DiskStore) this.#l3 = disk;
-    else
-      this.#l3 = new DiskStore({
-        ...check.object<DiskStoreOptions>('options.disk', disk),
-        clock: this.#clock,
-      });
-
+      settings.l1 === undefined ? undefined : new MemoryStore<T>({ ...settings.l1, clock: this.#clock });
+    const l2 = settings.l2;
+    this.#l2 =
+      l2 === undefined || l2 instanceof RedisStore
+        ? l2
+        : new RedisStore({ ...l2, namespace: settings.namespace, clock: this.#clock });
+    const disk = settings.disk;
+    this.#l3 =
+      disk === undefined || disk instanceof DiskStore ? disk : new DiskStore({ ...disk, clock: this.#clock });
     this.#admitOnReuse =
-      check.oneOf('options.diskAdmission', options.diskAdmission ?? 'write', ['write', 'reuse'] as const) ===
-        'reuse' &&
-      this.#l1 !== undefined &&
-      this.#l3 !== undefined;
+      settings.diskAdmission === 'reuse' && this.#l1 !== undefined && this.#l3 !== undefined;
 
     this.#breaker = new CircuitBreaker({
       name: 'redis',
       clock: this.#clock,
-      ...(breaker.failureThreshold === undefined ? {} : { failureThreshold: breaker.failureThreshold }),
-      ...(breaker.cooldownMs === undefined ? {} : { cooldownMs: breaker.cooldownMs }),
+      ...(settings.breaker.failureThreshold === undefined
+        ? {}
+        : { failureThreshold: settings.breaker.failureThreshold }),
+      ...(settings.breaker.cooldownMs === undefined ? {} : { cooldownMs: settings.breaker.cooldownMs }),
     });
 
     // Redis's state follows its connection, not the next request that happens to touch it: the stats (and
@@ -474,7 +325,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     else if (this.#l2 !== undefined) {
       this.#bus = new RedisBus({
         client: this.#l2.client,
-        channel: `${namespace}:bus`,
+        channel: `${settings.namespace}:bus`,
         ...(options.nodeId === undefined ? {} : { nodeId: options.nodeId }),
       });
     }
@@ -602,7 +453,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   async set(key: string, value: T, options: SetOptions = {}): Promise<void> {
     this.#assertOpen();
     if (typeof key !== 'string' || key.length === 0) throw invalidKey(key);
-    const write = this.#writeOptions(options);
+    const write = writeOptions(options, this.#settings);
     if (write.ttlMs === 0) return this.del(key);
     if (value === undefined)
       throw new SerializationError(key, 'undefined is the miss marker and cannot be stored');
@@ -643,7 +494,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     check.object('stamp', stamp);
     check.number('stamp.version', stamp.version);
     check.integer('stamp.seq', stamp.seq);
-    const write = this.#writeOptions(options);
+    const write = writeOptions(options, this.#settings);
     if (value === undefined)
       throw new SerializationError(key, 'undefined is the miss marker and cannot be stored');
     if (write.ttlMs === 0) return false;
@@ -731,7 +582,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     if (typeof key !== 'string' || key.length === 0) return Promise.reject(invalidKey(key));
     let load: LoadOptions;
     try {
-      load = this.#loadOptions(factory, options);
+      load = loadOptions(factory, options, this.#settings);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -757,7 +608,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     if (typeof key !== 'string' || key.length === 0) return Promise.reject(invalidKey(key));
     let load: LoadOptions;
     try {
-      load = this.#loadOptions(factory, options);
+      load = loadOptions(factory, options, this.#settings);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -767,15 +618,6 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     }
     const pending = this.#loadShared(key, factory, load, entry);
     return options.signal === undefined ? pending : abortable(pending, options.signal);
-  }
-
-  /** A getOrSet call's write options and lock, validated. */
-  #loadOptions(factory: Factory<T>, options: GetOrSetOptions): LoadOptions {
-    check.fn('factory', factory);
-    const write = this.#writeOptions(options);
-    const lock = options.lock ?? this.#lock;
-    if (typeof lock !== 'boolean') throw new TypeError(`options.lock must be a boolean, got ${String(lock)}`);
-    return { write, lock };
   }
 
   /**
@@ -1075,11 +917,14 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
    * caller runs the factory itself: a lease never blocks a caller for longer than that.
    */
   async #acquire(key: string): Promise<{ fence: string } | { value: T }> {
-    const deadline = Date.now() + this.#lockWaitMs;
+    const deadline = Date.now() + this.#settings.lockWaitMs;
     for (;;) {
       const fence = `${this.#nodeId}:${++this.#fences}`;
-      const woken = this.#waitForKey(key, Math.max(0, Math.min(this.#leaseMs, deadline - Date.now())));
-      const got = await this.#readL2((l2) => l2.lock(key, fence, this.#leaseMs));
+      const woken = this.#waitForKey(
+        key,
+        Math.max(0, Math.min(this.#settings.leaseMs, deadline - Date.now())),
+      );
+      const got = await this.#readL2((l2) => l2.lock(key, fence, this.#settings.leaseMs));
       if (got === DOWN) {
         woken.cancel();
         return { fence: '' };
@@ -1334,31 +1179,6 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     return true;
   }
 
-  #writeOptions(options: SetOptions): WriteOptions {
-    check.object('options', options);
-    let ttlMs = check.integer('options.ttlMs', options.ttlMs ?? this.#defaultTtlMs);
-    const graceMs = check.integer(
-      'options.staleWhileRevalidateMs',
-      options.staleWhileRevalidateMs ?? this.#staleMs,
-    );
-    let tags = NO_TAGS;
-    if (options.tags !== undefined) {
-      if (!Array.isArray(options.tags))
-        throw new TypeError(`options.tags must be an array, got ${typeof options.tags}`);
-      for (const tag of options.tags) {
-        if (typeof tag !== 'string' || tag.length === 0) {
-          throw new TypeError(
-            `options.tags must hold non-empty strings, got ${typeof tag === 'string' ? '""' : typeof tag}`,
-          );
-        }
-      }
-      if (options.tags.length > 0) tags = [...new Set(options.tags)];
-    }
-    if (this.#jitter > 0 && ttlMs > 0)
-      ttlMs = Math.max(1, ttlMs - Math.floor(ttlMs * this.#jitter * this.#random()));
-    return { ttlMs, graceMs, tags };
-  }
-
   #encode(key: string, value: T): string {
     let data: string;
     try {
@@ -1369,8 +1189,9 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       });
     }
     if (typeof data !== 'string') throw new SerializationError(key, 'the serializer did not return a string');
-    const bytes = data.length > this.#maxValueBytes / 3 ? Buffer.byteLength(data) : data.length;
-    if (bytes > this.#maxValueBytes) throw new ValueTooLargeError(key, bytes, this.#maxValueBytes);
+    const max = this.#settings.maxValueBytes;
+    const bytes = data.length > max / 3 ? Buffer.byteLength(data) : data.length;
+    if (bytes > max) throw new ValueTooLargeError(key, bytes, max);
     return data;
   }
 
