@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import OpenAI from 'openai';
 import { request } from 'undici';
-import { createGateway, type Gateway } from '../../src/gateway/server.ts';
+import type { Gateway } from '../../src/gateway/server.ts';
+import { serveGateway } from '../helpers/gateway.ts';
 import { type FakeUpstream, startFakeUpstream } from './fake-upstream.ts';
 
 let fake: FakeUpstream;
@@ -22,16 +23,12 @@ after(async () => {
 });
 
 async function start(cooldownMs: number): Promise<{ client: OpenAI; base: string }> {
-  const gw = await createGateway({
+  return serveGateway(gateways, {
     upstreamUrl: fake.url,
-    cacheDir: false,
     upstreamRetries: 0,
     upstreamFailureThreshold: 2,
     upstreamCooldownMs: cooldownMs,
   });
-  gateways.push(gw);
-  const base = await gw.app.listen({ port: 0, host: '127.0.0.1' });
-  return { client: new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0 }), base };
 }
 
 const ask = (client: OpenAI) =>

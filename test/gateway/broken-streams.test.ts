@@ -3,9 +3,11 @@ import { EventEmitter, once } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import OpenAI, { APIConnectionError, APIError, APIUserAbortError } from 'openai';
+import type OpenAI from 'openai';
+import { APIConnectionError, APIError, APIUserAbortError } from 'openai';
 import type { GatewayConfig } from '../../src/gateway/config.ts';
-import { createGateway, type Gateway } from '../../src/gateway/server.ts';
+import type { Gateway } from '../../src/gateway/server.ts';
+import { serveGateway } from '../helpers/gateway.ts';
 import { waitFor } from '../helpers/servers.ts';
 import { type FakeUpstream, startFakeUpstream } from './fake-upstream.ts';
 
@@ -57,13 +59,7 @@ after(async () => {
 });
 
 /** A gateway listening on a free loopback port, and the official SDK pointed at it. */
-async function serve(config: Partial<GatewayConfig> = {}) {
-  const gw = await createGateway({ cacheDir: false, localChatLatencyMs: 0, ...config });
-  gateways.push(gw);
-  const base = await gw.app.listen({ port: 0, host: '127.0.0.1' });
-  const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused-on-loopback', maxRetries: 0 });
-  return { gw, base, client };
-}
+const serve = (config: Partial<GatewayConfig> = {}) => serveGateway(gateways, config);
 
 describe('a streamed chat from a broken upstream ends in an error the client sees', () => {
   let client: OpenAI;

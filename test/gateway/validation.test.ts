@@ -2,10 +2,12 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import OpenAI, { APIError, BadRequestError, NotFoundError } from 'openai';
+import type OpenAI from 'openai';
+import { APIError, BadRequestError, NotFoundError } from 'openai';
 import { type GatewayConfig, loadConfig } from '../../src/gateway/config.ts';
 import { MAX_EMBEDDING_REQUEST_TOKENS } from '../../src/gateway/openai.ts';
-import { createGateway, type Gateway } from '../../src/gateway/server.ts';
+import type { Gateway } from '../../src/gateway/server.ts';
+import { serveGateway } from '../helpers/gateway.ts';
 import { waitFor } from '../helpers/servers.ts';
 import { type FakeUpstream, startFakeUpstream } from './fake-upstream.ts';
 
@@ -21,13 +23,7 @@ after(async () => {
 });
 
 /** A gateway listening on a free loopback port, and the official SDK pointed at it. */
-async function serve(config: Partial<GatewayConfig> = {}) {
-  const gw = await createGateway({ cacheDir: false, localChatLatencyMs: 0, ...config });
-  gateways.push(gw);
-  const base = await gw.app.listen({ port: 0, host: '127.0.0.1' });
-  const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused-on-loopback', maxRetries: 0 });
-  return { gw, base, client };
-}
+const serve = (config: Partial<GatewayConfig> = {}) => serveGateway(gateways, config);
 
 /** Asserts an answer is `status` with exactly OpenAI's error shape, and no code of Fastify's own. */
 function assertOpenAIError(status: number, text: string, expected: number): Record<string, unknown> {
