@@ -57,13 +57,14 @@ export function isProfilingPath(url: string | undefined): boolean {
  */
 export function createProfilingHandler(options: ProfilingHandlerOptions = {}): ProfilingHandler {
   const o = check.object<ProfilingHandlerOptions>('options', options);
-  if (o.token !== undefined && (typeof o.token !== 'string' || o.token === '')) {
-    throw new TypeError(`token must be a non-empty string, got ${typeof o.token}`);
+  if (o.token !== undefined) check.string('options.token', o.token);
+  if (o.profiler !== undefined) {
+    check.instance('options.profiler', o.profiler, PerformanceProfiler, 'a PerformanceProfiler');
   }
-  if (o.profiler !== undefined && !(o.profiler instanceof PerformanceProfiler)) {
-    throw new TypeError(`profiler must be a PerformanceProfiler, got ${typeof o.profiler}`);
-  }
-  const maxSeconds = check.number('maxProfileSeconds', o.maxProfileSeconds ?? DEFAULT_MAX_PROFILE_SECONDS);
+  const maxSeconds = check.number(
+    'options.maxProfileSeconds',
+    o.maxProfileSeconds ?? DEFAULT_MAX_PROFILE_SECONDS,
+  );
   const expected = o.token === undefined ? undefined : digest(o.token);
   const owned = o.profiler === undefined;
   let profiler: PerformanceProfiler | undefined = o.profiler;

@@ -104,19 +104,17 @@ export class PerformanceProfiler {
   constructor(options: PerformanceProfilerOptions = {}) {
     const o = check.object<PerformanceProfilerOptions>('options', options);
     this.#cpuIntervalUs = check.integer(
-      'cpuSamplingIntervalUs',
+      'options.cpuSamplingIntervalUs',
       o.cpuSamplingIntervalUs ?? DEFAULT_CPU_SAMPLING_INTERVAL_US,
       1,
     );
     this.#heapIntervalBytes = check.integer(
-      'heapSamplingIntervalBytes',
+      'options.heapSamplingIntervalBytes',
       o.heapSamplingIntervalBytes ?? DEFAULT_HEAP_SAMPLING_INTERVAL_BYTES,
       1,
     );
-    if (o.snapshotDir !== undefined && (typeof o.snapshotDir !== 'string' || o.snapshotDir === '')) {
-      throw new TypeError(`snapshotDir must be a non-empty string, got ${String(o.snapshotDir)}`);
-    }
-    this.#snapshotDir = o.snapshotDir ?? tmpdir();
+    this.#snapshotDir =
+      o.snapshotDir === undefined ? tmpdir() : check.string('options.snapshotDir', o.snapshotDir);
   }
 
   /** What is running now, if anything. */
@@ -180,8 +178,7 @@ export class PerformanceProfiler {
    * is written chunk by chunk as V8 serializes it, never held whole in memory.
    */
   async takeHeapSnapshot(dir: string = this.#snapshotDir): Promise<string> {
-    if (typeof dir !== 'string' || dir === '')
-      throw new TypeError(`dir must be a non-empty string, got ${dir}`);
+    check.string('dir', dir);
     this.#begin('heap snapshot');
     const path = resolve(
       join(dir, `Heap-${new Date().toISOString().replace(/[:.]/g, '')}-${process.pid}.heapsnapshot`),
@@ -214,7 +211,7 @@ export class PerformanceProfiler {
     options: { durationMs?: number; signal?: AbortSignal } = {},
   ): Promise<EventLoopLag> {
     if (this.#closed) throw new ClosedError('PerformanceProfiler');
-    const durationMs = check.integer('durationMs', options.durationMs ?? DEFAULT_LAG_DURATION_MS, 1);
+    const durationMs = check.integer('options.durationMs', options.durationMs ?? DEFAULT_LAG_DURATION_MS, 1);
     const signal = options.signal;
     signal?.throwIfAborted();
     const histogram = monitorEventLoopDelay({ resolution: DEFAULT_LAG_RESOLUTION_MS });

@@ -15,7 +15,7 @@ import {
   trace,
 } from '@opentelemetry/api';
 import { isAttributeValue } from '@opentelemetry/core';
-import { fn as fnOption, object } from '../internal/options.ts';
+import * as check from '../internal/options.ts';
 import { runInSpan, TRACER_SCOPE, Tracer } from './tracer.ts';
 
 /** Options of {@link Trace}. */
@@ -93,17 +93,15 @@ export function Trace<A extends unknown[] = never[]>(
   name?: string,
   options?: TraceOptions<A>,
 ): TraceDecorator {
-  if (name !== undefined && (typeof name !== 'string' || name.length === 0)) {
-    throw new TypeError(`name must be a non-empty string, got ${JSON.stringify(name) ?? String(name)}`);
-  }
-  const o = object<TraceOptions<A>>('options', options);
+  if (name !== undefined) check.string('name', name);
+  const o = check.object<TraceOptions<A>>('options', options);
   const pick =
     o.attributes === undefined
       ? undefined
-      : fnOption<(...args: unknown[]) => unknown>('attributes', o.attributes as unknown);
+      : check.fn<(...args: unknown[]) => unknown>('options.attributes', o.attributes as unknown);
   const target = o.tracer;
   if (target !== undefined && (target === null || typeof target !== 'object')) {
-    throw new TypeError(`tracer must be a Tracer or an OpenTelemetry tracer, got ${String(target)}`);
+    check.invalid('options.tracer', 'a Tracer or an OpenTelemetry tracer', target);
   }
   const ours = target instanceof Tracer ? target : undefined;
   const otel: ApiTracer =

@@ -46,7 +46,7 @@ import {
   TraceIdRatioBasedSampler,
 } from '@opentelemetry/sdk-trace-base';
 import { ClosedError } from '../errors.ts';
-import { integer, object, oneOf, ratio } from '../internal/options.ts';
+import * as check from '../internal/options.ts';
 
 /** Instrumentation scope name of every span clawperf starts. */
 export const TRACER_SCOPE = 'clawperf';
@@ -373,37 +373,19 @@ function isContext(value: object): value is Context {
   );
 }
 
-function stringOption(name: string, value: unknown, required: boolean): string | undefined {
-  if (value === undefined && !required) return undefined;
-  if (typeof value === 'string' && value.length > 0) return value;
-  throw new TypeError(
-    `${name} must be a non-empty string, got ${value === undefined ? 'undefined' : (JSON.stringify(value) ?? String(value))}`,
-  );
-}
-
-function booleanOption(name: string, value: unknown, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value === 'boolean') return value;
-  throw new TypeError(
-    `${name} must be a boolean, got ${typeof value === 'string' ? JSON.stringify(value) : String(value)}`,
-  );
-}
-
 function exporterOption(value: unknown): 'otlp' | 'console' | 'memory' | SpanExporter {
   if (value === undefined) return DEFAULT_EXPORTER;
   if (value !== null && typeof value === 'object' && typeof (value as SpanExporter).export === 'function') {
     return value as SpanExporter;
   }
-  if (typeof value === 'string') return oneOf('exporter', value, EXPORTERS);
-  throw new TypeError(
-    `exporter must be one of "otlp", "console", "memory" or a SpanExporter, got ${value === null ? 'null' : typeof value}`,
-  );
+  if (typeof value === 'string') return check.oneOf('options.exporter', value, EXPORTERS);
+  return check.invalid('options.exporter', 'one of "otlp", "console", "memory" or a SpanExporter', value);
 }
 
 function urlOption(value: unknown): string {
-  const url = stringOption('otlpUrl', value, false) ?? DEFAULT_OTLP_URL;
+  const url = value === undefined ? DEFAULT_OTLP_URL : check.string('options.otlpUrl', value);
   if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol)) {
-    throw new TypeError(`otlpUrl must be an http(s) URL, got ${JSON.stringify(url)}`);
+    check.invalid('options.otlpUrl', 'an http(s) URL', url);
   }
   return url;
 }
@@ -445,44 +427,53 @@ export class Tracer {
   #closing: Promise<void> | undefined;
 
   constructor(options: TracerOptions) {
-    const o = object<Partial<TracerOptions>>('options', options);
-    this.serviceName = stringOption('serviceName', o.serviceName, true)!;
-    const serviceVersion = stringOption('serviceVersion', o.serviceVersion, false);
-    const extra = object<Record<string, AttributeValue>>('resourceAttributes', o.resourceAttributes);
+    const o = check.object<Partial<TracerOptions>>('options', options);
+    this.serviceName = check.string('options.serviceName', o.serviceName);
+    const serviceVersion =
+      o.serviceVersion === undefined ? undefined : check.string('options.serviceVersion', o.serviceVersion);
+    const extra = check.object<Record<string, AttributeValue>>(
+      'options.resourceAttributes',
+      o.resourceAttributes,
+    );
     const exporterChoice = exporterOption(o.exporter);
     const otlpUrl = urlOption(o.otlpUrl);
-    const otlpHeaders = object<Record<string, string>>('otlpHeaders', o.otlpHeaders);
-    for (const [key, value] of Object.entries(otlpHeaders)) stringOption(`otlpHeaders.${key}`, value, true);
+    const otlpHeaders = check.object<Record<string, string>>('options.otlpHeaders', o.otlpHeaders);
+    for (const [key, value] of Object.entries(otlpHeaders)) check.string(`options.otlpHeaders.${key}`, value);
     const sampleRatio =
-      o.sampleRatio === undefined ? DEFAULT_SAMPLE_RATIO : ratio('sampleRatio', o.sampleRatio);
+      o.sampleRatio === undefined ? DEFAULT_SAMPLE_RATIO : check.ratio('options.sampleRatio', o.sampleRatio);
     const simpleByDefault = exporterChoice === 'memory' || exporterChoice === 'console';
     const processor =
       o.processor === undefined
         ? simpleByDefault
           ? 'simple'
           : 'batch'
-        : oneOf('processor', o.processor, ['batch', 'simple'] as const);
+        : check.oneOf('options.processor', o.processor, ['batch', 'simple'] as const);
     const maxQueueSize =
-      o.maxQueueSize === undefined ? DEFAULT_MAX_QUEUE_SIZE : integer('maxQueueSize', o.maxQueueSize, 1);
+      o.maxQueueSize === undefined
+        ? DEFAULT_MAX_QUEUE_SIZE
+        : check.integer('options.maxQueueSize', o.maxQueueSize, 1);
     const maxExportBatchSize =
       o.maxExportBatchSize === undefined
         ? Math.min(DEFAULT_MAX_EXPORT_BATCH_SIZE, maxQueueSize)
-        : integer('maxExportBatchSize', o.maxExportBatchSize, 1);
-    if (maxExportBatchSize > maxQueueSize) {
-      throw new TypeError(
-        `maxExportBatchSize must be at most maxQueueSize (${maxQueueSize}), got ${maxExportBatchSize}`,
-      );
-    }
+        : check.compared(
+            'options.maxExportBatchSize',
+            check.integer('options.maxExportBatchSize', o.maxExportBatchSize, 1),
+            '<=',
+            'options.maxQueueSize',
+            maxQueueSize,
+          );
     const scheduledDelayMs =
       o.scheduledDelayMs === undefined
         ? DEFAULT_SCHEDULED_DELAY_MS
-        : integer('scheduledDelayMs', o.scheduledDelayMs, 1);
+        : check.integer('options.scheduledDelayMs', o.scheduledDelayMs, 1);
     const exportTimeoutMs =
       o.exportTimeoutMs === undefined
         ? DEFAULT_EXPORT_TIMEOUT_MS
-        : integer('exportTimeoutMs', o.exportTimeoutMs, 1);
-    const registerGlobal = booleanOption('registerGlobal', o.registerGlobal, true);
-    const asyncContext = booleanOption('asyncContext', o.asyncContext, true);
+        : check.integer('options.exportTimeoutMs', o.exportTimeoutMs, 1);
+    const registerGlobal =
+      o.registerGlobal === undefined ? true : check.boolean('options.registerGlobal', o.registerGlobal);
+    const asyncContext =
+      o.asyncContext === undefined ? true : check.boolean('options.asyncContext', o.asyncContext);
 
     this.#memory = exporterChoice === 'memory' ? new InMemorySpanExporter() : undefined;
     const base =

@@ -371,7 +371,7 @@ describe('options are validated at construction', () => {
     [
       'maxExportBatchSize',
       { serviceName: 's', maxQueueSize: 10, maxExportBatchSize: 20 },
-      /maxExportBatchSize must be at most maxQueueSize \(10\), got 20/,
+      /options\.maxExportBatchSize must be <= options\.maxQueueSize \(10\), got 20/,
     ],
     [
       'otlpUrl',
