@@ -124,53 +124,37 @@ export class PerformanceProfiler {
 
   /** Starts sampling the CPU. Rejects with ProfilerBusyError while another profile runs. */
   async startCPUProfile(): Promise<void> {
-    this.#begin('CPU profile');
-    try {
-      await this.#post('Profiler.enable');
-      await this.#post('Profiler.setSamplingInterval', { interval: this.#cpuIntervalUs });
-      await this.#post('Profiler.start');
-    } catch (error) {
-      this.#active = undefined;
-      throw error;
-    }
+    await this.#start('CPU profile', [
+      ['Profiler.enable'],
+      ['Profiler.setSamplingInterval', { interval: this.#cpuIntervalUs }],
+      ['Profiler.start'],
+    ]);
   }
 
   /** Stops the CPU profile and returns it as Chrome DevTools `.cpuprofile` JSON. */
   async stopCPUProfile(): Promise<CpuProfile> {
-    this.#expect('CPU profile');
-    try {
-      const { profile } = (await this.#post('Profiler.stop')) as { profile: CpuProfile };
-      await this.#post('Profiler.disable');
-      this.#stats.cpuProfiles++;
-      return profile;
-    } finally {
-      this.#active = undefined;
-    }
+    const profile = await this.#stop<CpuProfile>('CPU profile', 'Profiler.stop', 'Profiler.disable');
+    this.#stats.cpuProfiles++;
+    return profile;
   }
 
   /** Starts a sampling heap profile (allocations sampled every `heapSamplingIntervalBytes` on average). */
   async startHeapSampling(): Promise<void> {
-    this.#begin('heap sampling profile');
-    try {
-      await this.#post('HeapProfiler.enable');
-      await this.#post('HeapProfiler.startSampling', { samplingInterval: this.#heapIntervalBytes });
-    } catch (error) {
-      this.#active = undefined;
-      throw error;
-    }
+    await this.#start('heap sampling profile', [
+      ['HeapProfiler.enable'],
+      ['HeapProfiler.startSampling', { samplingInterval: this.#heapIntervalBytes }],
+    ]);
   }
 
   /** Stops the sampling heap profile and returns it (`.heapprofile` JSON). */
   async stopHeapSampling(): Promise<HeapSamplingProfile> {
-    this.#expect('heap sampling profile');
-    try {
-      const { profile } = (await this.#post('HeapProfiler.stopSampling')) as { profile: HeapSamplingProfile };
-      await this.#post('HeapProfiler.disable');
-      this.#stats.heapSamplingProfiles++;
-      return profile;
-    } finally {
-      this.#active = undefined;
-    }
+    const profile = await this.#stop<HeapSamplingProfile>(
+      'heap sampling profile',
+      'HeapProfiler.stopSampling',
+      'HeapProfiler.disable',
+    );
+    this.#stats.heapSamplingProfiles++;
+    return profile;
   }
 
   /**
@@ -260,6 +244,29 @@ export class PerformanceProfiler {
       throw new ProfilerBusyError(this.#active);
     }
     this.#active = activity;
+  }
+
+  /** Begins `activity` with the inspector commands that start it; it is not running when one fails. */
+  async #start(activity: Activity, commands: [method: string, params?: object][]): Promise<void> {
+    this.#begin(activity);
+    try {
+      for (const [method, params] of commands) await this.#post(method, params);
+    } catch (error) {
+      this.#active = undefined;
+      throw error;
+    }
+  }
+
+  /** Ends `activity`: its stop command's profile, after the domain is disabled again. */
+  async #stop<P>(activity: Activity, stop: string, disable: string): Promise<P> {
+    this.#expect(activity);
+    try {
+      const { profile } = (await this.#post(stop)) as { profile: P };
+      await this.#post(disable);
+      return profile;
+    } finally {
+      this.#active = undefined;
+    }
   }
 
   #expect(activity: Activity): void {
