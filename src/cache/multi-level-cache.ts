@@ -25,6 +25,7 @@ import {
   type WriteOptions,
   writeOptions,
 } from './cache-options.ts';
+import { type InvalidationKind, InvalidationRing } from './invalidation-ring.ts';
 import type { Serializer } from './serializer.ts';
 import { DiskStore } from './stores/disk.ts';
 import { type MemoryEntry, MemoryStore, sizeOf, type UnsavedEntry } from './stores/memory.ts';
@@ -45,8 +46,6 @@ export {
 } from './cache-options.ts';
 
 const NAME = 'MultiLevelCache';
-/** Recent invalidations remembered to decide whether an in-flight read or write may still fill L1/L3. */
-const RECENT = 256;
 
 /** What {@link MultiLevelCache.stats} returns: numbers only, one flat level. */
 export type MultiLevelCacheStats = {
@@ -161,11 +160,6 @@ export interface CacheResult<T> {
   level: CacheLevel | undefined;
 }
 
-interface Invalidation {
-  kind: 0 | 1 | 2;
-  name: string;
-}
-
 const DOWN = Symbol('down');
 
 /**
@@ -237,8 +231,8 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   readonly #inflight = new Map<string, Promise<CacheResult<T>>>();
   readonly #refreshing = new Set<string>();
   readonly #waiters = new Map<string, Set<() => void>>();
-  readonly #recent: (Invalidation | undefined)[] = new Array(RECENT);
-  #seq = 0;
+  /** Invalidations seen lately, against which a read or write under way checks before it fills a level. */
+  readonly #recent = new InvalidationRing();
   #fences = 0;
   #closed = false;
   #listenHit = false;
@@ -405,7 +399,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       }
     }
     if (missing.length === 0) return values;
-    const since = this.#seq;
+    const since = this.#recent.seq;
     const missingKeys = missing.map((i) => keys[i]!);
     const fromL2 = await this.#readL2((l2) => l2.getMany(missingKeys));
     const l2Up = fromL2 !== DOWN;
@@ -458,7 +452,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     if (value === undefined)
       throw new SerializationError(key, 'undefined is the miss marker and cannot be stored');
     const data = this.#encode(key, value);
-    const since = this.#seq;
+    const since = this.#recent.seq;
     this.#sets++;
     await spanned('clawperf.cache.set', async () => {
       const version = await this.#version();
@@ -473,7 +467,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
    */
   async stamp(): Promise<ReadStamp> {
     this.#assertOpen();
-    const seq = this.#seq;
+    const seq = this.#recent.seq;
     return Object.freeze({ version: await this.#version(), seq });
   }
 
@@ -711,7 +705,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
    * `countMiss`).
    */
   async #lower(key: string, allowStale: boolean, countMiss: boolean): Promise<Found<T> | undefined> {
-    const since = this.#seq;
+    const since = this.#recent.seq;
     const l2 = this.#l2;
     let l2Up = false;
     // The L2 read is written out rather than going through #readL2: this is the L2 hit path.
@@ -819,7 +813,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     if (level === 'l2') this.#l2Hits++;
     else this.#l3Hits++;
     if (this.#listenHit) this.#emitSafe('hit', key, level);
-    if (fresh && this.#l1 !== undefined && this.#untouched(key, entry.tags, since)) {
+    if (fresh && this.#l1 !== undefined && this.#recent.untouched(key, entry.tags, since)) {
       this.#fillL1(key, value, entry.tags, entry.ttlMs, entry.graceMs);
       this.#l1Backfills++;
     }
@@ -886,7 +880,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     }
     let published = false;
     try {
-      const since = this.#seq;
+      const since = this.#recent.seq;
       const version = await this.#version();
       this.#factoryCalls++;
       let value: T;
@@ -1000,7 +994,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       this.#l1?.delete(key);
       return 'refused';
     }
-    if (!this.#untouched(key, write.tags, since)) {
+    if (!this.#recent.untouched(key, write.tags, since)) {
       this.#refused++;
       return 'refused';
     }
@@ -1057,7 +1051,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     const unsaved = entry.unsaved!;
     entry.unsaved = undefined;
     if (this.#closed) return;
-    if (!this.#untouched(key, entry.tags, unsaved.since)) return;
+    if (!this.#recent.untouched(key, entry.tags, unsaved.since)) return;
     const now = this.#clock.now();
     const ttlMs = entry.freshUntil - now;
     if (ttlMs <= 0) return;
@@ -1145,11 +1139,11 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
 
   /**
    * Forgets a key (0), a tag (1) or everything (2) on this node: L1 drops it, reads under way may not put
-   * what they found back in L1 (see {@link #untouched}), and callers from now on do not join a load that
-   * began before, which could still answer the old value.
+   * what they found back in L1 (see {@link InvalidationRing.untouched}), and callers from now on do not
+   * join a load that began before, which could still answer the old value.
    */
-  #forget(kind: 0 | 1 | 2, name: string): void {
-    this.#note(kind, name);
+  #forget(kind: InvalidationKind, name: string): void {
+    this.#recent.note(kind, name);
     if (kind === 0) {
       this.#l1?.delete(name);
       this.#inflight.delete(name);
@@ -1159,24 +1153,6 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     else this.#l1?.clear();
     // A load does not know its tags until it has its value: a tag or a clear forgets every load under way.
     this.#inflight.clear();
-  }
-
-  /** Records an invalidation so in-flight reads and writes that started before it do not fill L1 or L3. */
-  #note(kind: 0 | 1 | 2, name: string): void {
-    this.#seq++;
-    this.#recent[this.#seq % RECENT] = { kind, name };
-  }
-
-  /** Whether no invalidation since `since` touched `key` or one of `tags`. */
-  #untouched(key: string, tags: readonly string[], since: number): boolean {
-    const seq = this.#seq;
-    if (seq === since) return true;
-    if (seq - since >= RECENT) return false;
-    for (let s = since + 1; s <= seq; s++) {
-      const r = this.#recent[s % RECENT]!;
-      if (r.kind === 2 || (r.kind === 0 ? r.name === key : tags.includes(r.name))) return false;
-    }
-    return true;
   }
 
   #encode(key: string, value: T): string {
