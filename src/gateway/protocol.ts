@@ -1,0 +1,52 @@
+/**
+ * What a chat-like API the gateway speaks is made of, apart from the request path every such route shares
+ * (completion-route.ts): its codecs. Adding an API means writing one {@link Protocol}, not a copy of the path.
+ *
+ * @module
+ */
+import type { Readable, Transform } from 'node:stream';
+import type { FastifyReply } from 'fastify';
+import type { ApiError } from './openai.ts';
+
+/** A request after parsing, as the shared path needs it. */
+export interface ProtocolRequest {
+  model: string;
+  stream: boolean;
+  /** Tokens the limits reserve before the call (settled to the answer's usage after it). */
+  estimate: number;
+  /**
+   * What makes two requests the same answer, for the cache key; `undefined` when the answer is not
+   * deterministic (it is then cached only when the client forces it).
+   */
+  identity: unknown;
+  /** Whether the answer is deterministic (the same request gets the same answer). */
+  deterministic: boolean;
+}
+
+/** The tap a live stream passes through on its way to the client. */
+export interface ProtocolTap extends Transform {
+  /** Tokens the stream used, once its usage was seen. */
+  readonly total: number | undefined;
+  /** Feeds the upstream's stream through the tap; a source that fails ends it with an error event. */
+  relay(source: Readable): this;
+  /** The whole answer rebuilt from the stream, when it could be rebuilt exactly. */
+  completion(): Record<string, unknown> | undefined;
+}
+
+/** The codecs of one API: parse and validate, the upstream body, usage, streams and errors. */
+export interface Protocol<R extends ProtocolRequest> {
+  /** The operation recorded in spans, metrics and `clawperf_gateway_answers_total`. */
+  readonly endpoint: 'chat';
+  /** Parses and validates a body: the request, or the error answer naming what was wrong. */
+  parse(body: unknown): R | ApiError;
+  /** The body the upstream gets; for a stream, one that makes the upstream report its usage. */
+  upstreamBody(request: R): Record<string, unknown>;
+  /** Tokens an answer used, input and output: what the limits settle to. */
+  usage(answer: unknown): number | undefined;
+  /** A cached answer replayed as this API's server-sent events. */
+  replay(answer: unknown, request: R): Iterable<string>;
+  /** The tap of a live stream; `assemble` when its answer is to be rebuilt for the cache. */
+  tap(request: R, assemble: boolean): ProtocolTap;
+  /** Sends an error answer in this API's shape. */
+  sendError(reply: FastifyReply, error: ApiError): FastifyReply;
+}
