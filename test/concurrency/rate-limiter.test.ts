@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { type Algorithm, RateLimiter, type RateLimiterOptions } from '../../src/concurrency/rate-limiter.ts';
 import { ClosedError, InvalidKeyError, RateLimitedError } from '../../src/errors.ts';
 import { ManualClock } from '../../src/internal/clock.ts';
+import { watchTimers } from '../helpers/timers.ts';
 
 const ALL: Algorithm[] = ['fixed-window', 'sliding-window', 'sliding-log', 'token-bucket', 'gcra'];
 
@@ -327,28 +328,16 @@ describe('memory is bounded by the keys active in the last windows (seed: keys n
   });
 
   it('the sweep timer is unref()ed and close() stops it', async () => {
-    const made: NodeJS.Timeout[] = [];
-    const cleared: unknown[] = [];
-    const { setInterval: realSet, clearInterval: realClear } = globalThis;
-    globalThis.setInterval = ((fn: () => void, ms: number) => {
-      const t = realSet(fn, ms);
-      made.push(t);
-      return t;
-    }) as typeof setInterval;
-    globalThis.clearInterval = ((t: NodeJS.Timeout) => {
-      cleared.push(t);
-      realClear(t);
-    }) as typeof clearInterval;
+    const timers = watchTimers();
     try {
       const l = new RateLimiter({ windowMs: 1_000, maxRequests: 1, sweepIntervalMs: 10 });
-      assert.equal(made.length, 1, 'one sweep timer');
-      assert.equal(made[0]!.hasRef(), false, 'it never holds the process open');
+      assert.equal(timers.set.length, 1, 'one sweep timer');
+      assert.equal(timers.set[0]!.hasRef(), false, 'it never holds the process open');
       await l.allow('k');
       await l.close();
-      assert.deepEqual(cleared, made, 'close() stops it');
+      assert.deepEqual(timers.cleared, timers.set, 'close() stops it');
     } finally {
-      globalThis.setInterval = realSet;
-      globalThis.clearInterval = realClear;
+      timers.restore();
     }
   });
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ManualClock, systemClock, timerOn } from '../../src/internal/clock.ts';
+import { watchTimers } from '../helpers/timers.ts';
 
 describe('systemClock', () => {
   it('is monotonic with sub-millisecond resolution', () => {
@@ -64,23 +65,17 @@ describe('timerOn', () => {
     cancel();
   });
 
-  it('on the system clock, a background timer is unref()ed and an awaited one is not', async () => {
-    const made: NodeJS.Timeout[] = [];
-    const original = globalThis.setTimeout;
-    globalThis.setTimeout = ((fn: () => void, ms: number) => {
-      const t = original(fn, ms);
-      made.push(t);
-      return t;
-    }) as typeof setTimeout;
+  it('on the system clock, a background timer is unref()ed and an awaited one is not', () => {
+    const timers = watchTimers();
     let cancels: (() => void)[];
     try {
       const setTimer = timerOn(systemClock);
       cancels = [setTimer(60_000, () => {}), setTimer(60_000, () => {}, true)];
     } finally {
-      globalThis.setTimeout = original;
+      timers.restore();
     }
     assert.deepEqual(
-      made.map((t) => t.hasRef()),
+      timers.set.map((t) => t.hasRef()),
       [false, true],
     );
     for (const cancel of cancels) cancel();

@@ -13,6 +13,7 @@ import {
   type MemoryManagerOptions,
   type MemoryUsageSample,
 } from '../../src/resources/index.ts';
+import { watchTimers } from '../helpers/timers.ts';
 
 const LIMIT = 1_000_000;
 
@@ -271,20 +272,16 @@ describe('the timer', () => {
   });
 
   it('on the real clock, is unref()ed: a waiting manager never holds the process open', async () => {
-    const made: NodeJS.Timeout[] = [];
-    const original = globalThis.setTimeout;
-    globalThis.setTimeout = ((fn: () => void, ms: number) => {
-      const t = original(fn, ms);
-      made.push(t);
-      return t;
-    }) as typeof setTimeout;
+    const timers = watchTimers();
+    let m: MemoryManager;
     try {
-      manager({ intervalMs: 60_000 });
+      m = manager({ intervalMs: 60_000 }).m;
     } finally {
-      globalThis.setTimeout = original;
+      timers.restore();
     }
-    assert.equal(made.length, 1);
-    assert.equal(made[0]!.hasRef(), false);
+    assert.equal(timers.set.length, 1);
+    assert.equal(timers.set[0]!.hasRef(), false);
+    await m.close();
   });
 });
 
