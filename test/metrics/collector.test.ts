@@ -233,7 +233,10 @@ describe('track()', () => {
     const collector = new MetricsCollector({ intervalMs: 0 });
     after(() => collector.close());
     assert.throws(() => collector.track('bad name', { stats: () => ({}) }), /name must be/);
-    assert.throws(() => collector.track('x', {} as never), /component must be an object with a stats\(\) method/);
+    assert.throws(
+      () => collector.track('x', {} as never),
+      /component must be an object with a stats\(\) method/,
+    );
     collector.track('twice', { stats: () => ({ a: 1 }) });
     assert.throws(() => collector.track('twice', { stats: () => ({ a: 1 }) }), /already tracked/);
   });
