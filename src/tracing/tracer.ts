@@ -2,7 +2,9 @@
  * `Tracer`: the seed's convenience surface (`startSpan`, `endSpan`, `setTag`, `log`, `withSpan`) on the
  * OpenTelemetry JS SDK. Spans are OpenTelemetry spans with nanosecond-resolution times; the active span
  * travels with async work through `AsyncLocalStorage`, so nested calls become children without a parent
- * being passed by hand; every span is exported when it ends, so the tracer holds no span after that.
+ * being passed by hand; every span is exported when it ends, so the tracer holds no span after that. What
+ * a `Tracer` installs globally (propagators, context manager, the forwarding provider) is in
+ * `global-provider.ts`.
  *
  * @module
  */
@@ -13,24 +15,15 @@ import {
   context,
   INVALID_SPAN_CONTEXT,
   isSpanContextValid,
-  ProxyTracerProvider,
-  propagation,
   ROOT_CONTEXT,
   type Span,
   type SpanContext,
   type SpanOptions,
   SpanStatusCode,
-  type TracerProvider,
   trace,
 } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import {
-  CompositePropagator,
-  type ExportResult,
-  ExportResultCode,
-  W3CBaggagePropagator,
-  W3CTraceContextPropagator,
-} from '@opentelemetry/core';
+import { type ExportResult, ExportResultCode } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
 import {
@@ -47,9 +40,11 @@ import {
 } from '@opentelemetry/sdk-trace-base';
 import { ClosedError } from '../errors.ts';
 import * as check from '../internal/options.ts';
+import { TRACER_NAME } from '../internal/telemetry.ts';
+import { type ForwardingProvider, installGlobals, NOOP_TRACER } from './global-provider.ts';
 
 /** Instrumentation scope name of every span clawperf starts. */
-export const TRACER_SCOPE = 'clawperf';
+export const TRACER_SCOPE = TRACER_NAME;
 /** Where the OTLP/HTTP exporter sends spans: an OpenTelemetry Collector's default HTTP receiver. */
 export const DEFAULT_OTLP_URL = 'http://localhost:4318/v1/traces';
 /** The exporter used when none is given. */
@@ -158,8 +153,6 @@ interface ContextRunner {
     ...args: A
   ): ReturnType<F>;
 }
-
-const NOOP_TRACER: ApiTracer = new ProxyTracerProvider().getTracer(TRACER_SCOPE);
 
 /**
  * Marks `span` failed with `error`: an exception event, ERROR status and `error.type`. A thrown value that
@@ -288,59 +281,6 @@ function countingProcessor(counts: TracerStats): SpanProcessor {
     forceFlush: () => Promise.resolve(),
     shutdown: () => Promise.resolve(),
   };
-}
-
-/**
- * The global tracer provider clawperf installs, once per process. It forwards every span to the most
- * recently constructed registered `Tracer` that is still open (a no-op when there is none), so a new
- * `Tracer` takes over the global API without `trace.disable()`, and closing one hands back to the previous.
- */
-class ForwardingProvider implements TracerProvider {
-  readonly open: BasicTracerProvider[] = [];
-
-  getTracer(name: string, version?: string, options?: { schemaUrl?: string }): ApiTracer {
-    let target: BasicTracerProvider | undefined;
-    let delegate = NOOP_TRACER;
-    const resolve = (): ApiTracer => {
-      const current = this.open.at(-1);
-      if (current !== target) {
-        target = current;
-        delegate = current === undefined ? NOOP_TRACER : current.getTracer(name, version, options);
-      }
-      return delegate;
-    };
-    return {
-      startSpan: (spanName, spanOptions, ctx) => resolve().startSpan(spanName, spanOptions, ctx),
-      startActiveSpan: (...args: unknown[]) => {
-        const t = resolve();
-        return (t.startActiveSpan as (...a: unknown[]) => unknown).apply(t, args);
-      },
-    } as ApiTracer;
-  }
-}
-
-let forwarding: ForwardingProvider | undefined;
-let globalProviderInstalled = false;
-let globalContextInstalled = false;
-let globalPropagatorInstalled = false;
-
-function installGlobals(asyncContext: boolean): ForwardingProvider | undefined {
-  // Each set* returns false (and changes nothing) when the application installed its own first.
-  if (asyncContext && !globalContextInstalled) {
-    globalContextInstalled = true;
-    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
-  }
-  if (!globalPropagatorInstalled) {
-    globalPropagatorInstalled = true;
-    propagation.setGlobalPropagator(
-      new CompositePropagator({ propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()] }),
-    );
-  }
-  if (forwarding === undefined) {
-    forwarding = new ForwardingProvider();
-    globalProviderInstalled = trace.setGlobalTracerProvider(forwarding);
-  }
-  return globalProviderInstalled ? forwarding : undefined;
 }
 
 /** The active context for the synchronous run of `with` only: no `AsyncLocalStorage`, no promise hooks. */
