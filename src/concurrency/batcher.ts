@@ -1,15 +1,26 @@
 /**
  * Collects single requests into batches for an upstream that takes many at once (embeddings, bulk reads).
+ * The batcher is here; the batch record it fills and its small operations are in `batch.ts`.
  *
  * @module
  */
-import type { Span } from '@opentelemetry/api';
 import { LRUCache } from 'lru-cache';
 import { BatchItemError, ClosedError, OverloadedError, TimeoutError } from '../errors.ts';
 import { type Clock, lruTime, systemClock } from '../internal/clock.ts';
 import * as check from '../internal/options.ts';
 import { Ring } from '../internal/ring.ts';
-import { failSpan, NO_SPAN, startSpan } from '../internal/telemetry.ts';
+import { failSpan, startSpan } from '../internal/telemetry.ts';
+import {
+  type Batch,
+  type Caller,
+  compact,
+  type Extra,
+  extraOf,
+  newBatch,
+  pending,
+  settle,
+  whenDone,
+} from './batch.ts';
 
 /** @default 100 */
 export const DEFAULT_BATCHER_MAX_BATCH_SIZE = 100;
@@ -95,58 +106,6 @@ export interface RequestBatcherStats {
   cacheSize: number;
   /** Moving average of the processor's time per batch, ms. */
   avgBatchMs: number;
-}
-
-interface Caller<R> {
-  resolve: (result: R) => void;
-  reject: (error: unknown) => void;
-  done: boolean;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
-  timer: ReturnType<typeof setTimeout> | undefined;
-}
-
-/** What an item needs beyond its result callbacks: only items added with a signal, timeout, key or cache. */
-interface Extra<T, R> extends Caller<R> {
-  readonly batch: Batch<T, R>;
-  /** Position in the batch until it is sent. */
-  readonly index: number;
-  readonly key: unknown;
-  /** Further callers of a deduplicated item. */
-  more: Caller<R>[] | null;
-  /** Callers still waiting. */
-  live: number;
-  cancelled: boolean;
-  cache: boolean;
-}
-
-/**
- * A batch keeps its items and their callbacks in parallel arrays, so a plain `add` allocates no object of
- * its own beyond its promise, and the items array goes to the processor as it is.
- */
-interface Batch<T, R> {
-  readonly items: T[];
-  /** Each item's resolve and reject, interleaved: item i at 2i and 2i + 1 (one array to grow, not two). */
-  readonly callbacks: ((value: unknown) => void)[];
-  extras: (Extra<T, R> | undefined)[] | null;
-  keys: Map<unknown, number> | null;
-  /**
-   * Items `add`'s fast path may still take: 0 unless the batcher is plain, else bounded by `maxBatchSize`
-   * and the queue's room when last computed (room only grows while a batch forms, so this errs safe).
-   */
-  room: number;
-  cancelled: number;
-  /** 0 forming, 1 sealed, 2 running, 3 done. */
-  state: number;
-  /**
-   * Its wait is over but every processor slot was busy: it keeps forming (up to `maxBatchSize`) and is sent
-   * the moment a slot frees, instead of queueing as a small sealed batch.
-   */
-  due: boolean;
-  timer: ReturnType<typeof setTimeout> | undefined;
-  whenDone: { promise: Promise<void>; resolve: () => void } | undefined;
-  /** Covers the processor call; a no-op span while tracing is off. */
-  span: Span;
 }
 
 const resolved = Promise.resolve();
@@ -385,7 +344,7 @@ export class RequestBatcher<T, R> {
     batch.items.push(item);
     const promise = pending<R>(batch.callbacks);
     if (dedupe || watched) {
-      const extra = this.#extra(batch, index, key);
+      const extra = extraOf(batch, index, key);
       extra.cache = cache;
       if (dedupe) {
         batch.keys ??= new Map();
@@ -421,31 +380,6 @@ export class RequestBatcher<T, R> {
     );
   }
 
-  #extra(batch: Batch<T, R>, index: number, key: unknown): Extra<T, R> {
-    batch.extras ??= [];
-    const extras = batch.extras;
-    let extra = extras[index];
-    if (extra === undefined) {
-      extra = {
-        resolve: batch.callbacks[2 * index]!,
-        reject: batch.callbacks[2 * index + 1]!,
-        done: false,
-        signal: undefined,
-        onAbort: undefined,
-        timer: undefined,
-        batch,
-        index,
-        key,
-        more: null,
-        live: 1,
-        cancelled: false,
-        cache: false,
-      };
-      extras[index] = extra;
-    }
-    return extra;
-  }
-
   /** Another caller of an item already in the forming batch: shares its result. */
   #join(
     batch: Batch<T, R>,
@@ -455,7 +389,7 @@ export class RequestBatcher<T, R> {
     options: BatchAddOptions | undefined,
   ): Promise<R> {
     this.#deduped++;
-    const extra = this.#extra(batch, index, key);
+    const extra = extraOf(batch, index, key);
     if (cache) extra.cache = true;
     const caller: Caller<R> = {
       resolve: noop,
@@ -512,19 +446,7 @@ export class RequestBatcher<T, R> {
   }
 
   #open(): Batch<T, R> {
-    const batch: Batch<T, R> = {
-      items: [],
-      callbacks: [],
-      extras: null,
-      keys: null,
-      room: 0,
-      cancelled: 0,
-      state: 0,
-      due: false,
-      timer: undefined,
-      whenDone: undefined,
-      span: NO_SPAN,
-    };
+    const batch = newBatch<T, R>();
     this.#current = batch;
     this.#updateRoom();
     if (this.#maxWaitMs === 0) {
@@ -695,55 +617,8 @@ export class RequestBatcher<T, R> {
   }
 }
 
-/** Removes the items every caller gave up on before the batch was sent. */
-function compact<T, R>(batch: Batch<T, R>): void {
-  const { items, callbacks } = batch;
-  const extras = batch.extras!;
-  let j = 0;
-  for (let i = 0; i < items.length; i++) {
-    const extra = extras[i];
-    if (extra?.cancelled) continue;
-    items[j] = items[i]!;
-    callbacks[2 * j] = callbacks[2 * i]!;
-    callbacks[2 * j + 1] = callbacks[2 * i + 1]!;
-    extras[j] = extra;
-    j++;
-  }
-  items.length = extras.length = j;
-  callbacks.length = 2 * j;
-}
-
 /** Batches faster than this (ms) are timed one in 8. */
 const FAST_BATCH_MS = 0.05;
-
-/**
- * A promise whose callbacks land in the batch. The executor is a literal rather than one stored function
- * per batch, so the optimizer can inline it into the Promise constructor.
- */
-function pending<R>(callbacks: ((value: unknown) => void)[]): Promise<R> {
-  return new Promise<R>((resolve, reject) => {
-    callbacks.push(resolve as (value: unknown) => void, reject);
-  });
-}
-
-function settle<R>(caller: Caller<R>, result: R | undefined, error: unknown, failed: boolean): void {
-  caller.done = true;
-  if (caller.onAbort !== undefined) caller.signal!.removeEventListener('abort', caller.onAbort);
-  if (caller.timer !== undefined) clearTimeout(caller.timer);
-  if (failed) caller.reject(error);
-  else caller.resolve(result as R);
-}
-
-function whenDone<T, R>(batch: Batch<T, R>): Promise<void> {
-  if (batch.whenDone === undefined) {
-    let resolve!: () => void;
-    const promise = new Promise<void>((r) => {
-      resolve = r;
-    });
-    batch.whenDone = { promise, resolve };
-  }
-  return batch.whenDone.promise;
-}
 
 function isThenable<V>(value: unknown): value is Promise<V> {
   return (
