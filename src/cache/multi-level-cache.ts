@@ -25,6 +25,7 @@ import {
   type WriteOptions,
   writeOptions,
 } from './cache-options.ts';
+import { CacheCounters, cacheStats, type MultiLevelCacheStats, STATS_COUNTERS } from './cache-stats.ts';
 import { type InvalidationKind, InvalidationRing } from './invalidation-ring.ts';
 import type { Serializer } from './serializer.ts';
 import { DiskStore } from './stores/disk.ts';
@@ -44,54 +45,9 @@ export {
   type MultiLevelCacheOptions,
   type SetOptions,
 } from './cache-options.ts';
+export type { MultiLevelCacheStats } from './cache-stats.ts';
 
 const NAME = 'MultiLevelCache';
-
-/** What {@link MultiLevelCache.stats} returns: numbers only, one flat level. */
-export type MultiLevelCacheStats = {
-  l1_hits: number;
-  l1_misses: number;
-  l2_hits: number;
-  l2_misses: number;
-  l3_hits: number;
-  l3_misses: number;
-  hits: number;
-  misses: number;
-  hit_rate: number;
-  l1_backfills: number;
-  l2_backfills: number;
-  l1_entries: number;
-  l1_bytes: number;
-  l1_evictions: number;
-  l3_entries: number;
-  l3_bytes: number;
-  l3_evictions: number;
-  l3_corrupt: number;
-  /** Writes that left the disk for the value's first reuse (`diskAdmission: 'reuse'`). */
-  l3_deferred: number;
-  /** Values written to disk at their first reuse. */
-  l3_admitted: number;
-  sets: number;
-  deletes: number;
-  tag_invalidations: number;
-  writes_refused: number;
-  factory_calls: number;
-  factory_errors: number;
-  coalesced: number;
-  stale_served: number;
-  lock_acquired: number;
-  lock_waits: number;
-  l2_up: number;
-  l2_errors: number;
-  l2_skipped: number;
-  l3_errors: number;
-  bus_published: number;
-  bus_received: number;
-  bus_reconnects: number;
-  bus_errors: number;
-  breaker_state: number;
-  breaker_opens: number;
-};
 
 /** What a `getOrSet` factory is told about the call it serves. */
 export interface FactoryContext {
@@ -179,41 +135,7 @@ const DOWN = Symbol('down');
  */
 export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEvents> {
   /** The `stats()` fields that only grow. */
-  readonly statsCounters: readonly (keyof MultiLevelCacheStats)[] = [
-    'l1_hits',
-    'l1_misses',
-    'l2_hits',
-    'l2_misses',
-    'l3_hits',
-    'l3_misses',
-    'hits',
-    'misses',
-    'l1_backfills',
-    'l2_backfills',
-    'l1_evictions',
-    'l3_evictions',
-    'l3_corrupt',
-    'l3_deferred',
-    'l3_admitted',
-    'sets',
-    'deletes',
-    'tag_invalidations',
-    'writes_refused',
-    'factory_calls',
-    'factory_errors',
-    'coalesced',
-    'stale_served',
-    'lock_acquired',
-    'lock_waits',
-    'l2_errors',
-    'l2_skipped',
-    'l3_errors',
-    'bus_published',
-    'bus_received',
-    'bus_reconnects',
-    'bus_errors',
-    'breaker_opens',
-  ];
+  readonly statsCounters: readonly (keyof MultiLevelCacheStats)[] = STATS_COUNTERS;
 
   readonly #l1: MemoryStore<T> | undefined;
   readonly #l2: RedisStore | undefined;
@@ -242,36 +164,9 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   #unwatchRedis: (() => void) | undefined;
   #diskDown = false;
 
-  #l1Hits = 0;
-  #l1Misses = 0;
-  #l2Hits = 0;
-  #l2Misses = 0;
-  #l3Hits = 0;
-  #l3Misses = 0;
-  #misses = 0;
-  #l1Backfills = 0;
-  #diskDeferred = 0;
   /** Disk writes started by a reuse, awaited by `close()`. */
   readonly #admitting = new Set<Promise<void>>();
-  #diskAdmitted = 0;
-  #l2Backfills = 0;
-  #sets = 0;
-  #deletes = 0;
-  #tagInvalidations = 0;
-  #refused = 0;
-  #factoryCalls = 0;
-  #factoryErrors = 0;
-  #coalesced = 0;
-  #staleServed = 0;
-  #lockAcquired = 0;
-  #lockWaits = 0;
-  #l2Errors = 0;
-  #l2Skipped = 0;
-  #l3Errors = 0;
-  #busPublished = 0;
-  #busReceived = 0;
-  #busReconnects = 0;
-  #busErrors = 0;
+  readonly #counts = new CacheCounters();
 
   constructor(options: MultiLevelCacheOptions = {}) {
     super();
@@ -333,7 +228,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
               reconnected: () => this.#onBusReconnected(),
             })
             .catch((error: unknown) => {
-              this.#busErrors++;
+              this.#counts.busErrors++;
               this.#report(error);
             });
 
@@ -375,7 +270,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       if (entry !== undefined && (entry.grace === 0 || entry.freshUntil >= this.#clock.now())) {
         return Promise.resolve(this.#l1Hit(key, entry));
       }
-      this.#l1Misses++;
+      this.#counts.l1Misses++;
     }
     return this.#lower(key, false, true).then(foundValue);
   }
@@ -394,7 +289,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       if (entry !== undefined && (entry.grace === 0 || entry.freshUntil >= now)) {
         values[i] = this.#l1Hit(key, entry);
       } else {
-        if (this.#l1 !== undefined) this.#l1Misses++;
+        if (this.#l1 !== undefined) this.#counts.l1Misses++;
         missing.push(i);
       }
     }
@@ -412,7 +307,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
         values[index] = found.value;
         continue;
       }
-      if (l2Up) this.#l2Misses++;
+      if (l2Up) this.#counts.l2Misses++;
       if (this.#l3 !== undefined) below.push(index);
       else {
         values[index] = undefined;
@@ -453,7 +348,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       throw new SerializationError(key, 'undefined is the miss marker and cannot be stored');
     const data = this.#encode(key, value);
     const since = this.#recent.seq;
-    this.#sets++;
+    this.#counts.sets++;
     await spanned('clawperf.cache.set', async () => {
       const version = await this.#version();
       await this.#write(key, value, data, version, write, since, '');
@@ -493,7 +388,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       throw new SerializationError(key, 'undefined is the miss marker and cannot be stored');
     if (write.ttlMs === 0) return false;
     const data = this.#encode(key, value);
-    this.#sets++;
+    this.#counts.sets++;
     return spanned('clawperf.cache.set', async () => {
       const outcome = await this.#write(key, value, data, stamp.version, write, stamp.seq, '');
       return outcome !== 'refused';
@@ -520,7 +415,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   }
 
   #remove(key: string): Promise<boolean> {
-    this.#deletes++;
+    this.#counts.deletes++;
     this.#forget(0, key);
     return spanned('clawperf.cache.del', async () => {
       const tombstoned = this.#l2 === undefined || (await this.#readL2((l2) => l2.delete(key))) !== DOWN;
@@ -541,7 +436,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     if (typeof tag !== 'string' || tag.length === 0) {
       throw new TypeError(`tag must be a non-empty string, got ${typeof tag}`);
     }
-    this.#tagInvalidations++;
+    this.#counts.tagInvalidations++;
     this.#forget(1, tag);
     await spanned('clawperf.cache.invalidate_tag', async () => {
       await this.#useL2((l2) => l2.invalidateTag(tag));
@@ -626,10 +521,10 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   ): Promise<CacheResult<T>> {
     const joined = this.#inflight.get(key);
     if (joined !== undefined) {
-      this.#coalesced++;
+      this.#counts.coalesced++;
       return joined.then(asCoalesced);
     }
-    if (this.#l1 !== undefined) this.#l1Misses++;
+    if (this.#l1 !== undefined) this.#counts.l1Misses++;
     const pending = this.#load(key, factory, write, lock, l1Entry);
     this.#inflight.set(key, pending);
     const done = () => {
@@ -641,50 +536,12 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
 
   /** Counters and gauges, numbers only. */
   stats(): MultiLevelCacheStats {
-    const hits = this.#l1Hits + this.#l2Hits + this.#l3Hits;
-    const breaker = this.#breaker.stats();
-    return {
-      l1_hits: this.#l1Hits,
-      l1_misses: this.#l1Misses,
-      l2_hits: this.#l2Hits,
-      l2_misses: this.#l2Misses,
-      l3_hits: this.#l3Hits,
-      l3_misses: this.#l3Misses,
-      hits,
-      misses: this.#misses,
-      hit_rate: hits + this.#misses === 0 ? 0 : hits / (hits + this.#misses),
-      l1_backfills: this.#l1Backfills,
-      l2_backfills: this.#l2Backfills,
-      l1_entries: this.#l1?.entries ?? 0,
-      l1_bytes: this.#l1?.bytes ?? 0,
-      l1_evictions: this.#l1?.evictions ?? 0,
-      l3_entries: this.#l3?.entries ?? 0,
-      l3_bytes: this.#l3?.bytes ?? 0,
-      l3_evictions: this.#l3?.evictions ?? 0,
-      l3_corrupt: this.#l3?.corrupt ?? 0,
-      l3_deferred: this.#diskDeferred,
-      l3_admitted: this.#diskAdmitted,
-      sets: this.#sets,
-      deletes: this.#deletes,
-      tag_invalidations: this.#tagInvalidations,
-      writes_refused: this.#refused,
-      factory_calls: this.#factoryCalls,
-      factory_errors: this.#factoryErrors,
-      coalesced: this.#coalesced,
-      stale_served: this.#staleServed,
-      lock_acquired: this.#lockAcquired,
-      lock_waits: this.#lockWaits,
-      l2_up: this.#l2 !== undefined && !this.#redisDown ? 1 : 0,
-      l2_errors: this.#l2Errors,
-      l2_skipped: this.#l2Skipped,
-      l3_errors: this.#l3Errors,
-      bus_published: this.#busPublished,
-      bus_received: this.#busReceived,
-      bus_reconnects: this.#busReconnects,
-      bus_errors: this.#busErrors,
-      breaker_state: breaker.state,
-      breaker_opens: breaker.opens,
-    };
+    return cacheStats(this.#counts, {
+      l1: this.#l1,
+      l3: this.#l3,
+      l2Up: this.#l2 !== undefined && !this.#redisDown,
+      breaker: this.#breaker.stats(),
+    });
   }
 
   /** Stops the bus and closes the stores (and a Redis client made from a URL). Idempotent. */
@@ -725,10 +582,10 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
             const found = this.#accept(key, entry, 'l2', since, allowStale);
             if (found !== undefined) return found;
           }
-          this.#l2Misses++;
+          this.#counts.l2Misses++;
         }
       } else {
-        this.#l2Skipped++;
+        this.#counts.l2Skipped++;
       }
     }
     const found = this.#l3 === undefined ? undefined : await this.#readL3(key, l2Up, since, allowStale);
@@ -742,7 +599,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     if (l2 === undefined) return DOWN;
     const permit = this.#breaker.acquire();
     if (permit === undefined) {
-      this.#l2Skipped++;
+      this.#counts.l2Skipped++;
       return DOWN;
     }
     try {
@@ -776,20 +633,20 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       return undefined;
     }
     if (entry === undefined || (entry.ttlMs <= 0 && !allowStale)) {
-      this.#l3Misses++;
+      this.#counts.l3Misses++;
       return undefined;
     }
     if (l2Up && entry.ttlMs > 0) {
       const accepted = await this.#readL2((l2) => l2.set(key, entry));
       if (accepted === false) {
-        this.#l3Misses++;
+        this.#counts.l3Misses++;
         await this.#useL3((disk) => disk.delete(key));
         return undefined;
       }
-      if (accepted === true) this.#l2Backfills++;
+      if (accepted === true) this.#counts.l2Backfills++;
     }
     const found = this.#accept(key, entry, 'l3', since, allowStale);
-    if (found === undefined) this.#l3Misses++;
+    if (found === undefined) this.#counts.l3Misses++;
     return found;
   }
 
@@ -810,12 +667,12 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       this.#report(new SerializationError(key, 'a stored value could not be read back', { cause: error }));
       return undefined;
     }
-    if (level === 'l2') this.#l2Hits++;
-    else this.#l3Hits++;
+    if (level === 'l2') this.#counts.l2Hits++;
+    else this.#counts.l3Hits++;
     if (this.#listenHit) this.#emitSafe('hit', key, level);
     if (fresh && this.#l1 !== undefined && this.#recent.untouched(key, entry.tags, since)) {
       this.#fillL1(key, value, entry.tags, entry.ttlMs, entry.graceMs);
-      this.#l1Backfills++;
+      this.#counts.l1Backfills++;
     }
     return { value, fresh, level };
   }
@@ -829,14 +686,14 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   ): Promise<CacheResult<T>> {
     // An L1 entry that is still here but past its fresh time is inside its stale window.
     if (l1Entry !== undefined) {
-      this.#staleServed++;
+      this.#counts.staleServed++;
       this.#refresh(key, factory, write, lock);
       return { value: l1Entry.value, outcome: 'stale', level: 'l1' };
     }
     const found = await this.#lower(key, write.graceMs > 0, true);
     if (found !== undefined) {
       if (found.fresh) return { value: found.value, outcome: 'hit', level: found.level };
-      this.#staleServed++;
+      this.#counts.staleServed++;
       this.#refresh(key, factory, write, lock);
       return { value: found.value, outcome: 'stale', level: found.level };
     }
@@ -882,12 +739,12 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     try {
       const since = this.#recent.seq;
       const version = await this.#version();
-      this.#factoryCalls++;
+      this.#counts.factoryCalls++;
       let value: T;
       try {
         value = await factory(context);
       } catch (error) {
-        this.#factoryErrors++;
+        this.#counts.factoryErrors++;
         throw error;
       }
       if (value !== undefined && write.ttlMs > 0) {
@@ -925,7 +782,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       }
       if (got) {
         woken.cancel();
-        this.#lockAcquired++;
+        this.#counts.lockAcquired++;
         // The previous holder may have finished between our miss and our lease.
         const found = await this.#lower(key, false, false);
         if (found !== undefined) {
@@ -934,7 +791,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
         }
         return { fence };
       }
-      this.#lockWaits++;
+      this.#counts.lockWaits++;
       await woken.promise;
       if (this.#closed) throw new ClosedError(NAME);
       const found = await this.#lower(key, false, false);
@@ -990,16 +847,16 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       fence === '' ? l2.set(key, entry) : l2.setFenced(key, entry, fence),
     );
     if (accepted === false) {
-      this.#refused++;
+      this.#counts.refused++;
       this.#l1?.delete(key);
       return 'refused';
     }
     if (!this.#recent.untouched(key, write.tags, since)) {
-      this.#refused++;
+      this.#counts.refused++;
       return 'refused';
     }
     if (this.#admitOnReuse) {
-      this.#diskDeferred++;
+      this.#counts.diskDeferred++;
       this.#fillL1(key, value, write.tags, write.ttlMs, write.graceMs, { version, since });
       // A disk copy of an earlier value (reused before) must not outlive this write.
       if (this.#l3!.mayHold(key)) await this.#useL3((l3) => l3.delete(key));
@@ -1037,7 +894,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
 
   /** Counts a fresh L1 hit (and starts the value's disk write at its first reuse); returns the value. */
   #l1Hit(key: string, entry: MemoryEntry<T>): T {
-    this.#l1Hits++;
+    this.#counts.l1Hits++;
     if (this.#listenHit) this.#emitSafe('hit', key, 'l1');
     if (entry.unsaved !== undefined) this.#admit(key, entry);
     return entry.value;
@@ -1061,7 +918,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     } catch {
       return;
     }
-    this.#diskAdmitted++;
+    this.#counts.diskAdmitted++;
     const stored: StoredEntry = {
       data,
       version: unsaved.version,
@@ -1104,17 +961,17 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     if (bus === undefined || this.#breaker.state === 'open') return false;
     try {
       await bus.publish(message);
-      this.#busPublished++;
+      this.#counts.busPublished++;
       return true;
     } catch (error) {
-      this.#busErrors++;
+      this.#counts.busErrors++;
       this.#report(error);
       return false;
     }
   }
 
   #onBusMessage(message: BusMessage): void {
-    this.#busReceived++;
+    this.#counts.busReceived++;
     if ('all' in message) {
       this.#forget(2, '');
     } else if ('tag' in message) {
@@ -1133,7 +990,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
 
   #onBusReconnected(): void {
     // Messages sent while the subscription was down are lost: nothing in L1 can be trusted any more.
-    this.#busReconnects++;
+    this.#counts.busReconnects++;
     this.#forget(2, '');
   }
 
@@ -1172,7 +1029,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   }
 
   #countMiss(key: string): void {
-    this.#misses++;
+    this.#counts.misses++;
     if (this.#listenMiss) this.#emitSafe('miss', key);
   }
 
@@ -1182,7 +1039,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   }
 
   #redisFailed(permit: BreakerPermit, error: unknown): void {
-    this.#l2Errors++;
+    this.#counts.l2Errors++;
     permit.failure();
     this.#redisLost(error);
   }
@@ -1207,7 +1064,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   }
 
   #diskFailed(error: unknown): void {
-    this.#l3Errors++;
+    this.#counts.l3Errors++;
     if (this.#diskDown) return;
     this.#diskDown = true;
     this.#emitSafe('degraded', 'disk', toStoreError('disk', error));
