@@ -12,6 +12,9 @@
  * });
  * const r = await limiter.allow('user:42', { tokens: 1_200 });
  * if (!r.allowed) console.log(`retry in ${r.retryAfterMs} ms`);
+ *
+ * The limiter is here; how its options describe limits, and their validation, is in
+ * `rate-limit-policies.ts`, and the memory and Redis stores that count are in `stores/`.
  */
 import { EventEmitter } from 'node:events';
 import type { SpanOptions } from '@opentelemetry/api';
@@ -29,12 +32,10 @@ import {
   whenConnected,
 } from '../internal/redis.ts';
 import { failSpan, startSpan } from '../internal/telemetry.ts';
+import { compilePolicies, type RateLimitPolicyOptions } from './rate-limit-policies.ts';
 import { MemoryRateLimitStore } from './stores/memory-store.ts';
 import { RedisRateLimitStore } from './stores/redis-store.ts';
 import {
-  ALGORITHM_CODE,
-  ALGORITHMS,
-  type Algorithm,
   type ChargeRef,
   type CheckOutput,
   type CompiledPolicy,
@@ -42,22 +43,23 @@ import {
   type RateLimitStore,
 } from './stores/store.ts';
 
+export {
+  DEFAULT_ALGORITHM,
+  DEFAULT_POLICY_NAME,
+  MAX_POLICIES,
+  type RateLimitPolicy,
+  type RateLimitPolicyOptions,
+} from './rate-limit-policies.ts';
 export type { Algorithm } from './stores/store.ts';
 
-/** @default 'fixed-window' */
-export const DEFAULT_ALGORITHM: Algorithm = 'fixed-window';
 /** @default 'clawperf:rl' */
 export const DEFAULT_KEY_PREFIX = 'clawperf:rl';
 /** @default 'memory' */
 export const DEFAULT_ON_STORE_ERROR: OnStoreError = 'memory';
 /** @default 1 */
 export const DEFAULT_EXPECTED_NODES = 1;
-/** @default 'default' */
-export const DEFAULT_POLICY_NAME = 'default';
 /** Longest key accepted, in characters. @default 1024 */
 export const MAX_KEY_LENGTH = 1024;
-/** Most policies one limiter takes (each adds locals to the generated Lua, which allows 200). */
-export const MAX_POLICIES = 16;
 
 /** `Date.now()` as a {@link Clock}. */
 export const wallClock: Clock = { now: Date.now };
@@ -65,29 +67,7 @@ export const wallClock: Clock = { now: Date.now };
 /** What a Redis-backed limiter does while Redis cannot answer. */
 export type OnStoreError = 'fail-open' | 'fail-closed' | 'memory';
 
-/** One limit on a key. */
-export interface RateLimitPolicy {
-  /** Names the policy in results and headers (`"rpm"`). */
-  name: string;
-  /** @default 'fixed-window' */
-  algorithm?: Algorithm;
-  /** The window (for token bucket and GCRA: the time to refill the whole limit), ms. */
-  windowMs: number;
-  /** Units admitted per window (bucket capacity / burst for token bucket and GCRA). */
-  limit: number;
-  /** What a call is charged: `cost` for `'requests'`, `tokens` for `'tokens'`. @default 'requests' */
-  unit?: 'requests' | 'tokens';
-}
-
-export interface RateLimiterOptions {
-  /** Single-policy form: the algorithm. @default 'fixed-window' */
-  algorithm?: Algorithm;
-  /** Single-policy form: the window, ms. */
-  windowMs?: number;
-  /** Single-policy form: requests per window. */
-  maxRequests?: number;
-  /** General form: every policy applies to every key, checked together, all-or-nothing. */
-  policies?: readonly RateLimitPolicy[];
+export interface RateLimiterOptions extends RateLimitPolicyOptions {
   /** Prefix of Redis keys. @default 'clawperf:rl' */
   keyPrefix?: string;
   /** Redis (a client you own, or a URL for a client the limiter owns); without it limits are per process. */
@@ -645,55 +625,4 @@ function validateKey(key: unknown): asserts key is string {
   if (key.length > MAX_KEY_LENGTH) {
     throw new InvalidKeyError(key, `a rate limit key must be at most ${MAX_KEY_LENGTH} characters`);
   }
-}
-
-function compilePolicies(o: RateLimiterOptions): CompiledPolicy[] {
-  let raw: readonly RateLimitPolicy[];
-  if (o.policies !== undefined) {
-    if (!Array.isArray(o.policies) || o.policies.length === 0 || o.policies.length > MAX_POLICIES) {
-      check.invalid('options.policies', `an array of 1 to ${MAX_POLICIES} policies`, o.policies);
-    }
-    for (const single of ['windowMs', 'maxRequests'] as const) {
-      if (o[single] !== undefined) {
-        check.invalid(`options.${single}`, 'left out when options.policies is given', o[single]);
-      }
-    }
-    raw = o.policies;
-  } else {
-    raw = [
-      {
-        name: DEFAULT_POLICY_NAME,
-        algorithm: o.algorithm,
-        windowMs: o.windowMs as number,
-        limit: check.integer('options.maxRequests', o.maxRequests, 1),
-      },
-    ];
-  }
-  const names = new Set<string>();
-  return raw.map((p, i) => {
-    const at = o.policies === undefined ? 'options' : `options.policies[${i}]`;
-    check.object(at, p);
-    if (typeof p.name !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(p.name)) {
-      check.invalid(`${at}.name`, 'a non-empty token ([A-Za-z0-9_.-])', p.name);
-    }
-    if (names.has(p.name)) check.invalid(`${at}.name`, 'unique among the policies', p.name);
-    names.add(p.name);
-    const algorithm =
-      p.algorithm === undefined
-        ? ((o.policies === undefined ? o.algorithm : undefined) ?? DEFAULT_ALGORITHM)
-        : check.oneOf(`${at}.algorithm`, p.algorithm, ALGORITHMS);
-    if (o.policies === undefined && o.algorithm !== undefined)
-      check.oneOf('options.algorithm', o.algorithm, ALGORITHMS);
-    return {
-      name: p.name,
-      algorithm,
-      code: ALGORITHM_CODE[algorithm],
-      windowMs: check.integer(`${at}.windowMs`, p.windowMs, 1),
-      limit: o.policies === undefined ? p.limit : check.positive(`${at}.limit`, p.limit),
-      unit:
-        p.unit === undefined
-          ? 'requests'
-          : check.oneOf(`${at}.unit`, p.unit, ['requests', 'tokens'] as const),
-    };
-  });
 }
