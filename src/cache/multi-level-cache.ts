@@ -26,6 +26,7 @@ import {
   writeOptions,
 } from './cache-options.ts';
 import { CacheCounters, cacheStats, type MultiLevelCacheStats, STATS_COUNTERS } from './cache-stats.ts';
+import { DiskAdmission } from './disk-admission.ts';
 import { type InvalidationKind, InvalidationRing } from './invalidation-ring.ts';
 import type { Serializer } from './serializer.ts';
 import { DiskStore } from './stores/disk.ts';
@@ -141,7 +142,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   readonly #l2: RedisStore | undefined;
   readonly #l3: DiskStore | undefined;
   /** L3 writes wait for the value's first reuse from L1 (`diskAdmission: 'reuse'` with an L1 and an L3). */
-  readonly #admitOnReuse: boolean;
+  readonly #admission: DiskAdmission<T> | undefined;
   readonly #bus: InvalidationBus | undefined;
   readonly #busReady: Promise<void>;
   readonly #breaker: CircuitBreaker;
@@ -164,8 +165,6 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   #unwatchRedis: (() => void) | undefined;
   #diskDown = false;
 
-  /** Disk writes started by a reuse, awaited by `close()`. */
-  readonly #admitting = new Set<Promise<void>>();
   readonly #counts = new CacheCounters();
 
   constructor(options: MultiLevelCacheOptions = {}) {
@@ -186,8 +185,16 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     const disk = settings.disk;
     this.#l3 =
       disk === undefined || disk instanceof DiskStore ? disk : new DiskStore({ ...disk, clock: this.#clock });
-    this.#admitOnReuse =
-      settings.diskAdmission === 'reuse' && this.#l1 !== undefined && this.#l3 !== undefined;
+    this.#admission =
+      settings.diskAdmission === 'reuse' && this.#l1 !== undefined && this.#l3 !== undefined
+        ? new DiskAdmission<T>({
+            clock: this.#clock,
+            recent: this.#recent,
+            counts: this.#counts,
+            encode: (key, value) => this.#encode(key, value),
+            save: (key, entry) => this.#useL3((l3) => l3.set(key, entry)),
+          })
+        : undefined;
 
     this.#breaker = new CircuitBreaker({
       name: 'redis',
@@ -548,12 +555,13 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    const admitted = this.#admission?.close();
     this.#unwatchRedis?.();
     for (const waiters of this.#waiters.values()) for (const wake of [...waiters]) wake();
     await this.#busReady;
     await this.#bus?.close().catch(() => undefined);
     await this.#l2?.close().catch(() => undefined);
-    await Promise.all(this.#admitting);
+    await admitted;
     await this.#l3?.close().catch(() => undefined);
   }
 
@@ -855,7 +863,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       this.#counts.refused++;
       return 'refused';
     }
-    if (this.#admitOnReuse) {
+    if (this.#admission !== undefined) {
       this.#counts.diskDeferred++;
       this.#fillL1(key, value, write.tags, write.ttlMs, write.graceMs, { version, since });
       // A disk copy of an earlier value (reused before) must not outlive this write.
@@ -896,39 +904,8 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   #l1Hit(key: string, entry: MemoryEntry<T>): T {
     this.#counts.l1Hits++;
     if (this.#listenHit) this.#emitSafe('hit', key, 'l1');
-    if (entry.unsaved !== undefined) this.#admit(key, entry);
+    if (entry.unsaved !== undefined) this.#admission!.admit(key, entry);
     return entry.value;
-  }
-
-  /**
-   * Writes an L1 value to disk at its first reuse (`diskAdmission: 'reuse'`), in the background, with its
-   * remaining lifetime, unless it was invalidated since it was written. Failures are counted, never thrown.
-   */
-  #admit(key: string, entry: MemoryEntry<T>): void {
-    const unsaved = entry.unsaved!;
-    entry.unsaved = undefined;
-    if (this.#closed) return;
-    if (!this.#recent.untouched(key, entry.tags, unsaved.since)) return;
-    const now = this.#clock.now();
-    const ttlMs = entry.freshUntil - now;
-    if (ttlMs <= 0) return;
-    let data: string;
-    try {
-      data = this.#encode(key, entry.value);
-    } catch {
-      return;
-    }
-    this.#counts.diskAdmitted++;
-    const stored: StoredEntry = {
-      data,
-      version: unsaved.version,
-      ttlMs,
-      graceMs: Math.max(0, unsaved.staleUntil - entry.freshUntil),
-      tags: entry.tags,
-    };
-    const writing = this.#useL3((l3) => l3.set(key, stored));
-    this.#admitting.add(writing);
-    void writing.finally(() => this.#admitting.delete(writing));
   }
 
   /** A version for a write starting now: Redis time when there is an L2, else Unix time. */
