@@ -24,7 +24,6 @@ export const TRACER_NAME = 'clawperf';
 
 /** The global provider while none is registered: the API's proxy, delegating to its no-op provider. */
 const UNREGISTERED = new ProxyTracerProvider().getDelegate();
-const NO_TRACER = UNREGISTERED.getTracer(TRACER_NAME);
 
 let cachedProvider: TracerProvider | undefined;
 let cachedTracer: Tracer | undefined;
@@ -44,16 +43,6 @@ function current(): Tracer | undefined {
   return cachedTracer;
 }
 
-/** The library's tracer: the registered provider's, or a no-op one while none is registered. */
-export function tracer(): Tracer {
-  return current() ?? NO_TRACER;
-}
-
-/** Whether an OpenTelemetry SDK is registered (without one, every span would be a no-op). */
-export function tracing(): boolean {
-  return current() !== undefined;
-}
-
 /** What {@link startSpan} gives while tracing is off: records nothing, and one object serves every call. */
 export const NO_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
@@ -62,7 +51,10 @@ export function startSpan(name: string, options?: SpanOptions): Span {
   return current()?.startSpan(name, options) ?? NO_SPAN;
 }
 
-/** Records `error` on the span (an exception event and status ERROR with its message) and ends it. */
+/**
+ * Records `error` on the span (an exception event and status ERROR with its message) and ends it; a span that
+ * records nothing (or has ended) is left as it is.
+ */
 export function failSpan(span: Span, error: unknown): void {
   if (!span.isRecording()) return;
   span.recordException(error instanceof Error ? error : String(error));
