@@ -17,6 +17,15 @@
  *
  * 4. 1,000 concurrent `/v1/embeddings` requests over real sockets: upstream calls made.
  *
+ * 5. CPU per request on the miss path (`cpu`): the user + system CPU time the gateway process itself spends
+ *    over a fixed number of proxied chat completions, each distinct and deterministic (`temperature: 0`), so
+ *    every one is a cache miss that goes upstream and is stored in L1, beside the thinnest proxy process (the
+ *    floor) and Portkey, rounds interleaved. Each process reads its own `process.cpuUsage()` (loaded with
+ *    fixtures/cpu-probe.mjs) and reports it over IPC; the instant upstream counts the calls it answers. The
+ *    gateway runs alone in its own process (`serve-cpu`): limits off, no Redis, no disk cache. CPU time is
+ *    what a proxy costs whoever runs it, and on a shared machine it holds much steadier than requests/s,
+ *    which move with whatever else the cores are doing.
+ *
  * The gateways run in a child process (this file with `serve`) and the upstreams and proxies in processes
  * of their own (fixtures/processes.ts), so no two of them share an event loop.
  */
@@ -27,9 +36,10 @@ import { createRequire } from 'node:module';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import Fastify from 'fastify';
-import { Agent, request } from 'undici';
-import { startProcess } from './fixtures/processes.ts';
+import { Agent, Pool, request } from 'undici';
+import { type BenchProcess, CPU_PROBE, cpuOf, startProcess } from './fixtures/processes.ts';
 import { compare } from './harness.ts';
 
 /** The part of autocannon's API used here (the package ships no types). */
@@ -60,7 +70,7 @@ interface Ports {
 /** How long the second upstream takes to answer: a fast model, so the machine is not saturated at 16. */
 const SLOW_UPSTREAM_MS = 20;
 
-/** `BENCH_GATEWAY_ONLY=overhead,burst` runs only those sections (cached, peer, overhead, burst). */
+/** `BENCH_GATEWAY_ONLY=overhead,burst` runs only those sections (cached, peer, overhead, burst, cpu). */
 const only = process.env.BENCH_GATEWAY_ONLY?.split(',');
 const wanted = (section: string) => only === undefined || only.includes(section);
 
@@ -120,6 +130,27 @@ async function serve(): Promise<void> {
   });
 }
 
+/**
+ * `serve-cpu <upstream port>`: one gateway alone in its process, for the CPU section, so nothing else in the
+ * process spends CPU: limits off, no Redis, no disk cache (memory L1 only), as `clawperf gateway` listens.
+ */
+async function serveCpu(): Promise<void> {
+  const { createGateway, LISTEN_BACKLOG } = await import('../src/gateway/server.ts');
+  const g = await createGateway({
+    cacheDir: false,
+    limits: undefined,
+    redisUrl: undefined,
+    localChatLatencyMs: 0,
+    upstreamUrl: `http://127.0.0.1:${Number(process.argv[3])}/v1`,
+  });
+  await g.app.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG });
+  process.send?.((g.app.server.address() as AddressInfo).port);
+  process.once('disconnect', async () => {
+    await g.close();
+    process.exit(0);
+  });
+}
+
 async function cannon(url: string, body: unknown, headers: Record<string, string> = {}): Promise<number> {
   const result = await autocannon({
     url,
@@ -166,12 +197,16 @@ async function freePort(): Promise<number> {
  * Starts Portkey's gateway (`build/start-server.js --headless --port=N`, what its `start:node` script runs)
  * and waits until it proxies a chat completion to `upstream`.
  */
-async function startPortkey(
-  upstream: string,
-): Promise<{ url: string; headers: Record<string, string>; stop(): Promise<void> }> {
+async function startPortkey(upstream: string): Promise<{
+  url: string;
+  headers: Record<string, string>;
+  cpu(): Promise<NodeJS.CpuUsage>;
+  stop(): Promise<void>;
+}> {
   const port = await freePort();
   const script = createRequire(import.meta.url).resolve('@portkey-ai/gateway/build/start-server.js');
-  const child = fork(script, ['--headless', `--port=${port}`], { stdio: 'ignore' });
+  // The CPU probe only answers a message the other sections never send.
+  const child = fork(script, ['--headless', `--port=${port}`], { stdio: 'ignore', execArgv: CPU_PROBE });
   // Portkey does not exit when its parent does; a bench that fails half-way must not leave it running.
   const orphan = () => child.kill('SIGKILL');
   process.once('exit', orphan);
@@ -201,6 +236,7 @@ async function startPortkey(
   return {
     url,
     headers,
+    cpu: () => cpuOf(child),
     stop: async () => {
       process.removeListener('exit', orphan);
       child.kill('SIGTERM');
@@ -266,8 +302,154 @@ async function burst(child: ChildProcess, gateway: string): Promise<void> {
   }
 }
 
+/**
+ * Requests per round of the CPU section, the same for each contender: CPU_WARMUP_ROUNDS untimed rounds, then
+ * CPU_ROUNDS timed ones, all interleaved alike. A fresh process spends several times its steady CPU per
+ * request over its first 3,000 or so while V8 compiles the hot paths, and a first timed round right after a
+ * single warm-up block still came out high for every contender, hence warm-up in interleaved rounds too.
+ * Portkey answers only a few hundred a second on the 2-core machine, which bounds the rest: short rounds,
+ * interleaved, track a shared machine's changing speed.
+ */
+const CPU_REQUESTS = 2_500;
+const CPU_WARMUP_ROUNDS = 2;
+const CPU_ROUNDS = 7;
+const CPU_CONNECTIONS = 16;
+
+/**
+ * CPU microseconds per proxied request on the miss path: the gateway, the floor proxy and Portkey in front
+ * of the same instant upstream, CPU_REQUESTS distinct deterministic chat completions per round each from
+ * CPU_CONNECTIONS keep-alive connections, rounds interleaved. Each round reads the contender's own CPU time
+ * before and after, and the upstream's count of answered requests (every request must reach it).
+ */
+async function cpuPerRequest(
+  upstream: BenchProcess,
+  portkey: { url: string; headers: Record<string, string>; cpu(): Promise<NodeJS.CpuUsage> },
+): Promise<void> {
+  const gatewayChild = fork(fileURLToPath(import.meta.url), ['serve-cpu', String(upstream.port)], {
+    execArgv: ['--import', 'tsx', ...CPU_PROBE],
+    stdio: 'inherit',
+  });
+  const [gatewayPort] = (await once(gatewayChild, 'message')) as [number];
+  const floor = await startProcess('proxy', upstream.port);
+  const contenders = [
+    {
+      name: 'clawperf gateway: limits off, no Redis, no disk cache (`cacheDir: false`), memory L1 on',
+      url: `http://127.0.0.1:${gatewayPort}`,
+      headers: {},
+      cpu: () => cpuOf(gatewayChild),
+      // Proof each answer was a miss, not served from L1.
+      check: (h: Record<string, string | string[] | undefined>) => h['x-clawperf-cache'] === 'miss',
+    },
+    {
+      name: 'floor: the thinnest proxy process (node:http + undici Pool, nothing else)',
+      url: `http://127.0.0.1:${floor.port}`,
+      headers: {},
+      cpu: floor.cpu,
+      check: () => true,
+    },
+    {
+      name: 'Portkey gateway 1.15.2 (`--headless`)',
+      url: portkey.url,
+      headers: portkey.headers,
+      cpu: portkey.cpu,
+      check: () => true,
+    },
+  ];
+  let sent = 0;
+  const pools = contenders.map((c) => new Pool(c.url, { connections: CPU_CONNECTIONS }));
+  /** `count` requests to contender `i` from CPU_CONNECTIONS loops, each a question never asked before. */
+  const fire = async (i: number, count: number) => {
+    const c = contenders[i]!;
+    const pool = pools[i]!;
+    let left = count;
+    const loop = async () => {
+      while (left > 0) {
+        left--;
+        const r = await pool.request({
+          path: '/v1/chat/completions',
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...c.headers },
+          body: JSON.stringify({
+            model: 'bench-chat',
+            temperature: 0,
+            messages: [{ role: 'user', content: `cpu question ${sent++}` }],
+          }),
+        });
+        await r.body.dump();
+        if (r.statusCode !== 200 || !c.check(r.headers))
+          throw new Error(`${c.name}: ${r.statusCode} ${JSON.stringify(r.headers)}`);
+      }
+    };
+    await Promise.all(Array.from({ length: CPU_CONNECTIONS }, loop));
+  };
+  const usPerRequest: number[][] = contenders.map(() => []);
+  const userUs: number[][] = contenders.map(() => []);
+  const systemUs: number[][] = contenders.map(() => []);
+  const rps: number[][] = contenders.map(() => []);
+  const calls: number[][] = contenders.map(() => []);
+  for (let round = 0; round < CPU_WARMUP_ROUNDS; round++) {
+    for (let i = 0; i < contenders.length; i++) await fire(i, CPU_REQUESTS);
+  }
+  for (let round = 0; round < CPU_ROUNDS; round++) {
+    for (let i = 0; i < contenders.length; i++) {
+      const served0 = await upstream.served();
+      const cpu0 = await contenders[i]!.cpu();
+      const t0 = performance.now();
+      await fire(i, CPU_REQUESTS);
+      const ms = performance.now() - t0;
+      const cpu1 = await contenders[i]!.cpu();
+      const served = (await upstream.served()) - served0;
+      if (served < CPU_REQUESTS)
+        throw new Error(`${contenders[i]!.name}: upstream answered ${served} of ${CPU_REQUESTS} requests`);
+      userUs[i]!.push((cpu1.user - cpu0.user) / CPU_REQUESTS);
+      systemUs[i]!.push((cpu1.system - cpu0.system) / CPU_REQUESTS);
+      usPerRequest[i]!.push((cpu1.user - cpu0.user + cpu1.system - cpu0.system) / CPU_REQUESTS);
+      rps[i]!.push((CPU_REQUESTS * 1000) / ms);
+      calls[i]!.push(served / CPU_REQUESTS);
+    }
+  }
+  const FLOOR = 1;
+  const ratios = contenders.map((_, i) => usPerRequest[i]!.map((us, r) => us / usPerRequest[FLOOR]![r]!));
+  console.log(
+    `\n### CPU per proxied request, miss path: ${CPU_REQUESTS.toLocaleString('en')} distinct deterministic chat ` +
+      `completions per round (each a cache miss that goes upstream), ${CPU_CONNECTIONS} connections, instant ` +
+      `upstream in its own process, ${CPU_ROUNDS} rounds after ${CPU_WARMUP_ROUNDS} untimed ones (median)\n`,
+  );
+  console.log(
+    '| contender, in its own process | CPU µs / request | user | system | ÷ floor | req/s | upstream calls / request |',
+  );
+  console.log('|---|---:|---:|---:|---:|---:|---:|');
+  contenders.forEach((c, i) => {
+    console.log(
+      `| ${c.name} | ${median(usPerRequest[i]!).toFixed(1)} | ${median(userUs[i]!).toFixed(1)} | ` +
+        `${median(systemUs[i]!).toFixed(1)} | ${median(ratios[i]!).toFixed(2)}x | ${Math.round(median(rps[i]!))} | ` +
+        `${median(calls[i]!).toFixed(2)} |`,
+    );
+  });
+  console.log('\nPer round (gateway, floor, Portkey): CPU µs / request, ratios to the floor, req/s:\n');
+  for (let r = 0; r < CPU_ROUNDS; r++) {
+    console.log(
+      `- round ${r + 1}: ${contenders.map((_, i) => usPerRequest[i]![r]!.toFixed(1)).join(', ')} µs; ` +
+        `gateway ${ratios[0]![r]!.toFixed(2)}x, Portkey ${ratios[2]![r]!.toFixed(2)}x; ` +
+        `${contenders.map((_, i) => Math.round(rps[i]![r]!)).join(', ')} req/s`,
+    );
+  }
+  await Promise.all(pools.map((p) => p.close()));
+  await floor.stop();
+  gatewayChild.disconnect();
+  await once(gatewayChild, 'exit');
+}
+
 async function main(): Promise<void> {
   const fast = await startProcess('upstream', 0);
+  if (only?.every((section) => section === 'cpu')) {
+    // The CPU section alone needs no other gateway, upstream or proxy running beside it.
+    const portkey = await startPortkey(`http://127.0.0.1:${fast.port}`);
+    await cpuPerRequest(fast, portkey);
+    await portkey.stop();
+    await fast.stop();
+    return;
+  }
   const slow = await startProcess('upstream', SLOW_UPSTREAM_MS);
   const proxies = [await startProcess('proxy', fast.port), await startProcess('proxy', slow.port)];
   const child: ChildProcess = fork(
@@ -440,6 +622,7 @@ async function main(): Promise<void> {
     });
   }
   if (wanted('burst')) await burst(child, gateway);
+  if (wanted('cpu')) await cpuPerRequest(fast, portkey);
   await agent.close();
   await portkey.stop();
   child.disconnect();
@@ -448,4 +631,5 @@ async function main(): Promise<void> {
 }
 
 if (process.argv[2] === 'serve') await serve();
+else if (process.argv[2] === 'serve-cpu') await serveCpu();
 else await main();
