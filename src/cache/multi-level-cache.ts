@@ -28,6 +28,7 @@ import {
 import { CacheCounters, cacheStats, type MultiLevelCacheStats, STATS_COUNTERS } from './cache-stats.ts';
 import { DiskAdmission } from './disk-admission.ts';
 import { type InvalidationKind, InvalidationRing } from './invalidation-ring.ts';
+import { KeyWaiters } from './key-waiters.ts';
 import type { Serializer } from './serializer.ts';
 import { DiskStore } from './stores/disk.ts';
 import { type MemoryEntry, MemoryStore, sizeOf, type UnsavedEntry } from './stores/memory.ts';
@@ -153,7 +154,8 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   readonly #nodeId: string;
   readonly #inflight = new Map<string, Promise<CacheResult<T>>>();
   readonly #refreshing = new Set<string>();
-  readonly #waiters = new Map<string, Set<() => void>>();
+  /** Callers waiting for another node's lease on a key. */
+  readonly #waiters = new KeyWaiters();
   /** Invalidations seen lately, against which a read or write under way checks before it fills a level. */
   readonly #recent = new InvalidationRing();
   #fences = 0;
@@ -557,7 +559,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     this.#closed = true;
     const admitted = this.#admission?.close();
     this.#unwatchRedis?.();
-    for (const waiters of this.#waiters.values()) for (const wake of [...waiters]) wake();
+    this.#waiters.wakeAll();
     await this.#busReady;
     await this.#bus?.close().catch(() => undefined);
     await this.#l2?.close().catch(() => undefined);
@@ -779,7 +781,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     const deadline = Date.now() + this.#settings.lockWaitMs;
     for (;;) {
       const fence = `${this.#nodeId}:${++this.#fences}`;
-      const woken = this.#waitForKey(
+      const woken = this.#waiters.wait(
         key,
         Math.max(0, Math.min(this.#settings.leaseMs, deadline - Date.now())),
       );
@@ -806,28 +808,6 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       if (found !== undefined) return { value: found.value };
       if (Date.now() >= deadline) return { fence: '' };
     }
-  }
-
-  #waitForKey(key: string, ms: number): { promise: Promise<void>; cancel: () => void } {
-    let waiters = this.#waiters.get(key);
-    if (waiters === undefined) {
-      waiters = new Set();
-      this.#waiters.set(key, waiters);
-    }
-    const set = waiters;
-    let wake!: () => void;
-    const promise = new Promise<void>((resolve) => {
-      const timer = setTimeout(() => wake(), ms);
-      timer.unref();
-      wake = () => {
-        clearTimeout(timer);
-        set.delete(wake);
-        if (set.size === 0 && this.#waiters.get(key) === set) this.#waiters.delete(key);
-        resolve();
-      };
-    });
-    set.add(wake);
-    return { promise, cancel: wake };
   }
 
   /**
@@ -958,8 +938,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
       for (const key of message.keys) {
         this.#forget(0, key);
         void this.#useL3((l3) => l3.delete(key));
-        const waiters = this.#waiters.get(key);
-        if (waiters !== undefined) for (const wake of [...waiters]) wake();
+        this.#waiters.wake(key);
       }
     }
     if (this.listenerCount('invalidated') > 0) this.#emitSafe('invalidated', message);
