@@ -11,7 +11,7 @@
  * listeners, and fill L1 as `#write` does; the Redis lease and fencing (`#acquire`, `#produceIn`) read
  * through `#lower` and `#readL2`, store through `#write`, and are woken by the bus messages
  * `#onBusMessage` applies. Moved out, either would take most of the class's private fields as
- * parameters, and the L2 hit path would go through one more object. About 400 of the lines are the
+ * parameters, and the L2 hit path would go through one more object. About 300 of the lines are the
  * public methods with their TSDoc.
  *
  * @module
