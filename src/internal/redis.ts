@@ -55,17 +55,35 @@ export function redisOptions(commandTimeoutMs = DEFAULT_REDIS_COMMAND_TIMEOUT_MS
   };
 }
 
+/** Clients whose first connection attempt is over (ready, or closed): they are never waited for again. */
+const settled = new WeakSet<RedisClient>();
+/** Clients whose connection events {@link track} listens to. */
+const tracked = new WeakSet<RedisClient>();
+
+/** Marks `client` settled at its first `ready` or `close`. Idempotent. */
+function track(client: RedisClient): void {
+  if (tracked.has(client)) return;
+  tracked.add(client);
+  if (client.status === 'ready' || client.status === 'reconnecting' || client.status === 'end')
+    settled.add(client);
+  const settle = () => settled.add(client);
+  client.once('ready', settle);
+  client.once('close', settle);
+}
+
 /**
- * Resolves once `client` is connected. Before its first connection it waits up to `timeoutMs`; once it has
- * been connected, a lost connection rejects at once: the caller takes its fallback rather than waiting for
- * a reconnect. Rejects with {@link StoreError}.
+ * Resolves once `client` is connected. Before its first connection attempt is over it waits up to
+ * `timeoutMs`; after that (it was ready once, or an attempt failed) a client that is not ready rejects at
+ * once, whether it is waiting to reconnect or in the middle of an attempt (which, on an unreachable host,
+ * can take the whole connect timeout): the caller takes its fallback. Rejects with {@link StoreError}.
  */
 export async function whenConnected(client: RedisClient, timeoutMs: number): Promise<void> {
   if (client.status === 'ready') return;
+  track(client);
   if (client.status === 'wait') await client.connect().catch(() => undefined);
   const status: string = client.status;
   if (status === 'ready') return;
-  if (status !== 'connecting' && status !== 'connect') {
+  if ((status !== 'connecting' && status !== 'connect') || settled.has(client)) {
     throw new StoreError('redis', `not connected (${status})`);
   }
   await new Promise<void>((resolve, reject) => {
@@ -87,6 +105,7 @@ export async function whenConnected(client: RedisClient, timeoutMs: number): Pro
  * closes: the connection's state with no traffic needed. Returns the function that stops listening.
  */
 export function watchConnection(client: RedisClient, listener: (up: boolean) => void): () => void {
+  track(client);
   const up = () => listener(true);
   const down = () => listener(false);
   client.on('ready', up);
@@ -101,9 +120,14 @@ export function watchConnection(client: RedisClient, listener: (up: boolean) => 
 
 /** Resolves the user's `redis` option into a client, validating it. */
 export function toRedis(name: string, input: unknown, commandTimeoutMs?: number): OwnedRedis {
-  if (isRedisClient(input)) return { client: input, owned: false };
+  if (isRedisClient(input)) {
+    track(input);
+    return { client: input, owned: false };
+  }
   if (typeof input === 'string' && /^rediss?:\/\//.test(input)) {
-    return { client: new Redis(input, redisOptions(commandTimeoutMs)), owned: true };
+    const client = new Redis(input, redisOptions(commandTimeoutMs));
+    track(client);
+    return { client, owned: true };
   }
   return check.invalid(name, 'an ioredis Redis or Cluster instance or a redis:// URL', input);
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import {
@@ -111,6 +112,32 @@ describe('internal redis', () => {
     } finally {
       unwatch();
       await releaseRedis(owned);
+    }
+  });
+
+  it('once an attempt is over, a reconnect under way is not waited for (an unreachable host)', async () => {
+    // A host that accepts connections and never answers: every attempt hangs before Redis is ready.
+    const sockets = new Set<Socket>();
+    const hole = createServer((socket) => sockets.add(socket));
+    await new Promise<void>((resolve) => hole.listen(0, '127.0.0.1', resolve));
+    const { port } = hole.address() as AddressInfo;
+    const owned = toRedis('options.redis', `redis://127.0.0.1:${port}`, 1_000);
+    owned.client.on('error', () => {});
+    try {
+      // The first attempt is waited for, as long as the caller says.
+      await assert.rejects(whenConnected(owned.client, 50), /within 50 ms/);
+      const closed = once(owned.client, 'close');
+      const retried = once(hole, 'connection');
+      for (const socket of sockets) socket.destroy();
+      await closed;
+      await retried;
+      assert.match(owned.client.status, /connect/);
+      // The next attempt hangs like the first; a caller is not made to wait for it.
+      await assert.rejects(whenConnected(owned.client, 60_000), /not connected \(connect/);
+    } finally {
+      await releaseRedis(owned);
+      for (const socket of sockets) socket.destroy();
+      hole.close();
     }
   });
 
