@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
-import { SpanStatusCode, trace } from '@opentelemetry/api';
 import { ClosedError, InvalidKeyError, StoreError } from '../errors.ts';
 import * as check from '../internal/options.ts';
+import { inSpan } from '../internal/telemetry.ts';
 import type { MultiLevelCache, SetOptions } from './multi-level-cache.ts';
 
 /** Fraction of read-repair hits verified against the database. @default 0.01 */
@@ -176,7 +176,7 @@ export class CacheConsistencyManager<T = unknown> extends EventEmitter<CacheCons
     this.#assertOpen();
     if (typeof key !== 'string' || key.length === 0) throw invalidKey(key);
     check.fn('writeToDB', writeToDB);
-    await spanned('clawperf.cache.write_through', async () => {
+    await inSpan('clawperf.cache.write_through', async () => {
       try {
         await writeToDB(value);
       } catch (error) {
@@ -322,18 +322,4 @@ function invalidKey(key: unknown): InvalidKeyError {
     key,
     typeof key === 'string' ? 'a key must not be empty' : 'a key must be a string',
   );
-}
-
-async function spanned<R>(name: string, fn: () => Promise<R>): Promise<R> {
-  return trace.getTracer('clawperf').startActiveSpan(name, async (span) => {
-    try {
-      return await fn();
-    } catch (error) {
-      span.recordException(error instanceof Error ? error : String(error));
-      span.setStatus({ code: SpanStatusCode.ERROR });
-      throw error;
-    } finally {
-      span.end();
-    }
-  });
 }

@@ -3,7 +3,7 @@
  * that hold one idea each live beside it: the options and their checks (cache-options.ts), the public
  * shapes (cache-types.ts), the counters and `stats()` (cache-stats.ts), the recent-invalidations ring
  * (invalidation-ring.ts), disk admission on reuse (disk-admission.ts), the callers waiting on another
- * node's lease (key-waiters.ts) and the spans (cache-spans.ts).
+ * node's lease (key-waiters.ts); its spans come from the library's telemetry helper.
  *
  * This file is over 600 lines on purpose: what is left is one idea, a read or a write crossing the
  * levels, and its pieces share one state. The tier reads and back-fill (`#lower`, `#readL2`, `#readL3`,
@@ -29,6 +29,7 @@ import { type BreakerPermit, CircuitBreaker } from '../internal/circuit-breaker.
 import type { Clock } from '../internal/clock.ts';
 import * as check from '../internal/options.ts';
 import { watchConnection } from '../internal/redis.ts';
+import { inSpan } from '../internal/telemetry.ts';
 import { type BusMessage, type InvalidationBus, RedisBus } from './bus.ts';
 import {
   type CacheSettings,
@@ -42,7 +43,6 @@ import {
   type WriteOptions,
   writeOptions,
 } from './cache-options.ts';
-import { spanned } from './cache-spans.ts';
 import { CacheCounters, cacheStats, type MultiLevelCacheStats, STATS_COUNTERS } from './cache-stats.ts';
 import type {
   CacheResult,
@@ -334,7 +334,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     const data = this.#encode(key, value);
     const since = this.#recent.seq;
     this.#counts.sets++;
-    await spanned('clawperf.cache.set', async () => {
+    await inSpan('clawperf.cache.set', async () => {
       const version = await this.#version();
       await this.#write(key, value, data, version, write, since, '');
     });
@@ -374,7 +374,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     if (write.ttlMs === 0) return false;
     const data = this.#encode(key, value);
     this.#counts.sets++;
-    return spanned('clawperf.cache.set', async () => {
+    return inSpan('clawperf.cache.set', async () => {
       const outcome = await this.#write(key, value, data, stamp.version, write, stamp.seq, '');
       return outcome !== 'refused';
     });
@@ -402,7 +402,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   #remove(key: string): Promise<boolean> {
     this.#counts.deletes++;
     this.#forget(0, key);
-    return spanned('clawperf.cache.del', async () => {
+    return inSpan('clawperf.cache.del', async () => {
       const tombstoned = this.#l2 === undefined || (await this.#readL2((l2) => l2.delete(key))) !== DOWN;
       await this.#useL3((l3) => l3.delete(key));
       // A read that began while Redis and disk still held the value may have put it back in L1.
@@ -423,7 +423,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     }
     this.#counts.tagInvalidations++;
     this.#forget(1, tag);
-    await spanned('clawperf.cache.invalidate_tag', async () => {
+    await inSpan('clawperf.cache.invalidate_tag', async () => {
       await this.#useL2((l2) => l2.invalidateTag(tag));
       await this.#useL3((l3) => l3.invalidateTag(tag));
       this.#forget(1, tag);
@@ -435,7 +435,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   async clear(): Promise<void> {
     this.#assertOpen();
     this.#forget(2, '');
-    await spanned('clawperf.cache.clear', async () => {
+    await inSpan('clawperf.cache.clear', async () => {
       await this.#useL2((l2) => l2.clear());
       await this.#useL3((l3) => l3.clear());
       this.#forget(2, '');
@@ -702,7 +702,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     lock: boolean,
     context: FactoryContext = FOREGROUND,
   ): Promise<CacheResult<T>> {
-    return spanned('clawperf.cache.load', (span) => {
+    return inSpan('clawperf.cache.load', (span) => {
       span.setAttribute('clawperf.cache.lock', lock);
       return this.#produceIn(key, factory, write, lock, context);
     });

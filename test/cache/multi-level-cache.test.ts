@@ -3,6 +3,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { trace } from '@opentelemetry/api';
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
 import {
   DEFAULT_TTL_MS,
   type FactoryContext,
@@ -601,5 +607,31 @@ describe('close', () => {
       ClosedError,
     );
     await assert.rejects(cache.invalidateByTag('t'), ClosedError);
+  });
+});
+
+describe('spans', () => {
+  it('wraps writes, deletes, invalidations and factory runs when an OpenTelemetry SDK is registered', async () => {
+    const exporter = new InMemorySpanExporter();
+    const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+    trace.setGlobalTracerProvider(provider);
+    try {
+      const cache = make<string>();
+      await cache.set('k', 'v');
+      assert.equal(await cache.get('k'), 'v');
+      await cache.getOrSet('f', async () => 'made');
+      await cache.del('k');
+      await cache.invalidateByTag('t');
+      const names = exporter.getFinishedSpans().map((s) => s.name);
+      assert.deepEqual(names.sort(), [
+        'clawperf.cache.del',
+        'clawperf.cache.invalidate_tag',
+        'clawperf.cache.load',
+        'clawperf.cache.set',
+      ]);
+    } finally {
+      trace.disable();
+      await provider.shutdown();
+    }
   });
 });
