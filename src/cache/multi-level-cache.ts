@@ -452,20 +452,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
    * A factory result of `undefined` is returned but not cached.
    */
   getOrSet(key: string, factory: Factory<T>, options: GetOrSetOptions = {}): Promise<T> {
-    if (this.#closed) return Promise.reject(new ClosedError(NAME));
-    if (typeof key !== 'string' || key.length === 0) return Promise.reject(invalidKey(key));
-    let load: LoadOptions;
-    try {
-      load = loadOptions(factory, options, this.#settings);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    const entry = this.#l1?.get(key);
-    if (entry !== undefined && (entry.grace === 0 || entry.freshUntil >= this.#clock.now())) {
-      return Promise.resolve(this.#l1Hit(key, entry));
-    }
-    const value = this.#loadShared(key, factory, load, entry).then(resultValue);
-    return options.signal === undefined ? value : abortable(value, options.signal);
+    return this.#getOrSet(key, factory, options, false) as Promise<T>;
   }
 
   /**
@@ -478,6 +465,16 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     factory: Factory<T>,
     options: GetOrSetOptions = {},
   ): Promise<CacheResult<T>> {
+    return this.#getOrSet(key, factory, options, true) as Promise<CacheResult<T>>;
+  }
+
+  /** Both getOrSet forms: the value alone, or with its outcome. */
+  #getOrSet(
+    key: string,
+    factory: Factory<T>,
+    options: GetOrSetOptions,
+    withOutcome: boolean,
+  ): Promise<T | CacheResult<T>> {
     if (this.#closed) return Promise.reject(new ClosedError(NAME));
     if (typeof key !== 'string' || key.length === 0) return Promise.reject(invalidKey(key));
     let load: LoadOptions;
@@ -488,10 +485,12 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     }
     const entry = this.#l1?.get(key);
     if (entry !== undefined && (entry.grace === 0 || entry.freshUntil >= this.#clock.now())) {
-      return Promise.resolve({ value: this.#l1Hit(key, entry), outcome: 'hit', level: 'l1' });
+      const value = this.#l1Hit(key, entry);
+      return Promise.resolve(withOutcome ? { value, outcome: 'hit', level: 'l1' } : value);
     }
-    const pending = this.#loadShared(key, factory, load, entry);
-    return options.signal === undefined ? pending : abortable(pending, options.signal);
+    const loaded = this.#loadShared(key, factory, load, entry);
+    const pending = withOutcome ? loaded : loaded.then(resultValue);
+    return options.signal === undefined ? pending : abortable<T | CacheResult<T>>(pending, options.signal);
   }
 
   /**
