@@ -20,6 +20,7 @@ import {
   trace,
   ValueType,
 } from '@opentelemetry/api';
+import { tokenUsage } from './token-usage.ts';
 import { runInSpan, TRACER_SCOPE, Tracer } from './tracer.ts';
 
 /** Attribute names of the GenAI conventions used here. */
@@ -32,6 +33,8 @@ export const GenAIAttributes = {
   RESPONSE_FINISH_REASONS: 'gen_ai.response.finish_reasons',
   USAGE_INPUT_TOKENS: 'gen_ai.usage.input_tokens',
   USAGE_OUTPUT_TOKENS: 'gen_ai.usage.output_tokens',
+  USAGE_CACHE_READ_INPUT_TOKENS: 'gen_ai.usage.cache_read.input_tokens',
+  USAGE_CACHE_CREATION_INPUT_TOKENS: 'gen_ai.usage.cache_creation.input_tokens',
   TOKEN_TYPE: 'gen_ai.token.type',
   ERROR_TYPE: 'error.type',
   SERVER_ADDRESS: 'server.address',
@@ -80,8 +83,13 @@ export interface GenAIRequest {
 
 /** What a GenAI call reported back. */
 export interface GenAIUsage {
+  /** Every prompt token, cached or not (see {@link tokenUsage}). */
   inputTokens?: number;
   outputTokens?: number;
+  /** Prompt tokens read from the provider's prompt cache, a part of `inputTokens`. */
+  cacheReadInputTokens?: number;
+  /** Prompt tokens written to the provider's prompt cache, a part of `inputTokens`. */
+  cacheCreationInputTokens?: number;
   responseModel?: string;
   responseId?: string;
   finishReasons?: string[];
@@ -105,13 +113,11 @@ export function genAIAttributes(request: GenAIRequest): Attributes {
   return attributes;
 }
 
-const count = (value: unknown): number | undefined =>
-  typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : undefined;
-
 /**
  * Reads usage from a provider response body: OpenAI chat/completions/embeddings
  * (`usage.prompt_tokens`/`completion_tokens`), the OpenAI Responses API and Anthropic
- * (`usage.input_tokens`/`output_tokens`), plus `model`, `id` and finish reasons. Unknown shapes give `{}`.
+ * (`usage.input_tokens`/`output_tokens`, with Anthropic's cache reads and writes counted as input: see
+ * {@link tokenUsage}), plus `model`, `id` and finish reasons. Unknown shapes give `{}`.
  */
 export function usageFromResponse(result: unknown): GenAIUsage {
   if (result === null || typeof result !== 'object') return {};
@@ -123,12 +129,14 @@ export function usageFromResponse(result: unknown): GenAIUsage {
     stop_reason?: unknown;
   };
   const usage: GenAIUsage = {};
-  const u = r.usage;
-  if (u !== null && typeof u === 'object') {
-    const input = count(u.input_tokens) ?? count(u.prompt_tokens);
-    const output = count(u.output_tokens) ?? count(u.completion_tokens);
-    if (input !== undefined) usage.inputTokens = input;
-    if (output !== undefined) usage.outputTokens = output;
+  const tokens = tokenUsage(r.usage);
+  if (tokens !== undefined) {
+    usage.inputTokens = tokens.input;
+    // An answer without output (embeddings) reports none rather than zero.
+    const u = r.usage as Record<string, unknown>;
+    if (u.completion_tokens !== undefined || u.output_tokens !== undefined) usage.outputTokens = tokens.output;
+    if (tokens.cacheRead !== undefined) usage.cacheReadInputTokens = tokens.cacheRead;
+    if (tokens.cacheWrite !== undefined) usage.cacheCreationInputTokens = tokens.cacheWrite;
   }
   if (typeof r.model === 'string') usage.responseModel = r.model;
   if (typeof r.id === 'string') usage.responseId = r.id;
@@ -156,6 +164,12 @@ export function setGenAIUsage(span: Span, usage: GenAIUsage): void {
       span.setAttribute(GenAIAttributes.USAGE_INPUT_TOKENS, usage.inputTokens);
     if (usage.outputTokens !== undefined)
       span.setAttribute(GenAIAttributes.USAGE_OUTPUT_TOKENS, usage.outputTokens);
+    if (usage.cacheReadInputTokens !== undefined) {
+      span.setAttribute(GenAIAttributes.USAGE_CACHE_READ_INPUT_TOKENS, usage.cacheReadInputTokens);
+    }
+    if (usage.cacheCreationInputTokens !== undefined) {
+      span.setAttribute(GenAIAttributes.USAGE_CACHE_CREATION_INPUT_TOKENS, usage.cacheCreationInputTokens);
+    }
   } catch {
     // Telemetry never throws into the caller.
   }

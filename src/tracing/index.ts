@@ -31,6 +31,7 @@ export {
   requestSpan,
   traceHeaders,
 } from './propagation.ts';
+export { type TokenUsage, tokenUsage, totalTokenUsage } from './token-usage.ts';
 export { Trace, type TraceDecorator, type TraceOptions } from './trace.ts';
 export {
   DEFAULT_EXPORT_TIMEOUT_MS,
