@@ -134,7 +134,8 @@ export function usageFromResponse(result: unknown): GenAIUsage {
     usage.inputTokens = tokens.input;
     // An answer without output (embeddings) reports none rather than zero.
     const u = r.usage as Record<string, unknown>;
-    if (u.completion_tokens !== undefined || u.output_tokens !== undefined) usage.outputTokens = tokens.output;
+    if (u.completion_tokens !== undefined || u.output_tokens !== undefined)
+      usage.outputTokens = tokens.output;
     if (tokens.cacheRead !== undefined) usage.cacheReadInputTokens = tokens.cacheRead;
     if (tokens.cacheWrite !== undefined) usage.cacheCreationInputTokens = tokens.cacheWrite;
   }

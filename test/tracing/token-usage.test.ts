@@ -45,7 +45,12 @@ describe('tokenUsage', () => {
       id: 'msg_1',
       model: 'claude-x',
       stop_reason: 'end_turn',
-      usage: { input_tokens: 10, cache_read_input_tokens: 100, cache_creation_input_tokens: 0, output_tokens: 4 },
+      usage: {
+        input_tokens: 10,
+        cache_read_input_tokens: 100,
+        cache_creation_input_tokens: 0,
+        output_tokens: 4,
+      },
     });
     assert.equal(usage.inputTokens, 110);
     assert.equal(usage.outputTokens, 4);
