@@ -58,10 +58,7 @@ export class RedisBus implements InvalidationBus {
   constructor(options: RedisBusOptions) {
     check.object('options', options);
     this.#client = options.client;
-    if (typeof options.channel !== 'string' || options.channel.length === 0) {
-      throw new TypeError(`options.channel must be a non-empty string, got ${String(options.channel)}`);
-    }
-    this.#channel = options.channel;
+    this.#channel = check.string('options.channel', options.channel);
     this.nodeId = options.nodeId ?? randomUUID();
   }
 

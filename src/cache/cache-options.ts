@@ -13,7 +13,7 @@ import type { Factory, MultiLevelCache } from './multi-level-cache.ts';
 import { jsonSerializer, type Serializer } from './serializer.ts';
 import { DiskStore, type DiskStoreOptions } from './stores/disk.ts';
 import type { MemoryStoreOptions } from './stores/memory.ts';
-import { DEFAULT_NAMESPACE, DEFAULT_TOMBSTONE_MS, RedisStore } from './stores/redis.ts';
+import { checkNamespace, DEFAULT_NAMESPACE, DEFAULT_TOMBSTONE_MS, RedisStore } from './stores/redis.ts';
 
 /** @default 3600000 (1 hour) */
 export const DEFAULT_TTL_MS = 3_600_000;
@@ -147,8 +147,8 @@ export interface LoadOptions {
 export const NO_TAGS: readonly string[] = Object.freeze([]);
 
 /**
- * Checks every constructor option, throwing a `TypeError` that names the option and the value it got,
- * and fills in the defaults.
+ * Checks every constructor option, throwing a `TypeError` that names the option, what it may be and the
+ * value it got, and fills in the defaults.
  */
 export function resolveOptions(options: MultiLevelCacheOptions): CacheSettings {
   check.object('options', options);
@@ -165,22 +165,16 @@ export function resolveOptions(options: MultiLevelCacheOptions): CacheSettings {
     options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
     1,
   );
-  const lock = options.lock ?? false;
-  if (typeof lock !== 'boolean') throw new TypeError(`options.lock must be a boolean, got ${lock}`);
+  const lock = check.boolean('options.lock', options.lock ?? false);
   const leaseMs = check.integer('options.lockLeaseMs', options.lockLeaseMs ?? DEFAULT_LOCK_LEASE_MS, 1);
   const lockWaitMs = check.integer('options.lockWaitMs', options.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS);
   const random =
     options.random === undefined ? Math.random : check.fn<() => number>('options.random', options.random);
   const serializer = options.serializer ?? jsonSerializer;
   if (typeof serializer?.serialize !== 'function' || typeof serializer.deserialize !== 'function') {
-    throw new TypeError('options.serializer must have serialize() and deserialize() methods, got an object');
+    check.invalid('options.serializer', 'an object with serialize() and deserialize() methods', serializer);
   }
-  const namespace = options.namespace ?? DEFAULT_NAMESPACE;
-  if (typeof namespace !== 'string' || namespace.length === 0 || /[{}]/.test(namespace)) {
-    throw new TypeError(
-      `options.namespace must be a non-empty string without braces, got ${String(namespace)}`,
-    );
-  }
+  const namespace = checkNamespace('options.namespace', options.namespace ?? DEFAULT_NAMESPACE);
   const breaker = check.object<NonNullable<MultiLevelCacheOptions['breaker']>>(
     'options.breaker',
     options.breaker,
@@ -188,13 +182,12 @@ export function resolveOptions(options: MultiLevelCacheOptions): CacheSettings {
   const l1 = options.l1 === false ? undefined : check.object<MemoryStoreOptions>('options.l1', options.l1);
 
   if (options.l2 !== undefined && options.redis !== undefined) {
-    throw new TypeError('options.l2 and options.redis are alternatives, got both');
+    // Named by options.l2, not options.redis: a URL's value can carry a password.
+    check.invalid('options.l2', 'left out when options.redis is given', options.l2);
   }
   let l2: RedisStore | L2Settings | undefined;
   if (options.l2 !== undefined) {
-    if (!(options.l2 instanceof RedisStore))
-      throw new TypeError('options.l2 must be a RedisStore, got an object');
-    l2 = options.l2;
+    l2 = check.instance('options.l2', options.l2, RedisStore, 'a RedisStore');
   } else if (options.redis !== undefined) {
     l2 = {
       redis: options.redis,
@@ -249,15 +242,8 @@ export function writeOptions(options: SetOptions, settings: CacheSettings): Writ
   );
   let tags = NO_TAGS;
   if (options.tags !== undefined) {
-    if (!Array.isArray(options.tags))
-      throw new TypeError(`options.tags must be an array, got ${typeof options.tags}`);
-    for (const tag of options.tags) {
-      if (typeof tag !== 'string' || tag.length === 0) {
-        throw new TypeError(
-          `options.tags must hold non-empty strings, got ${typeof tag === 'string' ? '""' : typeof tag}`,
-        );
-      }
-    }
+    if (!Array.isArray(options.tags)) check.invalid('options.tags', 'an array of strings', options.tags);
+    for (let i = 0; i < options.tags.length; i++) check.string(`options.tags[${i}]`, options.tags[i]);
     if (options.tags.length > 0) tags = [...new Set(options.tags)];
   }
   if (settings.jitter > 0 && ttlMs > 0)
@@ -273,7 +259,6 @@ export function loadOptions<T>(
 ): LoadOptions {
   check.fn('factory', factory);
   const write = writeOptions(options, settings);
-  const lock = options.lock ?? settings.lock;
-  if (typeof lock !== 'boolean') throw new TypeError(`options.lock must be a boolean, got ${String(lock)}`);
+  const lock = options.lock === undefined ? settings.lock : check.boolean('options.lock', options.lock);
   return { write, lock };
 }

@@ -139,12 +139,14 @@ export class CacheConsistencyManager<T = unknown> extends EventEmitter<CacheCons
       typeof (cache as { stamp?: unknown }).stamp !== 'function' ||
       typeof (cache as { invalidate?: unknown }).invalidate !== 'function'
     ) {
-      throw new TypeError(`cache must be a MultiLevelCache, got ${cache === null ? 'null' : typeof cache}`);
+      check.invalid('cache', 'a MultiLevelCache', cache);
     }
     check.object('options', options);
     if (options.nodeId !== undefined && options.nodeId !== cache.nodeId) {
-      throw new TypeError(
-        `options.nodeId must match the cache's nodeId (set it with MultiLevelCacheOptions.nodeId), got ${String(options.nodeId)}`,
+      check.invalid(
+        'options.nodeId',
+        `the cache's nodeId (${JSON.stringify(cache.nodeId)}; set it with MultiLevelCacheOptions.nodeId)`,
+        options.nodeId,
       );
     }
     this.#cache = cache;

@@ -154,15 +154,14 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
     this.#serializer = settings.serializer;
 
     this.#l1 =
-      settings.l1 === undefined ? undefined : new MemoryStore<T>({ ...settings.l1, clock: this.#clock });
-    const l2 = settings.l2;
-    this.#l2 =
-      l2 === undefined || l2 instanceof RedisStore
-        ? l2
-        : new RedisStore({ ...l2, namespace: settings.namespace, clock: this.#clock });
+      settings.l1 === undefined
+        ? undefined
+        : new MemoryStore<T>({ ...settings.l1, clock: this.#clock }, 'options.l1');
     const disk = settings.disk;
     this.#l3 =
-      disk === undefined || disk instanceof DiskStore ? disk : new DiskStore({ ...disk, clock: this.#clock });
+      disk === undefined || disk instanceof DiskStore
+        ? disk
+        : new DiskStore({ ...disk, clock: this.#clock }, 'options.disk');
     this.#admission =
       settings.diskAdmission === 'reuse' && this.#l1 !== undefined && this.#l3 !== undefined
         ? new DiskAdmission<T>({
@@ -174,14 +173,24 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
           })
         : undefined;
 
-    this.#breaker = new CircuitBreaker({
-      name: 'redis',
-      clock: this.#clock,
-      ...(settings.breaker.failureThreshold === undefined
-        ? {}
-        : { failureThreshold: settings.breaker.failureThreshold }),
-      ...(settings.breaker.cooldownMs === undefined ? {} : { cooldownMs: settings.breaker.cooldownMs }),
-    });
+    this.#breaker = new CircuitBreaker(
+      {
+        name: 'redis',
+        clock: this.#clock,
+        ...(settings.breaker.failureThreshold === undefined
+          ? {}
+          : { failureThreshold: settings.breaker.failureThreshold }),
+        ...(settings.breaker.cooldownMs === undefined ? {} : { cooldownMs: settings.breaker.cooldownMs }),
+      },
+      'options.breaker',
+    );
+    // Last of what can throw on an invalid option, since a URL opens a connection: one that failed above
+    // leaves nothing open.
+    const l2 = settings.l2;
+    this.#l2 =
+      l2 === undefined || l2 instanceof RedisStore
+        ? l2
+        : new RedisStore({ ...l2, namespace: settings.namespace, clock: this.#clock });
 
     // Redis's state follows its connection, not the next request that happens to touch it: the stats (and
     // so the gateway's /readyz) change with no traffic, and a reconnect closes the breaker at once instead
@@ -263,7 +272,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
   /** Several values at once, in the order of `keys`; the L2 misses of L1 cost one Redis round trip. */
   async getMany(keys: readonly string[]): Promise<(T | undefined)[]> {
     this.#assertOpen();
-    if (!Array.isArray(keys)) throw new TypeError(`keys must be an array, got ${typeof keys}`);
+    if (!Array.isArray(keys)) check.invalid('keys', 'an array', keys);
     for (const key of keys) if (typeof key !== 'string' || key.length === 0) throw invalidKey(key);
     const values: (T | undefined)[] = new Array(keys.length);
     const missing: number[] = [];
@@ -418,9 +427,7 @@ export class MultiLevelCache<T = unknown> extends EventEmitter<MultiLevelCacheEv
    */
   async invalidateByTag(tag: string): Promise<void> {
     this.#assertOpen();
-    if (typeof tag !== 'string' || tag.length === 0) {
-      throw new TypeError(`tag must be a non-empty string, got ${typeof tag}`);
-    }
+    check.string('tag', tag);
     this.#counts.tagInvalidations++;
     this.#forget(1, tag);
     await inSpan('clawperf.cache.invalidate_tag', async () => {

@@ -239,21 +239,22 @@ export class SmartCache<T = unknown> {
 
   constructor(cache: MultiLevelCache<T>, options: SmartCacheOptions = {}) {
     if (cache === null || typeof cache !== 'object' || typeof cache.getOrSet !== 'function') {
-      throw new TypeError('cache must be a MultiLevelCache, got ' + (cache === null ? 'null' : typeof cache));
+      check.invalid('cache', 'a MultiLevelCache', cache);
     }
     check.object('options', options);
     this.#cache = cache;
     this.#clock = options.clock === undefined ? systemClock : check.clock('options.clock', options.clock);
     this.#minTtlMs = check.integer('options.minTtlMs', options.minTtlMs ?? DEFAULT_MIN_TTL_MS, 1);
-    this.#maxTtlMs = check.integer('options.maxTtlMs', options.maxTtlMs ?? DEFAULT_MAX_TTL_MS, 1);
-    if (this.#maxTtlMs < this.#minTtlMs) {
-      throw new TypeError(
-        `options.maxTtlMs must be >= options.minTtlMs (${this.#minTtlMs}), got ${this.#maxTtlMs}`,
-      );
-    }
+    this.#maxTtlMs = check.compared(
+      'options.maxTtlMs',
+      check.integer('options.maxTtlMs', options.maxTtlMs ?? DEFAULT_MAX_TTL_MS, 1),
+      '>=',
+      'options.minTtlMs',
+      this.#minTtlMs,
+    );
     this.#maxKeys = check.integer('options.maxKeys', options.maxKeys ?? DEFAULT_MAX_KEYS, 1);
     this.#hash = options.hash === undefined ? sha1Json : check.fn('options.hash', options.hash);
-    const priorWeight = positive('options.priorWeight', options.priorWeight ?? DEFAULT_PRIOR_WEIGHT);
+    const priorWeight = check.positive('options.priorWeight', options.priorWeight ?? DEFAULT_PRIOR_WEIGHT);
     const priorChangeIntervalMs = check.integer(
       'options.priorChangeIntervalMs',
       options.priorChangeIntervalMs ?? DEFAULT_PRIOR_CHANGE_INTERVAL_MS,
@@ -268,7 +269,7 @@ export class SmartCache<T = unknown> {
       0,
     );
     const chance = check.ratio('options.maxStaleChance', options.maxStaleChance ?? DEFAULT_MAX_STALE_CHANCE);
-    if (chance >= 1) throw new TypeError(`options.maxStaleChance must be < 1, got ${chance}`);
+    if (chance === 1) check.invalid('options.maxStaleChance', 'a number in [0, 1)', chance);
     this.#staleBudget = -Math.log1p(-chance);
     this.#keys = new LRUCache<string, KeyRecord>({ max: this.#maxKeys });
   }
@@ -347,9 +348,7 @@ export class SmartCache<T = unknown> {
         if (signal?.aborted) return;
         const key = list[next++]!;
         try {
-          if (typeof key !== 'string' || key.length === 0) {
-            throw new TypeError(`keys must hold non-empty strings, got ${String(key)}`);
-          }
+          check.string('a key in keys', key);
           this.#requests++;
           await this.#fetch(key, () => fetcher(key, fetchOptions), false);
           result.loaded++;
@@ -592,14 +591,12 @@ export class SmartCache<T = unknown> {
       initialTtlMs: check.integer('options.initialTtlMs', options.initialTtlMs ?? DEFAULT_INITIAL_TTL_MS, 1),
       priorChangeIntervalMs,
       priorWeight,
-      staleReadCost: positive('options.staleReadCost', options.staleReadCost ?? DEFAULT_STALE_READ_COST),
+      staleReadCost: check.positive(
+        'options.staleReadCost',
+        options.staleReadCost ?? DEFAULT_STALE_READ_COST,
+      ),
     });
   }
-}
-
-function positive(name: string, value: unknown): number {
-  if (typeof value === 'number' && Number.isFinite(value) && value > 0) return value;
-  throw new TypeError(`${name} must be a finite number > 0, got ${String(value)}`);
 }
 
 function sha1Json(value: unknown): string {

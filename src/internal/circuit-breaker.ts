@@ -74,17 +74,22 @@ export class CircuitBreaker {
   #rejected = 0;
   #opens = 0;
 
-  constructor(options: CircuitBreakerOptions = {}) {
-    check.object('options', options);
+  /**
+   * @param path How messages name the options object (`options.breaker` when a `MultiLevelCache` makes the
+   *   breaker from its `breaker` option).
+   * @throws {TypeError} naming the option, its allowed range and the value, when an option is invalid.
+   */
+  constructor(options: CircuitBreakerOptions = {}, path = 'options') {
+    check.object(path, options);
     this.#name = options.name ?? 'circuit';
     this.#threshold = check.integer(
-      'options.failureThreshold',
+      `${path}.failureThreshold`,
       options.failureThreshold ?? DEFAULT_FAILURE_THRESHOLD,
       1,
     );
-    this.#cooldownMs = check.number('options.cooldownMs', options.cooldownMs ?? DEFAULT_COOLDOWN_MS);
-    this.#probeLeaseMs = check.number('options.probeLeaseMs', options.probeLeaseMs ?? this.#cooldownMs);
-    this.#clock = options.clock === undefined ? systemClock : check.clock('options.clock', options.clock);
+    this.#cooldownMs = check.number(`${path}.cooldownMs`, options.cooldownMs ?? DEFAULT_COOLDOWN_MS);
+    this.#probeLeaseMs = check.number(`${path}.probeLeaseMs`, options.probeLeaseMs ?? this.#cooldownMs);
+    this.#clock = options.clock === undefined ? systemClock : check.clock(`${path}.clock`, options.clock);
     this.#onStateChange = options.onStateChange;
     this.#closedPermit = {
       success: () => {

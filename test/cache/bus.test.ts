@@ -87,6 +87,14 @@ describe('node ids', () => {
     assert.deepEqual(got[1], [{ keys: ['a', 'b'] }, { tag: 't' }]);
     assert.deepEqual(got[0], [{ all: true }]);
   });
+
+  it('an empty channel is a TypeError naming the option', () => {
+    const client = {} as Redis;
+    assert.throws(() => new RedisBus({ client, channel: '' }), {
+      name: 'TypeError',
+      message: 'options.channel must be a non-empty string, got ""',
+    });
+  });
 });
 
 describe('a dropped subscription clears L1', () => {

@@ -346,8 +346,14 @@ describe('options, identity and lifecycle', () => {
   it('invalid options are TypeErrors naming the option', async () => {
     const [a] = await cluster(1);
     assert.throws(() => new CacheConsistencyManager(a!.cache, { sampleRate: 2 }), /options\.sampleRate/);
-    assert.throws(() => new CacheConsistencyManager(a!.cache, { nodeId: 'other' }), /options\.nodeId/);
-    assert.throws(() => new CacheConsistencyManager({} as MultiLevelCache<string>), /cache must be/);
+    assert.throws(() => new CacheConsistencyManager(a!.cache, { nodeId: 'other' }), {
+      name: 'TypeError',
+      message: `options.nodeId must be the cache's nodeId (${JSON.stringify(a!.cache.nodeId)}; set it with MultiLevelCacheOptions.nodeId), got "other"`,
+    });
+    assert.throws(() => new CacheConsistencyManager({} as MultiLevelCache<string>), {
+      name: 'TypeError',
+      message: 'cache must be a MultiLevelCache, got an object',
+    });
     assert.equal(new CacheConsistencyManager(a!.cache, { nodeId: a!.cache.nodeId }).nodeId, a!.cache.nodeId);
   });
 

@@ -128,7 +128,7 @@ describe('the disk store is bounded in entries, so its in-memory index is bounde
   it('rejects a bound below 1, naming the option', () => {
     assert.throws(
       () => new DiskStore({ dir: '/tmp/x', maxEntries: 0 }),
-      /disk\.maxEntries must be an integer >= 1, got 0/,
+      /options\.maxEntries must be an integer >= 1, got 0/,
     );
   });
 });

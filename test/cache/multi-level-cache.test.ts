@@ -14,6 +14,8 @@ import {
   type FactoryContext,
   MultiLevelCache,
   type MultiLevelCacheOptions,
+  type RedisStore,
+  type Serializer,
 } from '../../src/cache/index.ts';
 import { ClosedError, InvalidKeyError, SerializationError, ValueTooLargeError } from '../../src/errors.ts';
 import { ManualClock } from '../../src/internal/clock.ts';
@@ -546,19 +548,65 @@ describe('bad input gets a typed error naming the key and loses nothing', () => 
     assert.equal(await cache.get('k'), 'small');
   });
 
-  it('rejects bad options at construction with a TypeError naming option and value', () => {
-    assert.throws(() => new MultiLevelCache({ defaultTtlMs: -1 }), /options\.defaultTtlMs.*-1/);
-    assert.throws(() => new MultiLevelCache({ l1: { maxBytes: 0 } }), /l1\.maxBytes.*0/);
-    assert.throws(() => new MultiLevelCache({ ttlJitter: 2 }), /options\.ttlJitter.*2/);
+  it('rejects bad options at construction with a TypeError naming option, range and value', () => {
+    const rejects = (options: MultiLevelCacheOptions, message: string) =>
+      assert.throws(() => new MultiLevelCache(options), { name: 'TypeError', message });
+    rejects({ defaultTtlMs: -1 }, 'options.defaultTtlMs must be an integer >= 1, got -1');
+    rejects({ l1: { maxBytes: 0 } }, 'options.l1.maxBytes must be an integer >= 1, got 0');
+    rejects({ ttlJitter: 2 }, 'options.ttlJitter must be a number between 0 and 1, got 2');
+    rejects({ disk: { dir: '' } }, 'options.disk.dir must be a non-empty directory path, got ""');
+    rejects(
+      { disk: { dir: '/tmp/x', maxEntries: 0 } },
+      'options.disk.maxEntries must be an integer >= 1, got 0',
+    );
+    rejects({ lock: 'yes' as unknown as boolean }, 'options.lock must be a boolean, got "yes"');
+    rejects({ namespace: 'a{b}' }, 'options.namespace must be a non-empty string without braces, got "a{b}"');
+    rejects(
+      { serializer: {} as Serializer },
+      'options.serializer must be an object with serialize() and deserialize() methods, got an object',
+    );
+    rejects({ l2: {} as RedisStore }, 'options.l2 must be a RedisStore, got an object');
+    rejects(
+      { l2: {} as RedisStore, redis: 'redis://:secret@localhost:1' },
+      'options.l2 must be left out when options.redis is given, got an object',
+    );
+    rejects(
+      { breaker: { failureThreshold: 0 } },
+      'options.breaker.failureThreshold must be an integer >= 1, got 0',
+    );
     assert.throws(() => new MultiLevelCache({ redis: 'nope' }), /options\.redis/);
-    assert.throws(() => new MultiLevelCache({ disk: { dir: '' } }), /disk\.dir/);
   });
 
-  it('rejects bad per-call options with a TypeError', async () => {
+  it('rejects bad per-call arguments with a TypeError naming the argument, range and value', async () => {
     const cache = make();
-    await assert.rejects(cache.set('k', 'v', { ttlMs: -5 }), /options\.ttlMs.*-5/);
-    await assert.rejects(cache.set('k', 'v', { tags: [''] }), /options\.tags/);
+    await assert.rejects(cache.set('k', 'v', { ttlMs: -5 }), {
+      name: 'TypeError',
+      message: 'options.ttlMs must be an integer >= 0, got -5',
+    });
+    await assert.rejects(cache.set('k', 'v', { tags: ['a', ''] }), {
+      name: 'TypeError',
+      message: 'options.tags[1] must be a non-empty string, got ""',
+    });
+    await assert.rejects(cache.set('k', 'v', { tags: 'a' as unknown as string[] }), {
+      name: 'TypeError',
+      message: 'options.tags must be an array of strings, got "a"',
+    });
+    await assert.rejects(
+      cache.getOrSet('k', () => 'v', { lock: 1 as unknown as boolean }),
+      {
+        name: 'TypeError',
+        message: 'options.lock must be a boolean, got 1',
+      },
+    );
     await assert.rejects(cache.getOrSet('k', 'nope' as never), /factory/);
+    await assert.rejects(cache.getMany('k' as unknown as string[]), {
+      name: 'TypeError',
+      message: 'keys must be an array, got "k"',
+    });
+    await assert.rejects(cache.invalidateByTag(''), {
+      name: 'TypeError',
+      message: 'tag must be a non-empty string, got ""',
+    });
   });
 });
 

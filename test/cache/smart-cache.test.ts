@@ -435,6 +435,17 @@ describe('preload', () => {
     assert.equal(stats.preload_failed, 1);
   });
 
+  it('a key that is not a non-empty string is reported with a TypeError naming it', async () => {
+    const { smart } = setup<string>();
+    const result = await smart.preload(['a', '', 'c'], (key) => key);
+    assert.equal(result.loaded, 2);
+    assert.equal(result.failed.length, 1);
+    assert.equal(result.failed[0]!.key, '');
+    const { error } = result.failed[0]!;
+    assert.ok(error instanceof TypeError);
+    assert.equal(error.message, 'a key in keys must be a non-empty string, got ""');
+  });
+
   it('an abort starts no further key and reports the rest as failed with the reason', async () => {
     const { smart } = setup<number>();
     const controller = new AbortController();
@@ -478,7 +489,10 @@ describe('options and lifecycle', () => {
     caches.push(cache);
     assert.throws(() => new SmartCache(cache, { maxKeys: 0 }), /options\.maxKeys.*got 0/);
     assert.throws(() => new SmartCache(cache, { policy: 'lfu' as 'hit-rate' }), /options\.policy.*got "lfu"/);
-    assert.throws(() => new SmartCache(cache, { minTtlMs: 10, maxTtlMs: 5 }), /options\.maxTtlMs.*got 5/);
+    assert.throws(() => new SmartCache(cache, { minTtlMs: 10, maxTtlMs: 5 }), {
+      name: 'TypeError',
+      message: 'options.maxTtlMs must be >= options.minTtlMs (10), got 5',
+    });
     assert.throws(() => new SmartCache(cache, { highHitRate: 2 }), /options\.highHitRate.*got 2/);
     assert.throws(
       () => new SmartCache(cache, { policy: 'change-aware', staleReadCost: -1 }),
@@ -488,8 +502,14 @@ describe('options and lifecycle', () => {
       () => new SmartCache(cache, { staleWhileRevalidateMs: -1 }),
       /options\.staleWhileRevalidateMs.*got -1/,
     );
-    assert.throws(() => new SmartCache(cache, { maxStaleChance: 1 }), /options\.maxStaleChance.*got 1/);
-    assert.throws(() => new SmartCache({} as MultiLevelCache, {}), TypeError);
+    assert.throws(() => new SmartCache(cache, { maxStaleChance: 1 }), {
+      name: 'TypeError',
+      message: 'options.maxStaleChance must be a number in [0, 1), got 1',
+    });
+    assert.throws(() => new SmartCache({} as MultiLevelCache, {}), {
+      name: 'TypeError',
+      message: 'cache must be a MultiLevelCache, got an object',
+    });
   });
 
   it('stats() holds numbers only and statsCounters names some of its fields', () => {

@@ -75,15 +75,20 @@ export class DiskStore implements CacheStore {
   #evictions = 0;
   #corrupt = 0;
 
-  constructor(options: DiskStoreOptions) {
-    check.object('options', options);
+  /**
+   * @param path How messages name the options object (`options.disk` when a `MultiLevelCache` makes
+   *   the store). @internal
+   * @throws {TypeError} naming the option, its allowed range and the value, when an option is invalid.
+   */
+  constructor(options: DiskStoreOptions, path = 'options') {
+    check.object(path, options);
     if (typeof options.dir !== 'string' || options.dir.length === 0) {
-      throw new TypeError(`disk.dir must be a non-empty directory path, got ${String(options.dir)}`);
+      check.invalid(`${path}.dir`, 'a non-empty directory path', options.dir);
     }
     this.#dir = options.dir;
-    this.#maxBytes = check.integer('disk.maxBytes', options.maxBytes ?? DEFAULT_DISK_MAX_BYTES, 1);
-    this.#maxEntries = check.integer('disk.maxEntries', options.maxEntries ?? DEFAULT_DISK_MAX_ENTRIES, 1);
-    this.#clock = options.clock === undefined ? systemClock : check.clock('disk.clock', options.clock);
+    this.#maxBytes = check.integer(`${path}.maxBytes`, options.maxBytes ?? DEFAULT_DISK_MAX_BYTES, 1);
+    this.#maxEntries = check.integer(`${path}.maxEntries`, options.maxEntries ?? DEFAULT_DISK_MAX_ENTRIES, 1);
+    this.#clock = options.clock === undefined ? systemClock : check.clock(`${path}.clock`, options.clock);
     // Unix time derived from the (possibly injected) clock, so TTLs follow it and still hold across restarts.
     this.#wallOffset = performance.timeOrigin;
   }

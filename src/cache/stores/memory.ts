@@ -51,11 +51,16 @@ export class MemoryStore<T> {
   readonly #maxBytes: number;
   #evictions = 0;
 
-  constructor(options: MemoryStoreOptions = {}) {
-    check.object('options', options);
-    const maxEntries = check.integer('l1.maxEntries', options.maxEntries ?? DEFAULT_L1_MAX_ENTRIES, 1);
-    this.#maxBytes = check.integer('l1.maxBytes', options.maxBytes ?? DEFAULT_L1_MAX_BYTES, 1);
-    const clock = options.clock === undefined ? systemClock : check.clock('l1.clock', options.clock);
+  /**
+   * @param path How messages name the options object (`options.l1` when a `MultiLevelCache` makes the
+   *   store). @internal
+   * @throws {TypeError} naming the option, its allowed range and the value, when an option is invalid.
+   */
+  constructor(options: MemoryStoreOptions = {}, path = 'options') {
+    check.object(path, options);
+    const maxEntries = check.integer(`${path}.maxEntries`, options.maxEntries ?? DEFAULT_L1_MAX_ENTRIES, 1);
+    this.#maxBytes = check.integer(`${path}.maxBytes`, options.maxBytes ?? DEFAULT_L1_MAX_BYTES, 1);
+    const clock = options.clock === undefined ? systemClock : check.clock(`${path}.clock`, options.clock);
     this.#lru = new LRUCache<string, MemoryEntry<T>>({
       max: maxEntries,
       maxSize: this.#maxBytes,

@@ -17,6 +17,15 @@ import type { CacheStore, StoredEntry } from './store.ts';
 
 /** @default 'clawperf' */
 export const DEFAULT_NAMESPACE = 'clawperf';
+
+/**
+ * A namespace: non-empty, and without braces, which would turn part of a key into a Redis Cluster hash tag.
+ * @throws {TypeError} in the shape of every option error.
+ */
+export function checkNamespace(name: string, value: unknown): string {
+  if (typeof value === 'string' && value.length > 0 && !/[{}]/.test(value)) return value;
+  return check.invalid(name, 'a non-empty string without braces', value);
+}
 /**
  * How long a delete or tag invalidation is remembered, so that a slower write carrying an older version is
  * still refused. Writes older than this are refused too. @default 3600000 (1 hour)
@@ -221,13 +230,7 @@ export class RedisStore implements CacheStore {
       options.commandTimeoutMs ?? DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
       1,
     );
-    const namespace = options.namespace ?? DEFAULT_NAMESPACE;
-    if (typeof namespace !== 'string' || namespace.length === 0 || /[{}]/.test(namespace)) {
-      throw new TypeError(
-        `options.namespace must be a non-empty string without braces, got ${String(namespace)}`,
-      );
-    }
-    this.#prefix = namespace;
+    this.#prefix = checkNamespace('options.namespace', options.namespace ?? DEFAULT_NAMESPACE);
     this.#tombstoneMs = check.integer('options.tombstoneMs', options.tombstoneMs ?? DEFAULT_TOMBSTONE_MS, 1);
     this.#clock = options.clock === undefined ? systemClock : check.clock('options.clock', options.clock);
     this.#redis = toRedis('options.redis', options.redis, this.#timeoutMs);
