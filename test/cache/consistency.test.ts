@@ -171,6 +171,7 @@ describe('writeThrough: database first, then every node drops the key', () => {
     await readerLoaded.promise;
     firstCommits.open();
     await first;
+    // Redis time moves on before the refill, as above: Redis's clock is real and cannot be injected.
     await pause(20);
     readerRelease.open();
     assert.equal(await reader, 'second');

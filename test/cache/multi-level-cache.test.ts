@@ -324,15 +324,23 @@ describe('stampede protection in one process', () => {
   it('500 concurrent getOrSet calls run the factory once', async () => {
     const cache = make();
     let calls = 0;
-    const results = await Promise.all(
+    let release!: () => void;
+    const released = new Promise<void>((r) => {
+      release = r;
+    });
+    const all = Promise.all(
       Array.from({ length: 500 }, () =>
         cache.getOrSet('k', async () => {
           calls++;
-          await new Promise((r) => setTimeout(r, 10));
+          await released;
           return 'v';
         }),
       ),
     );
+    // The factory runs until every other caller has joined it.
+    await waitFor(() => cache.stats().coalesced === 499, { intervalMs: 1, what: '499 callers joining' });
+    release();
+    const results = await all;
     assert.equal(calls, 1);
     assert.ok(results.every((r) => r === 'v'));
     const stats = cache.stats();
@@ -344,15 +352,26 @@ describe('stampede protection in one process', () => {
     const cache = make({ disk: { dir: await tempDir() } });
     let calls = 0;
     const failure = new Error('upstream down');
-    const results = await Promise.allSettled(
+    let fail!: () => void;
+    const failed = new Promise<void>((r) => {
+      fail = r;
+    });
+    const all = Promise.allSettled(
       Array.from({ length: 20 }, () =>
         cache.getOrSet('k', async () => {
           calls++;
-          await new Promise((r) => setTimeout(r, 5));
+          await failed;
           throw failure;
         }),
       ),
     );
+    // The factory fails only once the other 19 callers are waiting on it, past the disk lookup.
+    await waitFor(() => calls === 1 && cache.stats().coalesced === 19, {
+      intervalMs: 1,
+      what: 'the factory running with 19 callers joined',
+    });
+    fail();
+    const results = await all;
     assert.equal(calls, 1);
     for (const r of results) {
       assert.equal(r.status, 'rejected');

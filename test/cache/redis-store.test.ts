@@ -8,6 +8,7 @@ import {
 } from '../../src/cache/index.ts';
 import { ManualClock } from '../../src/internal/clock.ts';
 import { type RedisServer, startRedis } from '../helpers/redis.ts';
+import { waitFor } from '../helpers/servers.ts';
 
 let redis: RedisServer;
 const closers: (() => Promise<void>)[] = [];
@@ -129,7 +130,7 @@ describe('back-fill from L2 carries the remaining TTL', () => {
     const reader = await make({ clock });
     await writer.set('k', 'v', { ttlMs: 10_000 });
     // The write's bus message must not overtake the read below, or the read would rightly skip the back-fill.
-    await waitUntil(() => reader.stats().bus_received === 1);
+    await waitFor(() => reader.stats().bus_received === 1, { intervalMs: 10, what: 'the bus message' });
     await clock.advance(6_000);
     assert.equal(await reader.get('k'), 'v');
     assert.equal(reader.stats().l2_hits, 1);
@@ -211,12 +212,23 @@ describe('the cross-node lease', () => {
     const a = await make({ lock: true });
     const b = await make({ lock: true });
     let calls = 0;
+    let release!: () => void;
+    const released = new Promise<void>((r) => {
+      release = r;
+    });
     const factory = async () => {
       calls++;
-      await new Promise((r) => setTimeout(r, 50));
+      await released;
       return 'v';
     };
-    const results = await Promise.all([a.getOrSet('k', factory), b.getOrSet('k', factory)]);
+    const all = Promise.all([a.getOrSet('k', factory), b.getOrSet('k', factory)]);
+    // The lease holder's factory runs until the other instance is waiting on the lease.
+    await waitFor(() => a.stats().lock_waits + b.stats().lock_waits >= 1, {
+      intervalMs: 5,
+      what: 'a lock wait',
+    });
+    release();
+    const results = await all;
     assert.deepEqual(results, ['v', 'v']);
     assert.equal(calls, 1);
     assert.equal(a.stats().lock_acquired + b.stats().lock_acquired, 1);
@@ -232,7 +244,7 @@ describe('invalidateByTag', () => {
     await a.set('z', 3, { tags: ['u'] });
     assert.deepEqual(await b.getMany(['x', 'y', 'z']), [1, 2, 3]);
     await a.invalidateByTag('t');
-    await waitUntil(() => b.stats().bus_received >= 4);
+    await waitFor(() => b.stats().bus_received >= 4, { intervalMs: 10, what: 'four bus messages' });
     assert.deepEqual(await a.getMany(['x', 'y', 'z']), [undefined, undefined, 3]);
     assert.deepEqual(await b.getMany(['x', 'y', 'z']), [undefined, undefined, 3]);
     assert.equal(redis.cli('exists', 'clawperf:t:{t}:k'), '0');
@@ -291,14 +303,9 @@ describe('clear', () => {
     assert.deepEqual(await b.getMany(['x', 'y']), [1, 2]);
     const before = b.stats().bus_received;
     await a.clear();
-    await waitUntil(() => b.stats().bus_received > before);
+    await waitFor(() => b.stats().bus_received > before, { intervalMs: 10, what: 'the bus message' });
     assert.deepEqual(await b.getMany(['x', 'y']), [undefined, undefined]);
     assert.equal(redis.cli('keys', 'clawperf:*'), '');
     assert.equal(redis.cli('get', 'unrelated'), 'kept');
   });
 });
-
-async function waitUntil(probe: () => boolean): Promise<void> {
-  for (let i = 0; i < 500 && !probe(); i++) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(probe(), 'condition not reached');
-}
