@@ -20,8 +20,9 @@ import {
   trace,
   ValueType,
 } from '@opentelemetry/api';
+import { runInSpan } from './run-in-span.ts';
 import { tokenUsage } from './token-usage.ts';
-import { runInSpan, TRACER_SCOPE, Tracer } from './tracer.ts';
+import { TRACER_SCOPE, Tracer } from './tracer.ts';
 
 /** Attribute names of the GenAI conventions used here. */
 export const GenAIAttributes = {

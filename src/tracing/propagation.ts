@@ -19,7 +19,8 @@ import {
 } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import type { FastifyInstance, FastifyPluginCallback, FastifyRequest } from 'fastify';
-import { recordError, TRACER_SCOPE, Tracer } from './tracer.ts';
+import { recordError } from './run-in-span.ts';
+import { TRACER_SCOPE, Tracer } from './tracer.ts';
 
 /** Something incoming headers can be read from. */
 export type HeaderSource =

@@ -16,7 +16,8 @@ import {
 } from '@opentelemetry/api';
 import { isAttributeValue } from '@opentelemetry/core';
 import * as check from '../internal/options.ts';
-import { runInSpan, TRACER_SCOPE, Tracer } from './tracer.ts';
+import { runInSpan } from './run-in-span.ts';
+import { TRACER_SCOPE, Tracer } from './tracer.ts';
 
 /** Options of {@link Trace}. */
 export interface TraceOptions<A extends unknown[] = never[]> {

@@ -2,9 +2,12 @@
  * `Tracer`: the seed's convenience surface (`startSpan`, `endSpan`, `setTag`, `log`, `withSpan`) on the
  * OpenTelemetry JS SDK. Spans are OpenTelemetry spans with nanosecond-resolution times; the active span
  * travels with async work through `AsyncLocalStorage`, so nested calls become children without a parent
- * being passed by hand; every span is exported when it ends, so the tracer holds no span after that. What
- * a `Tracer` installs globally (propagators, context manager, the forwarding provider) is in
- * `global-provider.ts`.
+ * being passed by hand; every span is exported when it ends, so the tracer holds no span after that.
+ *
+ * The tracer and its options are here. Beside it: what a `Tracer` installs globally (propagators, context
+ * manager, the forwarding provider) in `global-provider.ts`; running a function in a span, which the
+ * `@Trace` decorator and the GenAI and request spans share with it, in `run-in-span.ts`; the counts behind
+ * `stats()` in `span-counting.ts`.
  *
  * @module
  */
@@ -13,17 +16,13 @@ import {
   type AttributeValue,
   type Context,
   context,
-  INVALID_SPAN_CONTEXT,
   isSpanContextValid,
-  ROOT_CONTEXT,
   type Span,
   type SpanContext,
   type SpanOptions,
-  SpanStatusCode,
   trace,
 } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { type ExportResult, ExportResultCode } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
 import {
@@ -35,13 +34,14 @@ import {
   type ReadableSpan,
   SimpleSpanProcessor,
   type SpanExporter,
-  type SpanProcessor,
   TraceIdRatioBasedSampler,
 } from '@opentelemetry/sdk-trace-base';
 import { ClosedError } from '../errors.ts';
 import * as check from '../internal/options.ts';
 import { TRACER_NAME } from '../internal/telemetry.ts';
 import { type ForwardingProvider, installGlobals, NOOP_TRACER } from './global-provider.ts';
+import { type ContextRunner, recordError, runInSpan, SyncContext, safeStart } from './run-in-span.ts';
+import { CountingExporter, countingProcessor } from './span-counting.ts';
 
 /** Instrumentation scope name of every span clawperf starts. */
 export const TRACER_SCOPE = TRACER_NAME;
@@ -141,170 +141,6 @@ export interface TracerStats {
   spansExported: number;
   /** Spans whose export failed (collector down, timeout, rejected). */
   spansExportFailed: number;
-}
-
-/** `context` from `@opentelemetry/api` or a context manager of our own: what running in a span needs. */
-interface ContextRunner {
-  active(): Context;
-  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
-    context: Context,
-    fn: F,
-    thisArg?: ThisParameterType<F>,
-    ...args: A
-  ): ReturnType<F>;
-}
-
-/**
- * Marks `span` failed with `error`: an exception event, ERROR status and `error.type`. A thrown value that
- * is not an `Error` is described by its type only, since it may hold anything.
- */
-export function recordError(span: Span, error: unknown): void {
-  try {
-    if (error instanceof Error) {
-      span.recordException(error);
-      span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
-      span.setAttribute('error.type', error.name);
-    } else {
-      span.setStatus({ code: SpanStatusCode.ERROR });
-      span.setAttribute('error.type', error === null ? 'null' : typeof error);
-    }
-  } catch {
-    // A span implementation that throws must not replace the caller's error.
-  }
-}
-
-/** Ends `span` when `result` settles (now, if it is not a promise) and hands `result` back unchanged. */
-function settle<T>(span: Span, result: T): T {
-  if (
-    result !== null &&
-    (typeof result === 'object' || typeof result === 'function') &&
-    typeof (result as { then?: unknown }).then === 'function'
-  ) {
-    return (result as unknown as PromiseLike<unknown>).then(
-      (value) => {
-        span.end();
-        return value;
-      },
-      (error: unknown) => {
-        recordError(span, error);
-        span.end();
-        throw error;
-      },
-    ) as T;
-  }
-  span.end();
-  return result;
-}
-
-function invokeWithSpan<T>(fn: (span: Span) => T, span: Span): T {
-  let result: T;
-  try {
-    result = fn(span);
-  } catch (error) {
-    recordError(span, error);
-    span.end();
-    throw error;
-  }
-  return settle(span, result);
-}
-
-/** Starts a span, falling back to a non-recording one if the SDK throws: telemetry never breaks the call. */
-function safeStart(otel: ApiTracer, name: string, options: SpanOptions | undefined, ctx: Context): Span {
-  try {
-    return otel.startSpan(name, options, ctx);
-  } catch {
-    return trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
-  }
-}
-
-/**
- * Runs `fn` in a new span, child of `parent`, that is active for everything `fn` starts, sync or async;
- * the span ends when the result settles (at once for a plain value) and records a thrown or rejected
- * error. `Tracer`, the `@Trace` decorator and the GenAI helper share it.
- */
-export function runInSpan<T>(
-  otel: ApiTracer,
-  runner: ContextRunner,
-  name: string,
-  options: SpanOptions | undefined,
-  parent: Context,
-  fn: (span: Span) => T,
-): T {
-  const span = safeStart(otel, name, options, parent);
-  return runner.with(trace.setSpan(parent, span), invokeWithSpan<T>, undefined, fn, span);
-}
-
-/** A counting wrapper, so `stats()` can tell how many spans reached the collector. */
-class CountingExporter implements SpanExporter {
-  readonly #inner: SpanExporter;
-  readonly #counts: TracerStats;
-
-  constructor(inner: SpanExporter, counts: TracerStats) {
-    this.#inner = inner;
-    this.#counts = counts;
-  }
-
-  export(spans: ReadableSpan[], done: (result: ExportResult) => void): void {
-    const counts = this.#counts;
-    try {
-      this.#inner.export(spans, (result) => {
-        if (result.code === ExportResultCode.SUCCESS) counts.spansExported += spans.length;
-        else counts.spansExportFailed += spans.length;
-        done(result);
-      });
-    } catch (error) {
-      counts.spansExportFailed += spans.length;
-      done({
-        code: ExportResultCode.FAILED,
-        error: error instanceof Error ? error : new Error(String(error)),
-      });
-    }
-  }
-
-  shutdown(): Promise<void> {
-    return this.#inner.shutdown();
-  }
-
-  forceFlush(): Promise<void> {
-    return this.#inner.forceFlush?.() ?? Promise.resolve();
-  }
-}
-
-function countingProcessor(counts: TracerStats): SpanProcessor {
-  return {
-    onStart: () => {
-      counts.spansStarted++;
-    },
-    onEnd: () => {
-      counts.spansEnded++;
-    },
-    forceFlush: () => Promise.resolve(),
-    shutdown: () => Promise.resolve(),
-  };
-}
-
-/** The active context for the synchronous run of `with` only: no `AsyncLocalStorage`, no promise hooks. */
-class SyncContext implements ContextRunner {
-  #current: Context = ROOT_CONTEXT;
-
-  active(): Context {
-    return this.#current;
-  }
-
-  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
-    ctx: Context,
-    fn: F,
-    thisArg?: ThisParameterType<F>,
-    ...args: A
-  ): ReturnType<F> {
-    const previous = this.#current;
-    this.#current = ctx;
-    try {
-      return fn.call(thisArg, ...args);
-    } finally {
-      this.#current = previous;
-    }
-  }
 }
 
 function isContext(value: object): value is Context {
