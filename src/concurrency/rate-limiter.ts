@@ -14,7 +14,8 @@
  * if (!r.allowed) console.log(`retry in ${r.retryAfterMs} ms`);
  *
  * The limiter is here; how its options describe limits, and their validation, is in
- * `rate-limit-policies.ts`, and the memory and Redis stores that count are in `stores/`.
+ * `rate-limit-policies.ts`; how a store's check is read into the result returned, in
+ * `rate-limit-results.ts`; the memory and Redis stores that count are in `stores/`.
  */
 import { EventEmitter } from 'node:events';
 import type { SpanOptions } from '@opentelemetry/api';
@@ -33,15 +34,10 @@ import {
 } from '../internal/redis.ts';
 import { failSpan, startSpan } from '../internal/telemetry.ts';
 import { compilePolicies, type RateLimitPolicyOptions } from './rate-limit-policies.ts';
+import { chargeRef, readResult, result, tooLarge } from './rate-limit-results.ts';
 import { MemoryRateLimitStore } from './stores/memory-store.ts';
 import { RedisRateLimitStore } from './stores/redis-store.ts';
-import {
-  type ChargeRef,
-  type CheckOutput,
-  type CompiledPolicy,
-  OUT_STRIDE,
-  type RateLimitStore,
-} from './stores/store.ts';
+import type { ChargeRef, CheckOutput, CompiledPolicy, RateLimitStore } from './stores/store.ts';
 
 export {
   DEFAULT_ALGORITHM,
@@ -453,7 +449,7 @@ export class RateLimiter extends EventEmitter {
       if (charges[i]! > this.policies[i]!.limit) {
         this.#invalid++;
         this.#limited++;
-        return this.#tooLarge(i, this.policies);
+        return tooLarge(this.policies[i]!);
       }
     }
     return undefined;
@@ -476,7 +472,7 @@ export class RateLimiter extends EventEmitter {
       for (let i = 0; i < this.#n; i++) {
         if (charges[i]! > policies[i]!.limit) {
           this.#limited++;
-          const result = this.#tooLarge(i, policies);
+          const result = tooLarge(policies[i]!);
           result.degraded = true;
           return result;
         }
@@ -504,10 +500,7 @@ export class RateLimiter extends EventEmitter {
     );
   }
 
-  #tooLarge(i: number, policies: readonly CompiledPolicy[]): RateLimitResult {
-    return result(false, 'limited', policies[i]!, 0, 0, undefined, 'cost-exceeds-limit');
-  }
-
+  /** Counts the verdict, reads the store's output into a result and, for a reservation, where it went. */
   #finish(
     allowed: boolean,
     out: CheckOutput,
@@ -517,71 +510,13 @@ export class RateLimiter extends EventEmitter {
     fallbackReason: RateLimitReason | undefined,
     sink: Sink | undefined,
   ): RateLimitResult {
-    const n = this.#n;
-    let pick = 0;
-    if (n > 1) {
-      let best = Number.NEGATIVE_INFINITY;
-      for (let i = 0; i < n; i++) {
-        const o = i * OUT_STRIDE;
-        // Refused: the longest wait decides. Admitted: the smallest share left decides.
-        const score = allowed ? -out[o]! / policies[i]!.limit : out[o + 2]!;
-        if (score > best) {
-          best = score;
-          pick = i;
-        }
-      }
-    }
-    const o = pick * OUT_STRIDE;
-    let r: RateLimitResult;
-    if (allowed) {
-      this.#allowed++;
-      r = result(
-        true,
-        'allowed',
-        policies[pick]!,
-        floorRemaining(out[o]!),
-        Math.ceil(out[o + 1]!),
-        undefined,
-        fallbackReason,
-      );
-    } else {
-      this.#limited++;
-      r = result(
-        false,
-        'limited',
-        policies[pick]!,
-        floorRemaining(out[o]!),
-        Math.ceil(out[o + 1]!),
-        Math.max(1, Math.ceil(out[o + 2]!)),
-        'limit-exceeded',
-      );
-    }
-    if (fallbackReason !== undefined) r.degraded = true;
-    if (n > 1) {
-      const all: Record<string, PolicyStatus> = {};
-      for (let i = 0; i < n; i++) {
-        const q = policies[i]!;
-        const k = i * OUT_STRIDE;
-        const s: PolicyStatus = {
-          limit: q.limit,
-          remaining: floorRemaining(out[k]!),
-          resetMs: Math.ceil(out[k + 1]!),
-          unit: q.unit,
-          windowMs: q.windowMs,
-        };
-        if (out[k + 2]! > 0) s.retryAfterMs = Math.max(1, Math.ceil(out[k + 2]!));
-        all[q.name] = s;
-      }
-      r.policies = all;
-    }
+    if (allowed) this.#allowed++;
+    else this.#limited++;
     if (sink !== undefined && allowed) {
-      const logIds = new Array<number>(n);
-      const base = n * OUT_STRIDE + 1;
-      for (let i = 0; i < n; i++) logIds[i] = out[base + i]!;
       sink.where = where;
-      sink.ref = { at: out[n * OUT_STRIDE]!, logIds, charges: charges.slice() };
+      sink.ref = chargeRef(out, policies.length, charges);
     }
-    return r;
+    return readResult(allowed, out, policies, fallbackReason);
   }
 }
 
@@ -589,34 +524,6 @@ export class RateLimiter extends EventEmitter {
 interface Sink {
   where: Where;
   ref: ChargeRef | undefined;
-}
-
-function floorRemaining(x: number): number {
-  return x > 0 ? Math.floor(x + 1e-9) : 0;
-}
-
-/** Every result has the same fields in the same order, so the engine sees one shape. */
-function result(
-  allowed: boolean,
-  status: RateLimitResult['status'],
-  p: CompiledPolicy,
-  remaining: number,
-  resetMs: number,
-  retryAfterMs: number | undefined,
-  reason: RateLimitReason | undefined,
-): RateLimitResult {
-  return {
-    allowed,
-    status,
-    policy: p.name,
-    limit: p.limit,
-    remaining,
-    resetMs,
-    retryAfterMs,
-    reason,
-    degraded: undefined,
-    policies: undefined,
-  };
 }
 
 function validateKey(key: unknown): asserts key is string {
