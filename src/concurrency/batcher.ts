@@ -2,6 +2,11 @@
  * Collects single requests into batches for an upstream that takes many at once (embeddings, bulk reads).
  * The batcher is here; the batch record it fills and its small operations are in `batch.ts`.
  *
+ * This file is over 600 lines on purpose: what is left is one idea, a batch's life from forming to its
+ * callers' results, and each step (`add`'s inlined path, sealing, running, delivering, timeouts and aborts)
+ * moves the same forming batch, sealed ring, running set and counters, so a step moved out would take
+ * them all as parameters. About 220 of the lines are the public options, stats and methods with their TSDoc.
+ *
  * @module
  */
 import { LRUCache } from 'lru-cache';
