@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
-import { ClosedError, InvalidKeyError, StoreError } from '../errors.ts';
+import { ClosedError, StoreError } from '../errors.ts';
 import * as check from '../internal/options.ts';
 import { inSpan } from '../internal/telemetry.ts';
-import type { MultiLevelCache, SetOptions } from './multi-level-cache.ts';
+import { invalidKey, type MultiLevelCache, type SetOptions } from './multi-level-cache.ts';
 
 /** Fraction of read-repair hits verified against the database. @default 0.01 */
 export const DEFAULT_SAMPLE_RATE = 0.01;
@@ -317,11 +317,4 @@ export class CacheConsistencyManager<T = unknown> extends EventEmitter<CacheCons
 
 function jsonEquals(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
-}
-
-function invalidKey(key: unknown): InvalidKeyError {
-  return new InvalidKeyError(
-    key,
-    typeof key === 'string' ? 'a key must not be empty' : 'a key must be a string',
-  );
 }

@@ -1038,7 +1038,8 @@ function asCoalesced<T>(result: CacheResult<T>): CacheResult<T> {
   return { value: result.value, outcome: 'coalesced', level: undefined };
 }
 
-function invalidKey(key: unknown): InvalidKeyError {
+/** The error for a key that is not a non-empty string: the one rule of every cache entry point. */
+export function invalidKey(key: unknown): InvalidKeyError {
   return new InvalidKeyError(
     key,
     typeof key === 'string' ? 'a key must not be empty' : 'a key must be a string',
