@@ -208,7 +208,12 @@ describe('readRepair: serve at once, verify a sample in the background', () => {
     const db = new FakeDatabase();
     db.rows.set('k', 'v1');
     const [a, b, c] = await cluster(3);
-    for (const n of [a!, b!, c!]) assert.equal(await n.manager.readRepair('k', () => db.read('k')), 'v1');
+    // The first load's bus message reaches the other nodes before the verification takes its stamp: one
+    // arriving after would refuse the repair's write (an invalidation newer than the stamp) for nothing.
+    await delivered([b!, c!], async () => {
+      assert.equal(await a!.manager.readRepair('k', () => db.read('k')), 'v1');
+    });
+    for (const n of [b!, c!]) assert.equal(await n.manager.readRepair('k', () => db.read('k')), 'v1');
     db.rows.set('k', 'v2');
     const repaired = once(b!.manager, 'repair');
     await delivered([a!, c!], async () => {
