@@ -111,27 +111,55 @@ function quota(limit: number | undefined, remaining: number | undefined, resetMs
   return q;
 }
 
+/** One of Anthropic's quotas: `anthropic-ratelimit-<name>-{limit,remaining,reset}` (an RFC 3339 reset). */
+function anthropicQuota(
+  header: (name: string) => string | undefined,
+  name: string,
+  nowMs: number,
+): ProviderQuota | undefined {
+  const reset = header(`anthropic-ratelimit-${name}-reset`);
+  const at = reset === undefined ? Number.NaN : Date.parse(reset);
+  return quota(
+    count(header(`anthropic-ratelimit-${name}-limit`)),
+    count(header(`anthropic-ratelimit-${name}-remaining`)),
+    Number.isNaN(at) ? undefined : Math.max(0, at - nowMs),
+  );
+}
+
+/** The quota with the fewest remaining (the first reported when none says). */
+function tightest(quotas: (ProviderQuota | undefined)[]): ProviderQuota | undefined {
+  let best: ProviderQuota | undefined;
+  for (const q of quotas) {
+    if (q === undefined) continue;
+    if (
+      best === undefined ||
+      (q.remaining ?? Number.POSITIVE_INFINITY) < (best.remaining ?? Number.POSITIVE_INFINITY)
+    ) {
+      best = q;
+    }
+  }
+  return best;
+}
+
 /** Reads a provider's rate-limit headers. Missing or malformed headers are left out, never guessed. */
 export function parseRateLimitHeaders(headers: HeadersLike, nowMs = Date.now()): ProviderLimits {
   const out: ProviderLimits = {};
   const header = headerReader(headers);
   for (const dim of ['requests', 'tokens'] as const) {
     // OpenAI: x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests (duration).
-    let q = quota(
-      count(header(`x-ratelimit-limit-${dim}`)),
-      count(header(`x-ratelimit-remaining-${dim}`)),
-      parseDuration(header(`x-ratelimit-reset-${dim}`)),
-    );
-    if (q === undefined) {
-      // Anthropic: anthropic-ratelimit-requests-limit / -remaining / -reset (RFC 3339 time).
-      const reset = header(`anthropic-ratelimit-${dim}-reset`);
-      const at = reset === undefined ? Number.NaN : Date.parse(reset);
-      q = quota(
-        count(header(`anthropic-ratelimit-${dim}-limit`)),
-        count(header(`anthropic-ratelimit-${dim}-remaining`)),
-        Number.isNaN(at) ? undefined : Math.max(0, at - nowMs),
+    const q =
+      quota(
+        count(header(`x-ratelimit-limit-${dim}`)),
+        count(header(`x-ratelimit-remaining-${dim}`)),
+        parseDuration(header(`x-ratelimit-reset-${dim}`)),
+      ) ??
+      // Anthropic: anthropic-ratelimit-requests-limit / -remaining / -reset (RFC 3339 time); for tokens the
+      // tightest of its tokens, input-tokens and output-tokens quotas, since a call spends from all of them.
+      tightest(
+        (dim === 'requests' ? ['requests'] : ['tokens', 'input-tokens', 'output-tokens']).map((name) =>
+          anthropicQuota(header, name, nowMs),
+        ),
       );
-    }
     if (q !== undefined) out[dim] = q;
   }
   const ms = count(header('retry-after-ms'));

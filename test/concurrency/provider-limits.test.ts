@@ -74,6 +74,35 @@ describe('provider header parsing', () => {
     );
   });
 
+  it('paces Anthropic tokens by the tightest of its tokens, input-tokens and output-tokens quotas', () => {
+    const now = Date.parse('2026-01-01T00:00:00Z');
+    const headers = {
+      'anthropic-ratelimit-tokens-limit': '100000',
+      'anthropic-ratelimit-tokens-remaining': '90000',
+      'anthropic-ratelimit-tokens-reset': '2026-01-01T00:00:10Z',
+      'anthropic-ratelimit-input-tokens-limit': '80000',
+      'anthropic-ratelimit-input-tokens-remaining': '500',
+      'anthropic-ratelimit-input-tokens-reset': '2026-01-01T00:00:30Z',
+      'anthropic-ratelimit-output-tokens-limit': '16000',
+      'anthropic-ratelimit-output-tokens-remaining': '15000',
+      'anthropic-ratelimit-output-tokens-reset': '2026-01-01T00:00:05Z',
+    };
+    assert.deepEqual(parseRateLimitHeaders(headers, now), {
+      tokens: { limit: 80_000, remaining: 500, resetMs: 30_000 },
+    });
+    // Input-tokens alone (no combined quota) still paces.
+    assert.deepEqual(
+      parseRateLimitHeaders(
+        {
+          'anthropic-ratelimit-input-tokens-remaining': '7',
+          'anthropic-ratelimit-input-tokens-reset': '2026-01-01T00:00:01Z',
+        },
+        now,
+      ),
+      { tokens: { remaining: 7, resetMs: 1_000 } },
+    );
+  });
+
   it('ignores malformed counts', () => {
     assert.deepEqual(parseRateLimitHeaders({ 'x-ratelimit-remaining-requests': 'many' }), {});
   });
