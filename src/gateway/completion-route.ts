@@ -39,9 +39,11 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
   const callUpstream = (req: R, signal?: AbortSignal) =>
     ctx.upstream.call(
       {
-        operation: endpoint,
+        api: protocol.api,
+        operation: 'chat',
         model: req.model,
         body: protocol.upstreamBody(req),
+        headers: req.headers,
         stream: req.stream,
         items: 1,
         tokens: req.estimate,
@@ -79,7 +81,7 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
 
   return async (request: FastifyRequest, reply: FastifyReply) => {
     // Parse and validate.
-    const parsed = protocol.parse(request.body);
+    const parsed = protocol.parse(request.body, request.headers);
     if (isApiError(parsed)) return protocol.sendError(reply, parsed);
     const req: R = parsed;
     const wrong = ctx.checkModel(req.model, endpoint);

@@ -71,6 +71,13 @@ export interface GatewayConfig {
   /** An OpenAI-compatible base URL including its version path (`https://api.openai.com/v1`). */
   upstreamUrl: string | undefined;
   upstreamApiKey: string | undefined;
+  /**
+   * Anthropic's base URL as its SDK takes it (`https://api.anthropic.com`; a trailing `/v1` is accepted):
+   * where `/v1/messages` goes for every model but the local one.
+   */
+  anthropicUpstreamUrl: string | undefined;
+  /** Sent to the Anthropic upstream as `x-api-key`. */
+  anthropicApiKey: string | undefined;
   /** The disk cache (L3) directory, or `false` for no disk cache. */
   cacheDir: string | false;
   cacheTtlMs: number;
@@ -159,6 +166,22 @@ const SETTINGS: readonly Setting[] = [
     env: 'UPSTREAM_API_KEY',
     kind: 'string',
     help: 'API key sent to the upstream as a bearer token',
+    defaultText: 'none',
+  },
+  {
+    key: 'anthropicUpstreamUrl',
+    flag: 'anthropic-upstream',
+    env: 'ANTHROPIC_UPSTREAM_URL',
+    kind: 'url',
+    help: "Anthropic's base URL for /v1/messages, e.g. https://api.anthropic.com",
+    defaultText: 'none (local-chat only)',
+  },
+  {
+    key: 'anthropicApiKey',
+    flag: 'anthropic-api-key',
+    env: 'ANTHROPIC_API_KEY',
+    kind: 'string',
+    help: 'API key sent to the Anthropic upstream as x-api-key',
     defaultText: 'none',
   },
   {
@@ -360,6 +383,8 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): GatewayConf
     redisCommandTimeoutMs: DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
     upstreamUrl: undefined,
     upstreamApiKey: undefined,
+    anthropicUpstreamUrl: undefined,
+    anthropicApiKey: undefined,
     cacheDir: defaultCacheDir(env),
     cacheTtlMs: DEFAULT_CACHE_TTL_MS,
     l1MaxEntries: DEFAULT_L1_MAX_ENTRIES,
@@ -456,7 +481,10 @@ function convert(setting: Setting, name: string, raw: unknown): unknown {
       if (!allowed.includes(url.protocol)) {
         throw new ConfigError(name, `must be a ${allowed.join(' or ')} URL, got ${JSON.stringify(raw)}`);
       }
-      return setting.key === 'upstreamUrl' ? raw.replace(/\/+$/, '') : raw;
+      if (setting.key === 'upstreamUrl') return raw.replace(/\/+$/, '');
+      // Anthropic's base URL as its SDK takes it: the version path is the gateway's to add.
+      if (setting.key === 'anthropicUpstreamUrl') return raw.replace(/\/+$/, '').replace(/\/v1$/, '');
+      return raw;
     }
     case 'dir':
       if (raw === false || raw === 'off' || raw === 'false') return false;

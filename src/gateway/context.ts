@@ -8,6 +8,17 @@ import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { RateLimitResult } from '../concurrency/index.ts';
 import type { RequestSteps } from './request-steps.ts';
+import type { Api, Operation } from './upstream-interface.ts';
+
+/** A model route, as metrics and cache keys name it. */
+export type Endpoint = 'chat' | 'embeddings' | 'messages';
+
+/** The API and the operation of each endpoint's upstream calls. */
+export const ENDPOINT_CALLS: Readonly<Record<Endpoint, { api: Api; operation: Operation }>> = {
+  chat: { api: 'openai', operation: 'chat' },
+  embeddings: { api: 'openai', operation: 'embeddings' },
+  messages: { api: 'anthropic', operation: 'chat' },
+};
 
 /** Completion tokens assumed for a TPM reservation when the request sets no `max_tokens`. @default 256 */
 export const DEFAULT_COMPLETION_ESTIMATE = 256;
@@ -97,4 +108,11 @@ export function bearer(headers: IncomingHttpHeaders): string | undefined {
   const auth = headers.authorization;
   if (typeof auth !== 'string' || !auth.startsWith('Bearer ')) return undefined;
   return auth.slice(7).trim();
+}
+
+/** The client's API key: `x-api-key` (as Anthropic's SDKs send it), else the bearer token. */
+export function clientKey(headers: IncomingHttpHeaders): string | undefined {
+  const key = headers['x-api-key'];
+  if (typeof key === 'string' && key !== '') return key.trim();
+  return bearer(headers);
 }

@@ -57,6 +57,7 @@ export function createEmbeddingBatcher(ctx: GatewayContext): RequestBatcher<Embe
       ...(dimensions === undefined ? {} : { dimensions }),
     };
     const reply = await ctx.upstream.call({
+      api: 'openai',
       operation: 'embeddings',
       model,
       body,

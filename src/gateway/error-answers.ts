@@ -4,7 +4,7 @@
  * @module
  */
 import { maxHeaderSize } from 'node:http';
-import type { FastifyReply } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import {
   BatchItemError,
   CircuitOpenError,
@@ -16,6 +16,7 @@ import {
   TimeoutError,
   UpstreamError,
 } from '../errors.ts';
+import { sendAnthropicError } from './anthropic-errors.ts';
 import { type ApiError, apiError } from './openai.ts';
 
 /** The cause chain's first error that says something about the upstream or admission. */
@@ -46,6 +47,16 @@ export function errorAnswer(error: unknown): ApiError {
         typeof err?.type === 'string' ? err.type : 'invalid_request_error',
         typeof err?.code === 'string' ? err.code : null,
         typeof err?.param === 'string' ? err.param : null,
+      );
+    }
+    if (e.status === 529) {
+      return apiError(
+        503,
+        'the upstream is overloaded; retry later',
+        'server_error',
+        'upstream_overloaded',
+        null,
+        { 'retry-after': retrySeconds(e.retryAfterMs) },
       );
     }
     if (e.status === 429) {
@@ -162,6 +173,15 @@ export function clientErrorAnswer(code: string | undefined): ApiError {
 export function sendError(reply: FastifyReply, error: ApiError): FastifyReply {
   if (error.headers !== undefined) reply.headers(error.headers);
   return reply.code(error.status).send(error.body);
+}
+
+/**
+ * Sends `error` in the shape of the API the request's path speaks: Anthropic's under `/v1/messages`,
+ * OpenAI's everywhere else. For the answers no route's own codec sends: Fastify's refusals, thrown
+ * failures, unknown paths.
+ */
+export function sendErrorFor(request: FastifyRequest, reply: FastifyReply, error: ApiError): FastifyReply {
+  return request.url.startsWith('/v1/messages') ? sendAnthropicError(reply, error) : sendError(reply, error);
 }
 
 /** Whether a parse or admission result is an error answer. */

@@ -21,7 +21,9 @@ import type { GatewayCounts } from './context.ts';
 import { rootCause } from './error-answers.ts';
 import { LOCAL_MODELS } from './local-upstream.ts';
 import type {
+  Api,
   CallOptions,
+  Operation,
   Upstream,
   UpstreamIdentity,
   UpstreamReply,
@@ -32,8 +34,8 @@ import type {
 export interface GuardedUpstreamOptions {
   /** The built-in local models. */
   local: Upstream;
-  /** The configured upstream for every other model; `undefined` when only the local models are served. */
-  remote: Upstream | undefined;
+  /** The configured upstream of each API for every other model; an API without one serves the local models only. */
+  remote: Partial<Record<Api, Upstream>>;
   backpressure: BackpressureController;
   tracer: Tracer;
   /** Make a GenAI client span per call (only worth it when spans are exported). */
@@ -47,7 +49,7 @@ type Child = { observe(value: number): void };
 
 export class GuardedUpstream implements Upstream {
   readonly #local: Upstream;
-  readonly #remote: Upstream | undefined;
+  readonly #remote: Partial<Record<Api, Upstream>>;
   readonly #backpressure: BackpressureController;
   readonly #tracer: Tracer;
   readonly #clientSpans: boolean;
@@ -85,13 +87,13 @@ export class GuardedUpstream implements Upstream {
     });
   }
 
-  identity(model: string): UpstreamIdentity {
-    return this.#backend(model).identity(model);
+  identity(call: Pick<UpstreamRequest, 'api' | 'model'>): UpstreamIdentity {
+    return this.#backend(call).identity(call);
   }
 
-  /** The GenAI description of a call of `operation` on `model`. */
-  describe(operation: 'chat' | 'embeddings', model: string): GenAIRequest {
-    return { operation, model, ...this.identity(model) };
+  /** The GenAI description of a call of `operation` on `model` in `api`. */
+  describe(api: Api, operation: Operation, model: string): GenAIRequest {
+    return { operation, model, ...this.identity({ api, model }) };
   }
 
   /**
@@ -101,8 +103,8 @@ export class GuardedUpstream implements Upstream {
    */
   async call(request: UpstreamRequest, options?: CallOptions): Promise<UpstreamReply> {
     const { operation, model } = request;
-    const backend = this.#backend(model);
-    const genAI: GenAIRequest = { operation, model, ...backend.identity(model) };
+    const backend = this.#backend(request);
+    const genAI: GenAIRequest = { operation, model, ...backend.identity(request) };
     const start = performance.now();
     const attempt = async (): Promise<UpstreamReply> => {
       const reply = await backend.call(request, options);
@@ -143,13 +145,13 @@ export class GuardedUpstream implements Upstream {
     }
   }
 
-  #backend(model: string): Upstream {
-    // The route checked the model: one the local models do not serve has a remote upstream.
-    return LOCAL_MODELS.includes(model) ? this.#local : this.#remote!;
+  #backend(call: Pick<UpstreamRequest, 'api' | 'model'>): Upstream {
+    // The route checked the model: one the local models do not serve has a remote upstream in its API.
+    return LOCAL_MODELS.includes(call.model) ? this.#local : this.#remote[call.api]!;
   }
 
   #observe(histogram: Histogram, genAI: GenAIRequest, label: string, value: string, amount: number): void {
-    const id = `${histogram === this.#duration ? 'd' : 't'}\u0000${genAI.operation}\u0000${genAI.model}\u0000${value}`;
+    const id = `${histogram === this.#duration ? 'd' : 't'}\u0000${genAI.provider}\u0000${genAI.operation}\u0000${genAI.model}\u0000${value}`;
     let child = this.#children.get(id);
     if (child === undefined) {
       child = histogram.labels({

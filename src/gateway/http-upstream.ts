@@ -1,7 +1,7 @@
 /**
- * An OpenAI-compatible HTTP upstream as an {@link Upstream}: the operation picks the path, a stream is
- * asked for when wanted, and a streamed success that is not server-sent events is refused before any byte
- * reaches the client.
+ * An HTTP upstream as an {@link Upstream}, OpenAI-compatible or Anthropic: the API and the operation pick
+ * the path, a stream is asked for when wanted, and a streamed success that is not server-sent events is
+ * refused before any byte reaches the client.
  *
  * @module
  */
@@ -9,22 +9,31 @@ import type { Readable } from 'node:stream';
 import { UpstreamError } from '../errors.ts';
 import type { UpstreamClient } from './upstream.ts';
 import type {
+  Api,
   CallOptions,
+  Operation,
   Upstream,
   UpstreamIdentity,
   UpstreamReply,
   UpstreamRequest,
 } from './upstream-interface.ts';
 
-const PATHS = { chat: '/chat/completions', embeddings: '/embeddings' } as const;
+/** The path of each operation an API has, below the client's base URL (which ends with `/v1`). */
+const PATHS: Readonly<Record<Api, Partial<Record<Operation, string>>>> = {
+  openai: { chat: '/chat/completions', embeddings: '/embeddings' },
+  anthropic: { chat: '/messages', count_tokens: '/messages/count_tokens' },
+};
 
 export class HttpUpstream implements Upstream {
   readonly #client: UpstreamClient;
+  readonly #api: Api;
   readonly #identity: UpstreamIdentity;
 
-  constructor(client: UpstreamClient) {
+  /** An upstream speaking `api` through `client`. */
+  constructor(client: UpstreamClient, api: Api = 'openai') {
     this.#client = client;
-    this.#identity = { provider: 'openai', serverAddress: client.host, serverPort: client.port };
+    this.#api = api;
+    this.#identity = { provider: api, serverAddress: client.host, serverPort: client.port };
   }
 
   identity(): UpstreamIdentity {
@@ -32,8 +41,11 @@ export class HttpUpstream implements Upstream {
   }
 
   async call(request: UpstreamRequest, options: CallOptions = {}): Promise<UpstreamReply> {
-    const path = PATHS[request.operation];
-    const callOptions = { tokens: request.tokens, signal: options.signal };
+    const path = PATHS[this.#api][request.operation];
+    if (path === undefined || request.api !== this.#api) {
+      throw new TypeError(`a ${this.#api} upstream has no ${request.api} ${request.operation} operation`);
+    }
+    const callOptions = { tokens: request.tokens, signal: options.signal, headers: request.headers };
     if (!request.stream) {
       const answer = await this.#client.postJson(path, request.body, callOptions);
       return { status: answer.status, headers: answer.headers, json: answer.body, stream: undefined };

@@ -1,7 +1,7 @@
 /**
  * The gateway's Fastify instance before its routes: body parsing, the request span, the per-request state
  * and response headers (`x-clawperf-cache`, `x-clawperf-overhead-ms`, rate-limit headers), request metrics,
- * and errors answered in OpenAI's shape.
+ * and errors answered in the shape of the API a path speaks (Anthropic's under `/v1/messages`, else OpenAI's).
  *
  * @module
  */
@@ -14,7 +14,7 @@ import { fastifyTracing, requestSpan, type Tracer } from '../tracing/index.ts';
 import type { GatewayConfig } from './config.ts';
 import { CACHE_HEADER, type GatewayCounts, type RequestState } from './context.ts';
 import type { DashboardFeed } from './dashboard.ts';
-import { clientErrorAnswer, errorAnswer, requestErrorAnswer, sendError } from './error-answers.ts';
+import { clientErrorAnswer, errorAnswer, requestErrorAnswer, sendErrorFor } from './error-answers.ts';
 import { apiError } from './openai.ts';
 
 /** What the hooks record into. */
@@ -37,7 +37,11 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     logger: false,
     clientErrorHandler: answerClientError,
     frameworkErrors: (error, request, reply) => {
-      sendError(reply, requestErrorAnswer(error, config.bodyLimitBytes, request.headers['content-type']));
+      sendErrorFor(
+        request,
+        reply,
+        requestErrorAnswer(error, config.bodyLimitBytes, request.headers['content-type']),
+      );
     },
   });
   // Clients that POST JSON without `content-type: application/json` (curl -d) still get parsed.
@@ -76,7 +80,8 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     // A request still arriving on an open connection while the gateway drains: the client should go elsewhere.
     if (closing) {
       reply.header('connection', 'close');
-      sendError(
+      sendErrorFor(
+        request,
         reply,
         apiError(503, 'the gateway is shutting down', 'server_error', 'shutting_down', null, {
           'retry-after': '1',
@@ -118,17 +123,19 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
     const status = error.statusCode;
     if (status !== undefined && status >= 400 && status < 500) {
-      return sendError(
+      return sendErrorFor(
+        request,
         reply,
         requestErrorAnswer(error, config.bodyLimitBytes, request.headers['content-type']),
       );
     }
     const span = requestSpan(request);
     span?.recordException(error);
-    return sendError(reply, errorAnswer(error));
+    return sendErrorFor(request, reply, errorAnswer(error));
   });
   app.setNotFoundHandler((request, reply) =>
-    sendError(
+    sendErrorFor(
+      request,
       reply,
       apiError(
         404,

@@ -6,7 +6,9 @@
  * @module
  */
 import { Readable } from 'node:stream';
+import { lastUserText, type MessagesRequest, parseMessagesRequest } from './anthropic.ts';
 import { delay } from './delay.ts';
+import { type LocalAnswer, localCountTokens, localMessage, localMessageStream } from './local-anthropic.ts';
 import {
   CHARS_PER_TOKEN,
   type ChatRequest,
@@ -198,8 +200,12 @@ export class LocalUpstream implements Upstream {
     return LOCAL_IDENTITY;
   }
 
-  /** Answers `request` as an OpenAI-compatible server would: embeddings, a chat completion or its stream. */
+  /**
+   * Answers `request` as an OpenAI-compatible server would (embeddings, a chat completion or its stream),
+   * or as Anthropic would (a message, its stream, a token count).
+   */
   async call(request: UpstreamRequest, options: CallOptions = {}): Promise<UpstreamReply> {
+    if (request.api === 'anthropic') return this.#anthropic(request, options.signal);
     if (request.operation === 'embeddings') {
       const body = request.body as { input: (string | number[])[]; dimensions?: number };
       const { vectors, tokens } = this.embed(body.input, body.dimensions);
@@ -229,6 +235,31 @@ export class LocalUpstream implements Upstream {
       json: await this.chat(chat, options.signal),
       stream: undefined,
     };
+  }
+
+  async #anthropic(request: UpstreamRequest, signal: AbortSignal | undefined): Promise<UpstreamReply> {
+    // The route validated the body; parsing it again is what a separate server would do.
+    const messages = parseMessagesRequest(request.body, {
+      countTokens: request.operation === 'count_tokens',
+    }) as MessagesRequest;
+    if (request.operation === 'count_tokens') {
+      return { status: 200, headers: JSON_HEADERS, json: localCountTokens(messages), stream: undefined };
+    }
+    const prompt = lastUserText(messages);
+    const text = localChatText(prompt, messages.maxTokens);
+    const answer: LocalAnswer = {
+      id: `msg_local_${fnv1a(prompt, 0, prompt.length).toString(16)}`,
+      text,
+      cut: text.length < localChatText(prompt).length,
+    };
+    if (request.stream) {
+      this.#chatStreams++;
+      const stream = localMessageStream(messages, answer, this.#latencyMs, signal);
+      return { status: 200, headers: SSE_HEADERS, json: undefined, stream };
+    }
+    this.#chatCalls++;
+    if (this.#latencyMs > 0) await delay(this.#latencyMs, signal);
+    return { status: 200, headers: JSON_HEADERS, json: localMessage(messages, answer), stream: undefined };
   }
 
   /** Embeds a batch of inputs, in order, with the estimated tokens of each. */

@@ -20,6 +20,7 @@ export interface OpenAIChatRequest extends ProtocolRequest {
 
 export const openAIChat: Protocol<OpenAIChatRequest> = {
   endpoint: 'chat',
+  api: 'openai',
 
   parse(body: unknown): OpenAIChatRequest | ApiError {
     const chat = parseChatRequest(body);

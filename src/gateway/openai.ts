@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { totalTokenUsage } from '../tracing/index.ts';
 
 /** The body of every error answer, as OpenAI sends it. */
 export interface OpenAIErrorBody {
@@ -308,12 +309,7 @@ export interface ChatUsage {
   total_tokens: number;
 }
 
-/** Reads `usage.total_tokens` (or the sum of its parts) from an answer, when it has one. */
+/** Tokens an answer used, input and output (see {@link totalTokenUsage}), when it reports them. */
 export function totalTokens(answer: unknown): number | undefined {
-  if (!isObject(answer) || !isObject(answer.usage)) return undefined;
-  const u = answer.usage;
-  if (typeof u.total_tokens === 'number') return u.total_tokens;
-  const p = typeof u.prompt_tokens === 'number' ? u.prompt_tokens : 0;
-  const c = typeof u.completion_tokens === 'number' ? u.completion_tokens : 0;
-  return p + c > 0 ? p + c : undefined;
+  return isObject(answer) ? totalTokenUsage(answer.usage) : undefined;
 }

@@ -21,6 +21,8 @@ export interface OperationsOptions {
   config: GatewayConfig;
   cache: MultiLevelCache<unknown>;
   upstream: UpstreamClient | undefined;
+  /** The Anthropic upstream, if configured. */
+  anthropic: UpstreamClient | undefined;
   prometheus: PrometheusExporter;
   profiling: ReturnType<typeof createProfilingHandler>;
   feed: DashboardFeed;
@@ -33,16 +35,17 @@ const UPSTREAM_STATE = { closed: 'up', open: 'circuit-open', 'half-open': 'circu
 
 /** Registers the operational routes on `app`. */
 export function registerOperations(app: FastifyInstance, options: OperationsOptions): void {
-  const { config, cache, upstream, prometheus, profiling, feed } = options;
+  const { config, cache, upstream, anthropic, prometheus, profiling, feed } = options;
+  const stateOf = (client: UpstreamClient | undefined) =>
+    client === undefined ? 'local' : UPSTREAM_STATE[client.circuitState];
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
     const s = cache.stats();
     const redis = config.redisUrl === undefined ? 'off' : s.l2_up === 1 ? 'up' : 'down';
-    const upstreamState = upstream === undefined ? 'local' : UPSTREAM_STATE[upstream.circuitState];
-    const ready = !options.isClosing() && upstreamState !== 'circuit-open';
-    return reply
-      .code(ready ? 200 : 503)
-      .send({ status: ready ? 'ready' : 'not-ready', upstream: upstreamState, redis });
+    const upstreams = { upstream: stateOf(upstream), anthropic: stateOf(anthropic) };
+    const ready =
+      !options.isClosing() && upstreams.upstream !== 'circuit-open' && upstreams.anthropic !== 'circuit-open';
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not-ready', ...upstreams, redis });
   });
   const metricsRoute = prometheus.route();
   app.get('/metrics', (request, reply) => metricsRoute.handler(request, reply));

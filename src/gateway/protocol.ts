@@ -4,9 +4,12 @@
  *
  * @module
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable, Transform } from 'node:stream';
 import type { FastifyReply } from 'fastify';
+import type { Endpoint } from './context.ts';
 import type { ApiError } from './openai.ts';
+import type { Api } from './upstream-interface.ts';
 
 /** A request after parsing, as the shared path needs it. */
 export interface ProtocolRequest {
@@ -21,6 +24,8 @@ export interface ProtocolRequest {
   identity: unknown;
   /** Whether the answer is deterministic (the same request gets the same answer). */
   deterministic: boolean;
+  /** The client's headers the upstream gets too. */
+  headers?: Record<string, string>;
 }
 
 /** The tap a live stream passes through on its way to the client. */
@@ -35,10 +40,12 @@ export interface ProtocolTap extends Transform {
 
 /** The codecs of one API: parse and validate, the upstream body, usage, streams and errors. */
 export interface Protocol<R extends ProtocolRequest> {
-  /** The operation recorded in spans, metrics and `clawperf_gateway_answers_total`. */
-  readonly endpoint: 'chat';
-  /** Parses and validates a body: the request, or the error answer naming what was wrong. */
-  parse(body: unknown): R | ApiError;
+  /** The route recorded in metrics, `clawperf_gateway_answers_total` and cache keys. */
+  readonly endpoint: Exclude<Endpoint, 'embeddings'>;
+  /** The API its upstream speaks. */
+  readonly api: Api;
+  /** Parses and validates a request: the request, or the error answer naming what was wrong. */
+  parse(body: unknown, headers: IncomingHttpHeaders): R | ApiError;
   /** The body the upstream gets; for a stream, one that makes the upstream report its usage. */
   upstreamBody(request: R): Record<string, unknown>;
   /** Tokens an answer used, input and output: what the limits settle to. */

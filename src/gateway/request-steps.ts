@@ -12,11 +12,20 @@ import type { CacheOutcome, MultiLevelCache } from '../cache/index.ts';
 import type { RateLimiter, Reservation } from '../concurrency/index.ts';
 import { genAIAttributes, requestSpan, setGenAIUsage, usageFromResponse } from '../tracing/index.ts';
 import type { GatewayConfig } from './config.ts';
-import { bearer, CACHE_HEADER, type CacheState, digest, type GatewayCounts } from './context.ts';
+import {
+  CACHE_HEADER,
+  type CacheState,
+  clientKey,
+  digest,
+  ENDPOINT_CALLS,
+  type Endpoint,
+  type GatewayCounts,
+} from './context.ts';
 import { retrySeconds } from './error-answers.ts';
 import type { GuardedUpstream } from './guarded-upstream.ts';
 import { LOCAL_CHAT_MODEL, LOCAL_EMBED_MODEL, LOCAL_MODELS } from './local-upstream.ts';
 import { type ApiError, apiError } from './openai.ts';
+import type { Api } from './upstream-interface.ts';
 
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 const always = () => true;
@@ -26,8 +35,8 @@ export interface RequestStepsOptions {
   config: GatewayConfig;
   cache: MultiLevelCache<unknown>;
   upstream: GuardedUpstream;
-  /** Whether models other than the local ones are served (an upstream is configured). */
-  remote: boolean;
+  /** The APIs with a configured upstream, which serve models other than the local ones. */
+  remote: ReadonlySet<Api>;
   limiter: RateLimiter | undefined;
   counts: GatewayCounts;
   /** Where `clawperf_gateway_answers_total` is registered. */
@@ -49,7 +58,7 @@ export class RequestSteps {
   /** Every model call: backpressure, spans, GenAI metrics, the local models and the HTTP upstream. */
   readonly upstream: GuardedUpstream;
   readonly counts: GatewayCounts;
-  readonly #remote: boolean;
+  readonly #remote: ReadonlySet<Api>;
   readonly #limiter: RateLimiter | undefined;
   readonly #keys: readonly { digest: Buffer; tenant: string }[];
   readonly #answers: Counter;
@@ -86,7 +95,7 @@ export class RequestSteps {
         'invalid_api_key',
       );
     }
-    const key = bearer(request.headers);
+    const key = clientKey(request.headers);
     if (key !== undefined) {
       const d = digest(key);
       for (const entry of this.#keys) if (timingSafeEqual(d, entry.digest)) return entry.tenant;
@@ -94,29 +103,32 @@ export class RequestSteps {
     return apiError(
       401,
       key === undefined
-        ? 'you must provide an API key (Authorization: Bearer <key>)'
+        ? 'you must provide an API key (Authorization: Bearer <key>, or x-api-key: <key>)'
         : 'incorrect API key provided',
       'invalid_request_error',
       'invalid_api_key',
     );
   }
 
-  /** An error answer when `model` cannot serve `kind` here. */
-  checkModel(model: string, kind: 'chat' | 'embeddings'): ApiError | undefined {
-    const wrongLocal = kind === 'chat' ? model === LOCAL_EMBED_MODEL : model === LOCAL_CHAT_MODEL;
+  /** An error answer when `model` cannot serve `endpoint` here. */
+  checkModel(model: string, endpoint: Endpoint): ApiError | undefined {
+    const wrongLocal = endpoint === 'embeddings' ? model === LOCAL_CHAT_MODEL : model === LOCAL_EMBED_MODEL;
     if (wrongLocal) {
       return apiError(
         400,
-        `the local model ${model} does not serve ${kind}`,
+        `the local model ${model} does not serve ${endpoint}`,
         'invalid_request_error',
         'model_not_supported',
         'model',
       );
     }
-    if (LOCAL_MODELS.includes(model) || this.#remote) return undefined;
+    const { api } = ENDPOINT_CALLS[endpoint];
+    if (LOCAL_MODELS.includes(model) || this.#remote.has(api)) return undefined;
+    const served = endpoint === 'embeddings' ? LOCAL_EMBED_MODEL : LOCAL_CHAT_MODEL;
+    const upstream = api === 'anthropic' ? 'an Anthropic upstream (--anthropic-upstream)' : 'an upstream';
     return apiError(
       404,
-      `the model ${model} does not exist; without an upstream this gateway serves ${LOCAL_MODELS.join(', ')}`,
+      `the model ${model} does not exist here; without ${upstream} this route serves ${served}`,
       'invalid_request_error',
       'model_not_found',
       'model',
@@ -226,7 +238,7 @@ export class RequestSteps {
    */
   record(
     request: FastifyRequest,
-    endpoint: 'chat' | 'embeddings',
+    endpoint: Endpoint,
     model: string,
     state: CacheState,
     items: number,
@@ -249,7 +261,8 @@ export class RequestSteps {
     const span = requestSpan(request);
     // Without an exporter the request span records nothing: skip building its attributes.
     if (span === undefined || !span.isRecording()) return;
-    span.setAttributes(genAIAttributes(this.upstream.describe(endpoint, model)));
+    const { api, operation } = ENDPOINT_CALLS[endpoint];
+    span.setAttributes(genAIAttributes(this.upstream.describe(api, operation, model)));
     span.setAttribute('clawperf.cache', state);
     if (answer !== undefined) setGenAIUsage(span, usageFromResponse(answer));
   }

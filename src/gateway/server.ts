@@ -16,10 +16,12 @@ import { createHttpApp } from './http.ts';
 import { HttpUpstream } from './http-upstream.ts';
 import { createLimiter } from './limits.ts';
 import { LOCAL_MODELS, LocalUpstream } from './local-upstream.ts';
+import { countTokensHandler, messagesHandler } from './messages.ts';
 import { registerModels } from './models.ts';
 import { registerOperations } from './operations.ts';
 import { RequestSteps } from './request-steps.ts';
 import { UpstreamClient } from './upstream.ts';
+import type { Api, Upstream } from './upstream-interface.ts';
 
 export { DEFAULT_COMPLETION_ESTIMATE } from './context.ts';
 export { LOCAL_PROVIDER } from './local-upstream.ts';
@@ -62,23 +64,31 @@ const discardSpans = {
 export async function createGateway(input: Partial<GatewayConfig> = {}): Promise<Gateway> {
   const config = resolveConfig(input);
   const local = new LocalUpstream({ chatLatencyMs: config.localChatLatencyMs });
-  const outbound =
-    config.upstreamUrl === undefined ? undefined : new OutboundLimiter({ maxWaitMs: config.queueTimeoutMs });
-  const client =
-    config.upstreamUrl === undefined
-      ? undefined
-      : new UpstreamClient({
-          baseUrl: config.upstreamUrl,
-          apiKey: config.upstreamApiKey,
-          timeoutMs: config.upstreamTimeoutMs,
-          retries: config.upstreamRetries,
-          connections: config.upstreamConnections,
-          outbound,
-          breaker: {
-            failureThreshold: config.upstreamFailureThreshold,
-            cooldownMs: config.upstreamCooldownMs,
-          },
-        });
+  /** A client of one upstream, paced by its own rate-limit headers; none without a URL. */
+  const upstreamOf = (baseUrl: string | undefined, apiKey: string | undefined, api: Api) => {
+    if (baseUrl === undefined) return { client: undefined, outbound: undefined };
+    const outbound = new OutboundLimiter({ maxWaitMs: config.queueTimeoutMs });
+    const client = new UpstreamClient({
+      baseUrl,
+      apiKey,
+      auth: api === 'anthropic' ? 'x-api-key' : 'bearer',
+      timeoutMs: config.upstreamTimeoutMs,
+      retries: config.upstreamRetries,
+      connections: config.upstreamConnections,
+      outbound,
+      breaker: {
+        failureThreshold: config.upstreamFailureThreshold,
+        cooldownMs: config.upstreamCooldownMs,
+      },
+    });
+    return { client, outbound };
+  };
+  const { client, outbound } = upstreamOf(config.upstreamUrl, config.upstreamApiKey, 'openai');
+  const anthropic = upstreamOf(
+    config.anthropicUpstreamUrl === undefined ? undefined : `${config.anthropicUpstreamUrl}/v1`,
+    config.anthropicApiKey,
+    'anthropic',
+  );
   const disk = config.cacheDir === false ? undefined : new WriteBehindDiskStore({ dir: config.cacheDir });
   const cache = new MultiLevelCache<unknown>({
     l1: { maxEntries: config.l1MaxEntries },
@@ -133,9 +143,12 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     ...counts,
     upstreamCallsSaved: Math.max(0, counts.servedItems - counts.upstreamCalls),
   });
+  const remote: Partial<Record<Api, Upstream>> = {};
+  if (client !== undefined) remote.openai = new HttpUpstream(client, 'openai');
+  if (anthropic.client !== undefined) remote.anthropic = new HttpUpstream(anthropic.client, 'anthropic');
   const upstream = new GuardedUpstream({
     local,
-    remote: client === undefined ? undefined : new HttpUpstream(client),
+    remote,
     backpressure,
     tracer,
     // Without an exporter a client span would be discarded: skip making it (the request span stays).
@@ -147,7 +160,7 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     config,
     cache,
     upstream,
-    remote: client !== undefined,
+    remote: new Set(Object.keys(remote) as Api[]),
     limiter,
     counts,
     registry: collector.registry,
@@ -175,17 +188,26 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     ['limiter', limiter],
     ['upstream', client],
     ['outbound', outbound],
+    ['anthropic_upstream', anthropic.client],
+    ['anthropic_outbound', anthropic.outbound],
   ];
   for (const [name, component] of tracked) if (component !== undefined) collector.track(name, component);
 
   app.post('/v1/embeddings', embeddingsHandler(ctx, batcher));
   app.post('/v1/chat/completions', chatHandler(ctx));
-  registerModels(app, { upstream: client, tenantOf: (request) => ctx.tenantOf(request) });
+  app.post('/v1/messages', messagesHandler(ctx));
+  app.post('/v1/messages/count_tokens', countTokensHandler(ctx));
+  registerModels(app, {
+    upstream: client,
+    anthropic: anthropic.client,
+    tenantOf: (request) => ctx.tenantOf(request),
+  });
   let closing = false;
   registerOperations(app, {
     config,
     cache,
     upstream: client,
+    anthropic: anthropic.client,
     prometheus,
     profiling,
     feed,
@@ -210,6 +232,8 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
         limiter?.close(),
         outbound?.close(),
         client?.close(),
+        anthropic.outbound?.close(),
+        anthropic.client?.close(),
         profiling.close(),
         memory.close(),
         collector.close(),
@@ -281,6 +305,11 @@ export async function startGateway(
     config.upstreamUrl === undefined
       ? `upstream: the built-in LOCAL models only (${LOCAL_MODELS.join(', ')}: simulations, not language models)`
       : `upstream: ${config.upstreamUrl} (plus the built-in LOCAL models ${LOCAL_MODELS.join(', ')})`,
+  );
+  log(
+    config.anthropicUpstreamUrl === undefined
+      ? '/v1/messages: local-chat only (no --anthropic-upstream)'
+      : `/v1/messages: ${config.anthropicUpstreamUrl} (plus local-chat)`,
   );
   log(
     `cache: memory${config.cacheDir === false ? '' : ` + disk (${config.cacheDir})`}${config.redisUrl === undefined ? '' : ' + Redis'}`,

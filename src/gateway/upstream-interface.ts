@@ -8,12 +8,21 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 
-/** One call to a model, in the protocol the gateway speaks to its upstreams (OpenAI's). */
+/** The API an upstream speaks; the gateway never translates between them. */
+export type Api = 'openai' | 'anthropic';
+
+/** What a call asks of the model: `chat` is a chat completion or an Anthropic message. */
+export type Operation = 'chat' | 'embeddings' | 'count_tokens';
+
+/** One call to a model, in the API of the route it came from. */
 export interface UpstreamRequest {
-  operation: 'chat' | 'embeddings';
+  api: Api;
+  operation: Operation;
   model: string;
   /** The body to send. */
   body: Record<string, unknown>;
+  /** The client's headers the upstream gets too (Anthropic's `anthropic-version` and `anthropic-beta`). */
+  headers?: Record<string, string>;
   /** A streamed answer is wanted (server-sent events). */
   stream: boolean;
   /** Items the call carries: embedding inputs, or 1 for a chat completion. */
@@ -51,6 +60,6 @@ export interface UpstreamIdentity {
  */
 export interface Upstream {
   call(request: UpstreamRequest, options?: CallOptions): Promise<UpstreamReply>;
-  /** Who answers `model`. */
-  identity(model: string): UpstreamIdentity;
+  /** Who answers calls of `model` in `api`. */
+  identity(call: Pick<UpstreamRequest, 'api' | 'model'>): UpstreamIdentity;
 }

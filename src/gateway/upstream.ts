@@ -28,8 +28,10 @@ export interface OutboundPacer {
 export interface UpstreamClientOptions {
   /** Base URL including the version path, e.g. `https://api.openai.com/v1`. */
   baseUrl: string;
-  /** Sent as `Authorization: Bearer <apiKey>`. */
+  /** Sent as `Authorization: Bearer <apiKey>`, or as `x-api-key` when `auth` says so (Anthropic). */
   apiKey?: string;
+  /** How the key is sent. @default 'bearer' */
+  auth?: 'bearer' | 'x-api-key';
   /** Time to the answer's headers, and between body chunks, ms. */
   timeoutMs: number;
   /** Retries on 429, 5xx and connection errors. */
@@ -60,9 +62,12 @@ export interface CallOptions {
   signal?: AbortSignal;
   /** Estimated tokens, for the outbound limiter. */
   tokens?: number;
+  /** Headers of this call beside the client's own (which they cannot replace). */
+  headers?: Record<string, string>;
 }
 
-const RETRYABLE = new Set([429, 500, 502, 503, 504]);
+/** Statuses worth another attempt: rate limited, failing, or (Anthropic's 529) overloaded. */
+const RETRYABLE = new Set([429, 500, 502, 503, 504, 529]);
 
 function retryAfterMs(headers: IncomingHttpHeaders): number | undefined {
   const ms = headers['retry-after-ms'];
@@ -145,7 +150,10 @@ export class UpstreamClient {
       ...options.breaker,
     });
     this.#headers = { 'content-type': 'application/json', accept: 'application/json' };
-    if (options.apiKey !== undefined) this.#headers.authorization = `Bearer ${options.apiKey}`;
+    if (options.apiKey !== undefined) {
+      if (options.auth === 'x-api-key') this.#headers['x-api-key'] = options.apiKey;
+      else this.#headers.authorization = `Bearer ${options.apiKey}`;
+    }
   }
 
   /** The circuit breaker's state: `half-open` once the cooldown is over, until a probe decides. */
@@ -240,7 +248,7 @@ export class UpstreamClient {
       res = await this.#pool.request({
         method,
         path: this.#basePath + path,
-        headers: this.#headers,
+        headers: options.headers === undefined ? this.#headers : { ...options.headers, ...this.#headers },
         body,
         signal,
       });

@@ -55,7 +55,7 @@ describe('the upstream circuit never wedges', () => {
     assert.equal(fake.total('/v1/chat/completions'), before + 1);
     assert.deepEqual(await readyz(base), {
       status: 200,
-      body: { status: 'ready', upstream: 'up', redis: 'off' },
+      body: { status: 'ready', upstream: 'up', anthropic: 'local', redis: 'off' },
     });
   });
 
@@ -70,7 +70,7 @@ describe('the upstream circuit never wedges', () => {
     assert.equal(fake.total('/v1/chat/completions'), before, 'refused without calling the upstream');
     assert.deepEqual(await readyz(base), {
       status: 503,
-      body: { status: 'not-ready', upstream: 'circuit-open', redis: 'off' },
+      body: { status: 'not-ready', upstream: 'circuit-open', anthropic: 'local', redis: 'off' },
     });
   });
 });

@@ -62,7 +62,12 @@ describe('a gateway follows Redis with no traffic', () => {
     const degraded = once(a.cache, 'degraded');
     await redis.kill();
     await within(1_000, 'the cache noticing the outage', degraded);
-    assert.deepEqual(await readyz(a), { status: 'ready', upstream: 'local', redis: 'down' });
+    assert.deepEqual(await readyz(a), {
+      status: 'ready',
+      upstream: 'local',
+      anthropic: 'local',
+      redis: 'down',
+    });
 
     const recovered = Promise.all([once(a.cache, 'recovered'), once(b.cache, 'recovered')]);
     await redis.restart();

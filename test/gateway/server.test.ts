@@ -489,7 +489,12 @@ describe('operations endpoints', () => {
     assert.equal((await gw.app.inject({ method: 'GET', url: '/healthz' })).statusCode, 200);
     const ready = await gw.app.inject({ method: 'GET', url: '/readyz' });
     assert.equal(ready.statusCode, 200);
-    assert.deepEqual(JSON.parse(ready.body), { status: 'ready', upstream: 'local', redis: 'off' });
+    assert.deepEqual(JSON.parse(ready.body), {
+      status: 'ready',
+      upstream: 'local',
+      anthropic: 'local',
+      redis: 'off',
+    });
   });
 
   it('exposes Prometheus metrics of every component and the gen_ai metrics', async () => {
