@@ -151,6 +151,28 @@ describe('streams pass through unchanged', () => {
   });
 });
 
+describe('an error event of the upstream', () => {
+  it('reaches the client as it was sent, is raised by the SDK, and nothing is cached', async () => {
+    const ask = fresh();
+    fake.fail({ kind: 'error-event' }, 1);
+    const res = await request(`${base}/v1/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': CLIENT_KEY },
+      body: JSON.stringify({ ...ask, stream: true }),
+    });
+    assert.equal(await res.body.text(), fake.lastStream);
+    fake.fail({ kind: 'error-event' }, 1);
+    const stream = sdk().messages.stream(ask as Anthropic.MessageStreamParams);
+    await assert.rejects(stream.finalMessage(), (e: unknown) => {
+      assert.ok(e instanceof Anthropic.APIError, String(e));
+      assert.equal(errorType(e), 'overloaded_error');
+      return true;
+    });
+    const { response } = await sdk().messages.create(ask).withResponse();
+    assert.equal(response.headers.get('x-clawperf-cache'), 'miss');
+  });
+});
+
 describe('token accounting: every input token, cached or not, counts', () => {
   const usage = {
     input_tokens: 10,

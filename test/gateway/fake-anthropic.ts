@@ -11,7 +11,9 @@ import type { AddressInfo } from 'node:net';
 
 export type AnthropicFault =
   | { kind: 'status'; status: number; type: string; retryAfter?: string }
-  | { kind: 'break-stream' };
+  | { kind: 'break-stream' }
+  /** Stream the first events, then Anthropic's own `error` event (as it does when overloaded mid-stream). */
+  | { kind: 'error-event' };
 
 /** A message's usage as Anthropic reports it. */
 export interface FakeUsage {
@@ -153,6 +155,13 @@ export async function startFakeAnthropic(): Promise<FakeAnthropic> {
       if (body?.stream === true) {
         const events = streamOf(id, model, fake.usage);
         res.writeHead(200, { ...headers, 'content-type': 'text/event-stream; charset=utf-8' });
+        if (active?.kind === 'error-event') {
+          fake.lastStream = `${events.slice(0, 3).join('')}${event('error', {
+            error: { type: 'overloaded_error', message: 'Overloaded' },
+          })}`;
+          res.end(fake.lastStream);
+          return;
+        }
         if (active?.kind === 'break-stream') {
           res.write(events.slice(0, 3).join(''));
           setImmediate(() => req.socket.destroy());
