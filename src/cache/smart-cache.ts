@@ -1,3 +1,10 @@
+/**
+ * SmartCache: adaptive TTLs over a {@link MultiLevelCache}, per-key read and change statistics, and
+ * bounded preloading. The TTL policies live in ttl-policies.ts; what stays here is one class whose
+ * methods all read and write the same per-key statistics, which is why it is one file of about 600 lines.
+ *
+ * @module
+ */
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { type Clock, systemClock } from '../internal/clock.ts';

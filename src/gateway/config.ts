@@ -3,6 +3,9 @@
  * then command-line flags (each layer overrides the one before). Every value is validated; a bad one
  * throws {@link ConfigError} naming the setting, and the gateway does not start.
  *
+ * Most of the file is the settings table, one entry per setting (flag, environment variable, kind, help,
+ * default); the table is read by the loader, the validator and `--help` alike, so it stays beside them.
+ *
  * @module
  */
 import { readFileSync } from 'node:fs';
