@@ -7,6 +7,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable, Transform } from 'node:stream';
 import type { FastifyReply } from 'fastify';
+import type { TokenUsage } from '../tracing/index.ts';
 import type { Endpoint } from './context.ts';
 import type { ApiError } from './openai.ts';
 import type { Api } from './upstream-interface.ts';
@@ -32,6 +33,8 @@ export interface ProtocolRequest {
 export interface ProtocolTap extends Transform {
   /** Tokens the stream used, once its usage was seen. */
   readonly total: number | undefined;
+  /** The stream's usage (with the provider's prompt-cache figures), once seen. */
+  readonly usage: TokenUsage | undefined;
   /** Feeds the upstream's stream through the tap; a source that fails ends it with an error event. */
   relay(source: Readable): this;
   /** The whole answer rebuilt from the stream, when it could be rebuilt exactly. */

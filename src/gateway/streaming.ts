@@ -6,8 +6,9 @@
  */
 import { type Readable, Transform } from 'node:stream';
 import { ClawperfError } from '../errors.ts';
+import { type TokenUsage, tokenUsage } from '../tracing/index.ts';
 import { errorAnswer } from './error-answers.ts';
-import { type ApiError, apiError, totalTokens } from './openai.ts';
+import { type ApiError, apiError } from './openai.ts';
 
 /** A cached chat completion as the server-sent events a streaming client expects. */
 export function* replayStream(answer: unknown, streamOptions: unknown): Generator<string> {
@@ -85,6 +86,7 @@ const QUOTED_CHARS = 80;
  */
 export class StreamTap extends Transform {
   total: number | undefined;
+  usage: TokenUsage | undefined;
   #tail = '';
   #done = false;
   /** Some choice carried a `finish_reason`. */
@@ -196,8 +198,8 @@ export class StreamTap extends Transform {
     }
     const usageOnly = chunk.usage != null && Array.isArray(chunk.choices) && chunk.choices.length === 0;
     if (chunk.usage != null) {
-      const t = totalTokens(chunk);
-      if (t !== undefined) this.total = t;
+      this.usage = tokenUsage(chunk.usage);
+      if (this.usage !== undefined) this.total = this.usage.input + this.usage.output;
       this.#usage = chunk.usage;
     }
     if (this.#assemble) this.#collect(chunk);
