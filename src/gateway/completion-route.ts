@@ -10,7 +10,14 @@
 import { finished, Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Reservation } from '../concurrency/index.ts';
-import { type CacheState, type GatewayContext, JSON_TYPE, JsonMemo, sha256 } from './context.ts';
+import {
+  type CacheState,
+  ENDPOINT_CALLS,
+  type GatewayContext,
+  JSON_TYPE,
+  JsonMemo,
+  sha256,
+} from './context.ts';
 import { isApiError } from './error-answers.ts';
 import type { Protocol, ProtocolRequest } from './protocol.ts';
 
@@ -25,6 +32,7 @@ interface Streamed<R extends ProtocolRequest> {
   request: FastifyRequest;
   reply: FastifyReply;
   req: R;
+  tenant: string;
   admitted: Reservation | undefined;
   /** The cache key of a cacheable request; `undefined` when the answer is not cached. */
   key: string | undefined;
@@ -40,7 +48,7 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
     ctx.upstream.call(
       {
         api: protocol.api,
-        operation: 'chat',
+        operation: ENDPOINT_CALLS[endpoint].operation,
         model: req.model,
         body: protocol.upstreamBody(req),
         headers: req.headers,
@@ -69,7 +77,7 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
     const answer = await ctx.timed(request, () => callUpstream(req, abort.signal));
     if (key !== undefined) request.clawperf.cacheKey = key;
     ctx.record(request, endpoint, req.model, key === undefined ? 'bypass' : 'miss', 1);
-    const tap = protocol.tap(req, key !== undefined);
+    const tap = protocol.tap(req, key !== undefined, s.tenant);
     finished(tap.relay(answer.stream!), (error) => {
       ctx.settle(s.admitted, tap.total);
       if (error !== undefined || key === undefined) return;
@@ -89,6 +97,8 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
     // Authenticate the tenant.
     const tenant = ctx.tenantOf(request);
     if (typeof tenant !== 'string') return protocol.sendError(reply, tenant);
+    const refused = await protocol.authorize?.(req, tenant);
+    if (refused !== undefined) return protocol.sendError(reply, refused);
     // Admit it against its limits.
     const admitted = await ctx.admit(request, tenant, req.estimate);
     if (isApiError(admitted)) return protocol.sendError(reply, admitted);
@@ -96,7 +106,7 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
     const cacheable = mode === 'force' || (mode === 'auto' && req.deterministic);
     const key = cacheable ? `${endpoint}:${tenant}:${sha256(JSON.stringify(req.identity))}` : undefined;
     const tags = [`tenant:${tenant}`, `model:${req.model}`];
-    if (req.stream) return stream({ request, reply, req, admitted, key, tags });
+    if (req.stream) return stream({ request, reply, req, tenant, admitted, key, tags });
     // Look the answer up, calling the upstream on a miss.
     const call = async () => (await callUpstream(req)).json;
     let answer: unknown;
@@ -109,7 +119,9 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
       ({ value: answer, cache } = await ctx.timed(request, () => ctx.lookup(key, call, tags), notHit));
     }
     // Settle the limits from the answer's usage: only an answer this request produced used tokens.
-    ctx.settle(admitted, cache === 'miss' || cache === 'bypass' ? protocol.usage(answer) : 0);
+    const produced = cache === 'miss' || cache === 'bypass';
+    ctx.settle(admitted, produced ? protocol.usage(answer) : 0);
+    if (produced) protocol.answered?.(req, answer, tenant);
     ctx.record(request, endpoint, req.model, cache, 1, answer);
     // Answer.
     if (key === undefined || answer === null || typeof answer !== 'object') return answer;

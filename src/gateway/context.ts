@@ -11,13 +11,14 @@ import type { RequestSteps } from './request-steps.ts';
 import type { Api, Operation } from './upstream-interface.ts';
 
 /** A model route, as metrics and cache keys name it. */
-export type Endpoint = 'chat' | 'embeddings' | 'messages';
+export type Endpoint = 'chat' | 'embeddings' | 'messages' | 'responses';
 
 /** The API and the operation of each endpoint's upstream calls. */
 export const ENDPOINT_CALLS: Readonly<Record<Endpoint, { api: Api; operation: Operation }>> = {
   chat: { api: 'openai', operation: 'chat' },
   embeddings: { api: 'openai', operation: 'embeddings' },
   messages: { api: 'anthropic', operation: 'chat' },
+  responses: { api: 'openai', operation: 'responses' },
 };
 
 /** Completion tokens assumed for a TPM reservation when the request sets no `max_tokens`. @default 256 */

@@ -47,6 +47,14 @@ export interface GuardedUpstreamOptions {
 
 type Child = { observe(value: number): void };
 
+/** `gen_ai.operation.name` of each operation: a response is a chat by the conventions. */
+const GENAI_OPERATION: Readonly<Record<Operation, string>> = {
+  chat: 'chat',
+  embeddings: 'embeddings',
+  count_tokens: 'count_tokens',
+  responses: 'chat',
+};
+
 export class GuardedUpstream implements Upstream {
   readonly #local: Upstream;
   readonly #remote: Partial<Record<Api, Upstream>>;
@@ -93,7 +101,7 @@ export class GuardedUpstream implements Upstream {
 
   /** The GenAI description of a call of `operation` on `model` in `api`. */
   describe(api: Api, operation: Operation, model: string): GenAIRequest {
-    return { operation, model, ...this.identity({ api, model }) };
+    return { operation: GENAI_OPERATION[operation], model, ...this.identity({ api, model }) };
   }
 
   /**
@@ -104,7 +112,11 @@ export class GuardedUpstream implements Upstream {
   async call(request: UpstreamRequest, options?: CallOptions): Promise<UpstreamReply> {
     const { operation, model } = request;
     const backend = this.#backend(request);
-    const genAI: GenAIRequest = { operation, model, ...backend.identity(request) };
+    const genAI: GenAIRequest = {
+      operation: GENAI_OPERATION[operation],
+      model,
+      ...backend.identity(request),
+    };
     const start = performance.now();
     const attempt = async (): Promise<UpstreamReply> => {
       const reply = await backend.call(request, options);

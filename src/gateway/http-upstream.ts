@@ -20,7 +20,7 @@ import type {
 
 /** The path of each operation an API has, below the client's base URL (which ends with `/v1`). */
 const PATHS: Readonly<Record<Api, Partial<Record<Operation, string>>>> = {
-  openai: { chat: '/chat/completions', embeddings: '/embeddings' },
+  openai: { chat: '/chat/completions', embeddings: '/embeddings', responses: '/responses' },
   anthropic: { chat: '/messages', count_tokens: '/messages/count_tokens' },
 };
 

@@ -36,7 +36,7 @@ function usageOf(request: MessagesRequest, answer: LocalAnswer) {
 /** The message answering `request`. */
 export function localMessage(request: MessagesRequest, answer: LocalAnswer): Json {
   return {
-    id: answer.id,
+    id: `msg_${answer.id}`,
     type: 'message',
     role: 'assistant',
     model: MODEL,

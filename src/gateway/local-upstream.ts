@@ -9,6 +9,7 @@ import { Readable } from 'node:stream';
 import { lastUserText, type MessagesRequest, parseMessagesRequest } from './anthropic.ts';
 import { delay } from './delay.ts';
 import { type LocalAnswer, localCountTokens, localMessage, localMessageStream } from './local-anthropic.ts';
+import { LOCAL_PREVIOUS_RESPONSE_ERROR, localResponse, localResponseStream } from './local-responses.ts';
 import {
   CHARS_PER_TOKEN,
   type ChatRequest,
@@ -17,6 +18,7 @@ import {
   estimateTokens,
   parseChatRequest,
 } from './openai.ts';
+import { lastUserInput, parseResponsesRequest, type ResponsesRequest } from './responses.ts';
 import type {
   CallOptions,
   Upstream,
@@ -206,6 +208,7 @@ export class LocalUpstream implements Upstream {
    */
   async call(request: UpstreamRequest, options: CallOptions = {}): Promise<UpstreamReply> {
     if (request.api === 'anthropic') return this.#anthropic(request, options.signal);
+    if (request.operation === 'responses') return this.#responses(request, options.signal);
     if (request.operation === 'embeddings') {
       const body = request.body as { input: (string | number[])[]; dimensions?: number };
       const { vectors, tokens } = this.embed(body.input, body.dimensions);
@@ -237,6 +240,35 @@ export class LocalUpstream implements Upstream {
     };
   }
 
+  async #responses(request: UpstreamRequest, signal: AbortSignal | undefined): Promise<UpstreamReply> {
+    const responses = parseResponsesRequest(request.body) as ResponsesRequest;
+    if (responses.previousResponseId !== undefined) {
+      return { status: 400, headers: JSON_HEADERS, json: LOCAL_PREVIOUS_RESPONSE_ERROR, stream: undefined };
+    }
+    const response = localResponse(
+      responses,
+      this.#answer(lastUserInput(responses), responses.maxOutputTokens),
+    );
+    if (request.stream) {
+      this.#chatStreams++;
+      const stream = localResponseStream(response, this.#latencyMs, signal);
+      return { status: 200, headers: SSE_HEADERS, json: undefined, stream };
+    }
+    this.#chatCalls++;
+    if (this.#latencyMs > 0) await delay(this.#latencyMs, signal);
+    return { status: 200, headers: JSON_HEADERS, json: response, stream: undefined };
+  }
+
+  /** The answer to `prompt`, cut to `maxTokens`, with a stable id. */
+  #answer(prompt: string, maxTokens: number | undefined): LocalAnswer {
+    const text = localChatText(prompt, maxTokens);
+    return {
+      id: `local_${fnv1a(prompt, 0, prompt.length).toString(16)}`,
+      text,
+      cut: text.length < localChatText(prompt).length,
+    };
+  }
+
   async #anthropic(request: UpstreamRequest, signal: AbortSignal | undefined): Promise<UpstreamReply> {
     // The route validated the body; parsing it again is what a separate server would do.
     const messages = parseMessagesRequest(request.body, {
@@ -245,13 +277,7 @@ export class LocalUpstream implements Upstream {
     if (request.operation === 'count_tokens') {
       return { status: 200, headers: JSON_HEADERS, json: localCountTokens(messages), stream: undefined };
     }
-    const prompt = lastUserText(messages);
-    const text = localChatText(prompt, messages.maxTokens);
-    const answer: LocalAnswer = {
-      id: `msg_local_${fnv1a(prompt, 0, prompt.length).toString(16)}`,
-      text,
-      cut: text.length < localChatText(prompt).length,
-    };
+    const answer = this.#answer(lastUserText(messages), messages.maxTokens);
     if (request.stream) {
       this.#chatStreams++;
       const stream = localMessageStream(messages, answer, this.#latencyMs, signal);

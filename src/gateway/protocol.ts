@@ -51,12 +51,19 @@ export interface Protocol<R extends ProtocolRequest> {
   parse(body: unknown, headers: IncomingHttpHeaders): R | ApiError;
   /** The body the upstream gets; for a stream, one that makes the upstream report its usage. */
   upstreamBody(request: R): Record<string, unknown>;
+  /**
+   * Refuses what only some tenants may ask (continuing a stored response another tenant created); runs
+   * after authentication, before admission.
+   */
+  authorize?(request: R, tenant: string): Promise<ApiError | undefined>;
+  /** Told of each answer a request produced (a miss or a bypass, not a cached answer), with its tenant. */
+  answered?(request: R, answer: unknown, tenant: string): void;
   /** Tokens an answer used, input and output: what the limits settle to. */
   usage(answer: unknown): number | undefined;
   /** A cached answer replayed as this API's server-sent events. */
   replay(answer: unknown, request: R): Iterable<string>;
-  /** The tap of a live stream; `assemble` when its answer is to be rebuilt for the cache. */
-  tap(request: R, assemble: boolean): ProtocolTap;
+  /** The tap of a live stream of `tenant`; `assemble` when its answer is to be rebuilt for the cache. */
+  tap(request: R, assemble: boolean, tenant: string): ProtocolTap;
   /** Sends an error answer in this API's shape. */
   sendError(reply: FastifyReply, error: ApiError): FastifyReply;
 }

@@ -20,6 +20,8 @@ import { countTokensHandler, messagesHandler } from './messages.ts';
 import { registerModels } from './models.ts';
 import { registerOperations } from './operations.ts';
 import { RequestSteps } from './request-steps.ts';
+import { ResponseOwners } from './response-owners.ts';
+import { registerResponses } from './responses-route.ts';
 import { UpstreamClient } from './upstream.ts';
 import type { Api, Upstream } from './upstream-interface.ts';
 
@@ -196,6 +198,11 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
   app.post('/v1/embeddings', embeddingsHandler(ctx, batcher));
   app.post('/v1/chat/completions', chatHandler(ctx));
   app.post('/v1/messages', messagesHandler(ctx));
+  const owners = new ResponseOwners({
+    redisUrl: config.redisUrl,
+    redisCommandTimeoutMs: config.redisCommandTimeoutMs,
+  });
+  registerResponses(app, { ctx, owners, upstream: client });
   app.post('/v1/messages/count_tokens', countTokensHandler(ctx));
   registerModels(app, {
     upstream: client,
@@ -232,6 +239,7 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
         limiter?.close(),
         outbound?.close(),
         client?.close(),
+        owners.close(),
         anthropic.outbound?.close(),
         anthropic.client?.close(),
         profiling.close(),

@@ -11,8 +11,11 @@ import type { Readable } from 'node:stream';
 /** The API an upstream speaks; the gateway never translates between them. */
 export type Api = 'openai' | 'anthropic';
 
-/** What a call asks of the model: `chat` is a chat completion or an Anthropic message. */
-export type Operation = 'chat' | 'embeddings' | 'count_tokens';
+/**
+ * What a call asks of the model: `chat` is a chat completion or an Anthropic message, `responses` an
+ * OpenAI response.
+ */
+export type Operation = 'chat' | 'embeddings' | 'count_tokens' | 'responses';
 
 /** One call to a model, in the API of the route it came from. */
 export interface UpstreamRequest {

@@ -171,6 +171,11 @@ export class UpstreamClient {
     return this.#call('GET', path, undefined, options, false) as Promise<UpstreamAnswer<unknown>>;
   }
 
+  /** DELETEs `path` and resolves with the parsed JSON answer. */
+  deleteJson(path: string, options: CallOptions = {}): Promise<UpstreamAnswer<unknown>> {
+    return this.#call('DELETE', path, undefined, options, false) as Promise<UpstreamAnswer<unknown>>;
+  }
+
   /**
    * POSTs `body` and resolves, once a success's headers arrived, with its body as a stream to pass on (the
    * reader's pace is the upstream's pace). Retries happen only before a success's headers; an error answer
@@ -185,7 +190,7 @@ export class UpstreamClient {
   }
 
   async #call(
-    method: 'GET' | 'POST',
+    method: 'GET' | 'POST' | 'DELETE',
     path: string,
     body: string | undefined,
     options: CallOptions,
@@ -233,7 +238,7 @@ export class UpstreamClient {
    * attempt says of the upstream's health: a 429 and the caller's abort say nothing.
    */
   async #attempt(
-    method: 'GET' | 'POST',
+    method: 'GET' | 'POST' | 'DELETE',
     path: string,
     body: string | undefined,
     options: CallOptions,

@@ -1,0 +1,76 @@
+/**
+ * Which tenant created each stored OpenAI response. Responses are stored at the provider under the
+ * operator's key, so without this record any tenant holding an id could read, continue or delete another
+ * tenant's response. The record is bounded: the last {@link DEFAULT_RESPONSE_OWNERS_MAX} ids in memory and,
+ * with Redis, every id for {@link RESPONSE_OWNER_RETENTION_MS} (OpenAI keeps a stored response 30 days),
+ * shared by every node. An id without a record belongs to nobody: it answers as an unknown id does.
+ *
+ * @module
+ */
+import { LRUCache } from 'lru-cache';
+import { type OwnedRedis, releaseRedis, toRedis } from '../internal/redis.ts';
+
+/** Response ids remembered in memory. @default 100000 */
+export const DEFAULT_RESPONSE_OWNERS_MAX = 100_000;
+/** How long an id's owner is remembered, ms. @default 2592000000 (30 days) */
+export const RESPONSE_OWNER_RETENTION_MS = 30 * 24 * 3600 * 1000;
+
+/** Options of {@link ResponseOwners}. */
+export interface ResponseOwnersOptions {
+  /** Redis shared by the gateway's nodes. */
+  redisUrl?: string;
+  redisCommandTimeoutMs?: number;
+  /** @default DEFAULT_RESPONSE_OWNERS_MAX */
+  max?: number;
+}
+
+export class ResponseOwners {
+  readonly #local: LRUCache<string, string>;
+  readonly #redis: OwnedRedis | undefined;
+
+  constructor(options: ResponseOwnersOptions = {}) {
+    this.#local = new LRUCache({
+      max: options.max ?? DEFAULT_RESPONSE_OWNERS_MAX,
+      ttl: RESPONSE_OWNER_RETENTION_MS,
+    });
+    this.#redis =
+      options.redisUrl === undefined
+        ? undefined
+        : toRedis('redisUrl', options.redisUrl, options.redisCommandTimeoutMs);
+    // A failing Redis is the cache's and the limiter's to report; here it only means "not known".
+    this.#redis?.client.on('error', () => {});
+  }
+
+  static #key(id: string): string {
+    return `clawperf:gw:response-owner:${id}`;
+  }
+
+  /** Records that `tenant` created the response `id`. */
+  remember(id: string, tenant: string): void {
+    this.#local.set(id, tenant);
+    this.#redis?.client
+      .set(ResponseOwners.#key(id), tenant, 'PX', RESPONSE_OWNER_RETENTION_MS)
+      .catch(() => {});
+  }
+
+  /** Whether `tenant` created the response `id`. */
+  async owns(id: string, tenant: string): Promise<boolean> {
+    const local = this.#local.get(id);
+    if (local !== undefined) return local === tenant;
+    if (this.#redis === undefined) return false;
+    const remote = await this.#redis.client.get(ResponseOwners.#key(id)).catch(() => null);
+    if (remote === null) return false;
+    this.#local.set(id, remote);
+    return remote === tenant;
+  }
+
+  /** Forgets `id` (its response was deleted). */
+  forget(id: string): void {
+    this.#local.delete(id);
+    this.#redis?.client.del(ResponseOwners.#key(id)).catch(() => {});
+  }
+
+  async close(): Promise<void> {
+    if (this.#redis !== undefined) await releaseRedis(this.#redis);
+  }
+}
