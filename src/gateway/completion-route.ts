@@ -10,6 +10,7 @@
 import { finished, Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Reservation } from '../concurrency/index.ts';
+import { type TokenUsage, tokenUsage } from '../tracing/index.ts';
 import {
   type CacheState,
   ENDPOINT_CALLS,
@@ -20,6 +21,7 @@ import {
 } from './context.ts';
 import { isApiError } from './error-answers.ts';
 import type { Protocol, ProtocolRequest } from './protocol.ts';
+import type { AnsweredTurn } from './request-steps.ts';
 
 /** Each cached answer's JSON text, made at its first answer and sent again by every hit. */
 const answerJson = new JsonMemo<object>();
@@ -42,6 +44,15 @@ interface Streamed<R extends ProtocolRequest> {
 /** The route handler of `protocol`. */
 export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, protocol: Protocol<R>) {
   const { endpoint } = protocol;
+
+  /** An answer the provider produced, for the prompt-cache accounting. */
+  const turn = (req: R, tenant: string, usage: TokenUsage | undefined): AnsweredTurn => ({
+    tenant,
+    api: protocol.api,
+    model: req.model,
+    body: protocol.upstreamBody(req),
+    usage,
+  });
 
   /** One upstream call: the local model or the HTTP upstream, guarded alike. */
   const callUpstream = (req: R, signal?: AbortSignal) =>
@@ -80,6 +91,7 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
     const tap = protocol.tap(req, key !== undefined, s.tenant);
     finished(tap.relay(answer.stream!), (error) => {
       ctx.settle(s.admitted, tap.total);
+      ctx.answered(request, turn(s.req, s.tenant, tap.usage));
       if (error !== undefined || key === undefined) return;
       const completion = tap.completion();
       if (completion !== undefined) ctx.cache.set(key, completion, { tags: s.tags }).catch(() => {});
@@ -121,7 +133,14 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
     // Settle the limits from the answer's usage: only an answer this request produced used tokens.
     const produced = cache === 'miss' || cache === 'bypass';
     ctx.settle(admitted, produced ? protocol.usage(answer) : 0);
-    if (produced) protocol.answered?.(req, answer, tenant);
+    if (produced) {
+      protocol.answered?.(req, answer, tenant);
+      ctx.answered(
+        request,
+        turn(req, tenant, tokenUsage((answer as { usage?: unknown } | null)?.usage)),
+        reply,
+      );
+    }
     ctx.record(request, endpoint, req.model, cache, 1, answer);
     // Answer.
     if (key === undefined || answer === null || typeof answer !== 'object') return answer;

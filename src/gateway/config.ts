@@ -13,6 +13,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.ts';
+import { DEFAULT_MAX_SESSIONS } from './prompt-sessions.ts';
 
 /** @default 8787 */
 export const DEFAULT_PORT = 8787;
@@ -107,6 +108,8 @@ export interface GatewayConfig {
   maxEmbeddingInputs: number;
   /** OTLP/HTTP traces endpoint; without it spans are made (for `traceparent`) but not exported. */
   otlpUrl: string | undefined;
+  /** Sessions whose prompts are compared for prompt-cache breaks; 0 turns the comparison off. */
+  promptCacheMaxSessions: number;
 }
 
 type Kind = 'port' | 'string' | 'url' | 'integer' | 'dir' | 'keys' | 'limits';
@@ -366,6 +369,15 @@ const SETTINGS: readonly Setting[] = [
     help: 'OTLP/HTTP traces endpoint (spans are exported only with one)',
     defaultText: 'none',
   },
+  {
+    key: 'promptCacheMaxSessions',
+    flag: 'prompt-cache-max-sessions',
+    env: 'CLAWPERF_PROMPT_CACHE_MAX_SESSIONS',
+    kind: 'integer',
+    min: 0,
+    help: 'sessions compared for prompt-cache breaks (0: off)',
+    defaultText: String(DEFAULT_MAX_SESSIONS),
+  },
 ];
 
 const BY_FLAG = new Map(SETTINGS.map((s) => [s.flag, s]));
@@ -409,6 +421,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): GatewayConf
     batchMaxWaitMs: DEFAULT_BATCH_MAX_WAIT_MS,
     maxEmbeddingInputs: DEFAULT_MAX_EMBEDDING_INPUTS,
     otlpUrl: undefined,
+    promptCacheMaxSessions: DEFAULT_MAX_SESSIONS,
   };
 }
 

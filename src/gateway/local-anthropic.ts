@@ -8,6 +8,7 @@ import { Readable } from 'node:stream';
 import { type MessagesRequest, promptTokens } from './anthropic.ts';
 import { delay } from './delay.ts';
 import { estimateTokens } from './openai.ts';
+import type { PromptCacheFigures } from './simulated-prompt-cache.ts';
 
 /** The model name `local-chat` answers with. */
 const MODEL = 'local-chat';
@@ -18,23 +19,26 @@ export interface LocalAnswer {
   id: string;
   text: string;
   cut: boolean;
+  /** What the simulated prompt cache read and wrote for the prompt. */
+  cache: PromptCacheFigures;
 }
 
 type Json = { type: string; [field: string]: unknown };
 
 const event = (data: Json): string => `event: ${data.type}\ndata: ${JSON.stringify(data)}\n\n`;
 
-function usageOf(request: MessagesRequest, answer: LocalAnswer) {
+/** Anthropic's usage: `input_tokens` is the uncached part of the input only. */
+function usageOf(answer: LocalAnswer) {
   return {
-    input_tokens: promptTokens(request),
-    cache_creation_input_tokens: 0,
-    cache_read_input_tokens: 0,
+    input_tokens: answer.cache.uncached,
+    cache_creation_input_tokens: answer.cache.write,
+    cache_read_input_tokens: answer.cache.read,
     output_tokens: estimateTokens(answer.text),
   };
 }
 
 /** The message answering `request`. */
-export function localMessage(request: MessagesRequest, answer: LocalAnswer): Json {
+export function localMessage(answer: LocalAnswer): Json {
   return {
     id: `msg_${answer.id}`,
     type: 'message',
@@ -43,7 +47,7 @@ export function localMessage(request: MessagesRequest, answer: LocalAnswer): Jso
     content: [{ type: 'text', text: answer.text }],
     stop_reason: answer.cut ? 'max_tokens' : 'end_turn',
     stop_sequence: null,
-    usage: usageOf(request, answer),
+    usage: usageOf(answer),
   };
 }
 
@@ -52,13 +56,8 @@ export function localMessage(request: MessagesRequest, answer: LocalAnswer): Jso
  * `content_block_delta` (after a `ping`), `message_delta` with the stop reason and the output tokens, then
  * `message_stop`; the first event after `latencyMs`. Aborting ends it with `signal.reason`.
  */
-export function localMessageStream(
-  request: MessagesRequest,
-  answer: LocalAnswer,
-  latencyMs: number,
-  signal?: AbortSignal,
-): Readable {
-  const { content: _content, stop_reason, usage, ...head } = localMessage(request, answer);
+export function localMessageStream(answer: LocalAnswer, latencyMs: number, signal?: AbortSignal): Readable {
+  const { content: _content, stop_reason, usage, ...head } = localMessage(answer);
   const outputTokens = (usage as { output_tokens: number }).output_tokens;
   async function* events(): AsyncGenerator<string> {
     if (latencyMs > 0) await delay(latencyMs, signal);

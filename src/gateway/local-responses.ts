@@ -46,7 +46,7 @@ export function localResponse(request: ResponsesRequest, answer: LocalAnswer): R
     top_p: body.top_p ?? 1,
     usage: {
       input_tokens: input,
-      input_tokens_details: { cached_tokens: 0 },
+      input_tokens_details: { cached_tokens: Math.min(answer.cache.read, input) },
       output_tokens: output,
       output_tokens_details: { reasoning_tokens: 0 },
       total_tokens: input + output,

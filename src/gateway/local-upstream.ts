@@ -13,12 +13,13 @@ import { LOCAL_PREVIOUS_RESPONSE_ERROR, localResponse, localResponseStream } fro
 import {
   CHARS_PER_TOKEN,
   type ChatRequest,
-  type ChatUsage,
   contentText,
   estimateTokens,
   parseChatRequest,
 } from './openai.ts';
+import { promptBlocks } from './prompt-blocks.ts';
 import { lastUserInput, parseResponsesRequest, type ResponsesRequest } from './responses.ts';
+import { type PromptCacheFigures, SimulatedPromptCache } from './simulated-prompt-cache.ts';
 import type {
   CallOptions,
   Upstream,
@@ -167,11 +168,17 @@ function promptOf(request: ChatRequest): string {
 }
 
 /** The prompt counted once, and every choice's completion. */
-function chatUsage(request: ChatRequest, choices: readonly LocalChoice[]): ChatUsage {
+/** The prompt counted once, `cachedTokens` of it read from the (simulated) prompt cache, and every choice. */
+function chatUsage(request: ChatRequest, choices: readonly LocalChoice[], cachedTokens: number) {
   const prompt = estimateTokens(request.messages.map((m) => `${m.role}${contentText(m.content)}`).join(''));
   let completion = 0;
   for (const choice of choices) completion += estimateTokens(choice.text);
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    prompt_tokens_details: { cached_tokens: Math.min(cachedTokens, prompt) },
+  };
 }
 
 function completionId(request: ChatRequest): string {
@@ -189,6 +196,8 @@ export interface LocalUpstreamOptions {
 export class LocalUpstream implements Upstream {
   readonly statsCounters: readonly string[] = ['embedCalls', 'embedInputs', 'chatCalls', 'chatStreams'];
   readonly #latencyMs: number;
+  /** A simulation of a provider's prompt cache, so its accounting can be seen with the local model. */
+  readonly #promptCache = new SimulatedPromptCache();
   #embedCalls = 0;
   #embedInputs = 0;
   #chatCalls = 0;
@@ -224,18 +233,19 @@ export class LocalUpstream implements Upstream {
     }
     // The route validated the body; parsing it again is what a separate server would do.
     const chat = parseChatRequest(request.body) as ChatRequest;
+    const cached = this.#promptCache.openai(promptBlocks('openai', chat.body)).read;
     if (request.stream) {
       return {
         status: 200,
         headers: SSE_HEADERS,
         json: undefined,
-        stream: this.chatStream(chat, options.signal),
+        stream: this.chatStream(chat, options.signal, cached),
       };
     }
     return {
       status: 200,
       headers: JSON_HEADERS,
-      json: await this.chat(chat, options.signal),
+      json: await this.chat(chat, options.signal, cached),
       stream: undefined,
     };
   }
@@ -245,9 +255,10 @@ export class LocalUpstream implements Upstream {
     if (responses.previousResponseId !== undefined) {
       return { status: 400, headers: JSON_HEADERS, json: LOCAL_PREVIOUS_RESPONSE_ERROR, stream: undefined };
     }
+    const cache = this.#promptCache.openai(promptBlocks('openai', responses.body));
     const response = localResponse(
       responses,
-      this.#answer(lastUserInput(responses), responses.maxOutputTokens),
+      this.#answer(lastUserInput(responses), responses.maxOutputTokens, cache),
     );
     if (request.stream) {
       this.#chatStreams++;
@@ -260,12 +271,13 @@ export class LocalUpstream implements Upstream {
   }
 
   /** The answer to `prompt`, cut to `maxTokens`, with a stable id. */
-  #answer(prompt: string, maxTokens: number | undefined): LocalAnswer {
+  #answer(prompt: string, maxTokens: number | undefined, cache: PromptCacheFigures): LocalAnswer {
     const text = localChatText(prompt, maxTokens);
     return {
       id: `local_${fnv1a(prompt, 0, prompt.length).toString(16)}`,
       text,
       cut: text.length < localChatText(prompt).length,
+      cache,
     };
   }
 
@@ -277,15 +289,16 @@ export class LocalUpstream implements Upstream {
     if (request.operation === 'count_tokens') {
       return { status: 200, headers: JSON_HEADERS, json: localCountTokens(messages), stream: undefined };
     }
-    const answer = this.#answer(lastUserText(messages), messages.maxTokens);
+    const cache = this.#promptCache.anthropic(promptBlocks('anthropic', messages.body));
+    const answer = this.#answer(lastUserText(messages), messages.maxTokens, cache);
     if (request.stream) {
       this.#chatStreams++;
-      const stream = localMessageStream(messages, answer, this.#latencyMs, signal);
+      const stream = localMessageStream(answer, this.#latencyMs, signal);
       return { status: 200, headers: SSE_HEADERS, json: undefined, stream };
     }
     this.#chatCalls++;
     if (this.#latencyMs > 0) await delay(this.#latencyMs, signal);
-    return { status: 200, headers: JSON_HEADERS, json: localMessage(messages, answer), stream: undefined };
+    return { status: 200, headers: JSON_HEADERS, json: localMessage(answer), stream: undefined };
   }
 
   /** Embeds a batch of inputs, in order, with the estimated tokens of each. */
@@ -302,7 +315,7 @@ export class LocalUpstream implements Upstream {
   }
 
   /** A chat completion in OpenAI's shape, after the configured latency. Rejects with `signal.reason` on abort. */
-  async chat(request: ChatRequest, signal?: AbortSignal): Promise<Record<string, unknown>> {
+  async chat(request: ChatRequest, signal?: AbortSignal, cachedTokens = 0): Promise<Record<string, unknown>> {
     this.#chatCalls++;
     if (this.#latencyMs > 0) await delay(this.#latencyMs, signal);
     const choices = localChoices(request);
@@ -318,7 +331,7 @@ export class LocalUpstream implements Upstream {
         logprobs: null,
         finish_reason: c.finish,
       })),
-      usage: chatUsage(request, choices),
+      usage: chatUsage(request, choices, cachedTokens),
     };
   }
 
@@ -329,7 +342,7 @@ export class LocalUpstream implements Upstream {
    * `stream_options.include_usage` a last chunk carries `usage`. Aborting ends the stream with
    * `signal.reason`.
    */
-  chatStream(request: ChatRequest, signal?: AbortSignal): Readable {
+  chatStream(request: ChatRequest, signal?: AbortSignal, cachedTokens = 0): Readable {
     this.#chatStreams++;
     const latencyMs = this.#latencyMs;
     const id = completionId(request);
@@ -337,7 +350,7 @@ export class LocalUpstream implements Upstream {
     const choices = localChoices(request);
     const options = request.body.stream_options as { include_usage?: unknown } | undefined;
     const includeUsage = options?.include_usage === true;
-    const usage = chatUsage(request, choices);
+    const usage = chatUsage(request, choices, cachedTokens);
     const chunk = (index: number, delta: object, finish: string | null) =>
       `data: ${JSON.stringify({
         id,

@@ -6,11 +6,17 @@
  * @module
  */
 import { timingSafeEqual } from 'node:crypto';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, type Registry } from 'prom-client';
 import type { CacheOutcome, MultiLevelCache } from '../cache/index.ts';
 import type { RateLimiter, Reservation } from '../concurrency/index.ts';
-import { genAIAttributes, requestSpan, setGenAIUsage, usageFromResponse } from '../tracing/index.ts';
+import {
+  genAIAttributes,
+  requestSpan,
+  setGenAIUsage,
+  type TokenUsage,
+  usageFromResponse,
+} from '../tracing/index.ts';
 import type { GatewayConfig } from './config.ts';
 import {
   CACHE_HEADER,
@@ -25,6 +31,8 @@ import { retrySeconds } from './error-answers.ts';
 import type { GuardedUpstream } from './guarded-upstream.ts';
 import { LOCAL_CHAT_MODEL, LOCAL_EMBED_MODEL, LOCAL_MODELS } from './local-upstream.ts';
 import { type ApiError, apiError } from './openai.ts';
+import { PROMPT_CACHE_HEADER, PromptCacheMetrics, promptCacheHeader } from './prompt-cache-metrics.ts';
+import { type PromptEvent, PromptSessions, sessionOf } from './prompt-sessions.ts';
 import type { Api } from './upstream-interface.ts';
 
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
@@ -41,6 +49,18 @@ export interface RequestStepsOptions {
   counts: GatewayCounts;
   /** Where `clawperf_gateway_answers_total` is registered. */
   registry: Registry;
+  /** Where prompt-cache breaks and stalls are logged. */
+  log: (event: PromptEvent) => void;
+}
+
+/** One answer the provider produced, as the prompt-cache accounting reads it. */
+export interface AnsweredTurn {
+  tenant: string;
+  api: Api;
+  model: string;
+  /** The body sent upstream. */
+  body: Record<string, unknown>;
+  usage: TokenUsage | undefined;
 }
 
 /** A cache lookup's outcome as the request's cache state: a stale value served is a hit. */
@@ -64,6 +84,9 @@ export class RequestSteps {
   readonly #answers: Counter;
   /** One child per label pair, so an answer does not hash its labels again. */
   readonly #answerChildren = new Map<string, { inc(): void }>();
+  readonly #promptCache: PromptCacheMetrics;
+  /** Break detection per session; `undefined` when it is off. */
+  readonly #sessions: PromptSessions | undefined;
 
   constructor(options: RequestStepsOptions) {
     this.config = options.config;
@@ -76,6 +99,12 @@ export class RequestSteps {
       digest: digest(key),
       tenant,
     }));
+    this.#promptCache = new PromptCacheMetrics(options.registry);
+    const maxSessions = options.config.promptCacheMaxSessions;
+    this.#sessions =
+      maxSessions === 0
+        ? undefined
+        : new PromptSessions({ registry: options.registry, log: options.log, maxSessions });
     this.#answers = new Counter({
       name: 'clawperf_gateway_answers_total',
       help: 'Answers by endpoint and cache outcome',
@@ -229,6 +258,24 @@ export class RequestSteps {
       .then((result) => ({ value: result.value as V, cache: CACHE_STATE[result.outcome] }));
     stored.catch(() => {});
     return Promise.race([stored, early]);
+  }
+
+  /**
+   * After an answer the provider produced (not a cached one): counts its prompt-cache figures, puts them in
+   * `x-clawperf-prompt-cache` when `reply` has not been sent (a stream's headers leave before its usage
+   * exists), and compares the prompt with its session's last one, off the request's path.
+   */
+  answered(request: FastifyRequest, turn: AnsweredTurn, reply?: FastifyReply): void {
+    if (turn.usage !== undefined) {
+      this.#promptCache.record(turn.tenant, turn.model, turn.usage);
+      if (reply !== undefined && !reply.sent)
+        reply.header(PROMPT_CACHE_HEADER, promptCacheHeader(turn.usage));
+    }
+    const sessions = this.#sessions;
+    // A response that continues a stored one carries only its new input: there is no prefix to compare.
+    if (sessions === undefined || turn.body.previous_response_id != null) return;
+    const session = sessionOf(request.headers, turn.api, turn.body);
+    if (session !== undefined) setImmediate(() => sessions.observe({ ...turn, session }));
   }
 
   /**

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { type Logger, pino } from 'pino';
 import { MultiLevelCache } from '../cache/index.ts';
 import { OutboundLimiter } from '../concurrency/index.ts';
 import { MetricsCollector, PrometheusExporter, type Trackable } from '../metrics/index.ts';
@@ -27,6 +28,12 @@ import type { Api, Upstream } from './upstream-interface.ts';
 
 export { DEFAULT_COMPLETION_ESTIMATE } from './context.ts';
 export { LOCAL_PROVIDER } from './local-upstream.ts';
+
+/** What a gateway is built with besides its configuration. */
+export interface GatewayOptions {
+  /** Where structured events go. @default JSON lines on stderr */
+  logger?: Logger;
+}
 
 /** A running gateway. */
 export interface Gateway {
@@ -63,8 +70,13 @@ const discardSpans = {
  *
  * @throws {ConfigError} naming the setting, for an invalid configuration.
  */
-export async function createGateway(input: Partial<GatewayConfig> = {}): Promise<Gateway> {
+export async function createGateway(
+  input: Partial<GatewayConfig> = {},
+  options: GatewayOptions = {},
+): Promise<Gateway> {
   const config = resolveConfig(input);
+  // Structured events (a prompt-cache break, a stalled breakpoint) as JSON lines on stderr.
+  const logger = options.logger ?? pino({ base: { service: 'clawperf-gateway' } }, pino.destination(2));
   const local = new LocalUpstream({ chatLatencyMs: config.localChatLatencyMs });
   /** A client of one upstream, paced by its own rate-limit headers; none without a URL. */
   const upstreamOf = (baseUrl: string | undefined, apiKey: string | undefined, api: Api) => {
@@ -166,6 +178,7 @@ export async function createGateway(input: Partial<GatewayConfig> = {}): Promise
     limiter,
     counts,
     registry: collector.registry,
+    log: (event) => logger.warn(event, event.event),
   });
   const batcher = createEmbeddingBatcher(ctx);
   const feed = new DashboardFeed({
