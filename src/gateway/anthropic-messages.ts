@@ -9,6 +9,7 @@ import { DEFAULT_MAX_VALUE_BYTES } from '../cache/index.ts';
 import { anthropicHeaders, type MessagesRequest, parseMessagesRequest, promptTokens } from './anthropic.ts';
 import { sendAnthropicError } from './anthropic-errors.ts';
 import { AnthropicStreamTap, replayMessage } from './anthropic-stream.ts';
+import { withAutoBreakpoints } from './auto-breakpoints.ts';
 import { isApiError } from './error-answers.ts';
 import { type ApiError, totalTokens } from './openai.ts';
 import type { Protocol, ProtocolRequest } from './protocol.ts';
@@ -19,7 +20,16 @@ export interface AnthropicMessagesRequest extends ProtocolRequest {
   headers: Record<string, string>;
 }
 
-export const anthropicMessages: Protocol<AnthropicMessagesRequest> = {
+/** Options of the protocol. */
+export interface AnthropicMessagesOptions {
+  /** Place cache breakpoints where the client's leave the history uncached (auto-breakpoints.ts). */
+  autoBreakpoints?: boolean;
+}
+
+/** The Messages protocol. */
+export const anthropicMessages = (
+  options: AnthropicMessagesOptions = {},
+): Protocol<AnthropicMessagesRequest> => ({
   endpoint: 'messages',
   api: 'anthropic',
 
@@ -43,7 +53,8 @@ export const anthropicMessages: Protocol<AnthropicMessagesRequest> = {
 
   upstreamBody(request: AnthropicMessagesRequest): Record<string, unknown> {
     // A stream always carries its usage: nothing to ask for, nothing to drop.
-    return request.messages.body;
+    const body = request.messages.body;
+    return options.autoBreakpoints === true ? withAutoBreakpoints(body) : body;
   },
 
   usage: totalTokens,
@@ -55,4 +66,4 @@ export const anthropicMessages: Protocol<AnthropicMessagesRequest> = {
   },
 
   sendError: sendAnthropicError,
-};
+});

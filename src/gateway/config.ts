@@ -110,9 +110,11 @@ export interface GatewayConfig {
   otlpUrl: string | undefined;
   /** Sessions whose prompts are compared for prompt-cache breaks; 0 turns the comparison off. */
   promptCacheMaxSessions: number;
+  /** Place Anthropic cache breakpoints where the client's leave the history uncached. */
+  promptCacheAutoBreakpoints: boolean;
 }
 
-type Kind = 'port' | 'string' | 'url' | 'integer' | 'dir' | 'keys' | 'limits';
+type Kind = 'port' | 'string' | 'url' | 'integer' | 'boolean' | 'dir' | 'keys' | 'limits';
 
 interface Setting {
   key: keyof GatewayConfig;
@@ -378,6 +380,14 @@ const SETTINGS: readonly Setting[] = [
     help: 'sessions compared for prompt-cache breaks (0: off)',
     defaultText: String(DEFAULT_MAX_SESSIONS),
   },
+  {
+    key: 'promptCacheAutoBreakpoints',
+    flag: 'prompt-cache-auto-breakpoints',
+    env: 'CLAWPERF_PROMPT_CACHE_AUTO_BREAKPOINTS',
+    kind: 'boolean',
+    help: 'place Anthropic cache breakpoints where the client leaves the history uncached (on/off)',
+    defaultText: 'off',
+  },
 ];
 
 const BY_FLAG = new Map(SETTINGS.map((s) => [s.flag, s]));
@@ -422,6 +432,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): GatewayConf
     maxEmbeddingInputs: DEFAULT_MAX_EMBEDDING_INPUTS,
     otlpUrl: undefined,
     promptCacheMaxSessions: DEFAULT_MAX_SESSIONS,
+    promptCacheAutoBreakpoints: false,
   };
 }
 
@@ -502,6 +513,11 @@ function convert(setting: Setting, name: string, raw: unknown): unknown {
       if (setting.key === 'anthropicUpstreamUrl') return raw.replace(/\/+$/, '').replace(/\/v1$/, '');
       return raw;
     }
+    case 'boolean':
+      if (raw === true || raw === false) return raw;
+      if (fromText && /^(on|true|1|yes)$/i.test(raw.trim())) return true;
+      if (fromText && /^(off|false|0|no)$/i.test(raw.trim())) return false;
+      throw new ConfigError(name, `must be on or off (true or false), got ${JSON.stringify(raw)}`);
     case 'dir':
       if (raw === false || raw === 'off' || raw === 'false') return false;
       if (typeof raw !== 'string' || raw === '') {
@@ -557,7 +573,7 @@ export function readConfigFile(path: string): Partial<GatewayConfig> {
     throw new ConfigError('config', `${path} must hold an object of settings`);
   }
   const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(data)) {
+  for (const [key, value] of flatten(data as Record<string, unknown>)) {
     const setting = BY_KEY.get(key);
     if (setting === undefined) {
       throw new ConfigError(key, `unknown setting in ${path}; known: ${[...BY_KEY.keys()].join(', ')}`);
@@ -565,6 +581,25 @@ export function readConfigFile(path: string): Partial<GatewayConfig> {
     out[key] = convert(setting, key, value);
   }
   return out as Partial<GatewayConfig>;
+}
+
+/**
+ * A file's settings as flat keys: a group the file writes as an object (`promptCache: { autoBreakpoints:
+ * true }`) is the settings its name prefixes (`promptCacheAutoBreakpoints`).
+ */
+function* flatten(data: Record<string, unknown>): Generator<[string, unknown]> {
+  for (const [key, value] of Object.entries(data)) {
+    const group = value !== null && typeof value === 'object' && !Array.isArray(value) && !BY_KEY.has(key);
+    if (!group) {
+      yield [key, value];
+      continue;
+    }
+    for (const [sub, inner] of Object.entries(value as Record<string, unknown>)) {
+      const flat = `${key}${sub.charAt(0).toUpperCase()}${sub.slice(1)}`;
+      if (!BY_KEY.has(flat)) throw new ConfigError(`${key}.${sub}`, 'unknown setting');
+      yield [flat, inner];
+    }
+  }
 }
 
 /** What {@link parseArgs} found on the command line. */

@@ -15,7 +15,7 @@ import { isApiError } from './error-answers.ts';
 
 /** The `/v1/messages` handler. */
 export function messagesHandler(ctx: GatewayContext) {
-  return completionRoute(ctx, anthropicMessages);
+  return completionRoute(ctx, anthropicMessages({ autoBreakpoints: ctx.config.promptCacheAutoBreakpoints }));
 }
 
 /**

@@ -63,7 +63,10 @@ function parts(api: Api, body: Json): { kind: BlockKind; block: unknown }[] {
         for (const [i, b] of m.content.entries()) {
           out.push({ kind: 'message', block: i === 0 && isObject(b) ? { role: m.role, ...b } : b });
         }
-      } else out.push({ kind: 'message', block: { role: m.role, content: m.content } });
+      } else {
+        // A string is one text block to Anthropic, and caches as one.
+        out.push({ kind: 'message', block: { role: m.role, type: 'text', text: m.content } });
+      }
     }
     return out;
   }

@@ -117,6 +117,27 @@ describe('sources and precedence', () => {
     assert.equal(c.upstreamUrl, 'http://localhost:11434/v1');
   });
 
+  it('reads the Anthropic upstream (a trailing /v1 dropped) and the prompt-cache group of a file', () => {
+    const yaml = file(
+      'pc.yaml',
+      'anthropicUpstreamUrl: https://api.anthropic.com/v1/\npromptCache:\n  autoBreakpoints: true\n  maxSessions: 50\n',
+    );
+    const c = loadConfig(['--config', yaml], { ANTHROPIC_API_KEY: 'sk-ant' });
+    assert.equal(c.anthropicUpstreamUrl, 'https://api.anthropic.com');
+    assert.equal(c.anthropicApiKey, 'sk-ant');
+    assert.equal(c.promptCacheAutoBreakpoints, true);
+    assert.equal(c.promptCacheMaxSessions, 50);
+    assert.equal(
+      loadConfig(['--prompt-cache-auto-breakpoints', 'off', '--config', yaml], {}).promptCacheAutoBreakpoints,
+      false,
+    );
+    assert.equal(
+      loadConfig([], { CLAWPERF_PROMPT_CACHE_AUTO_BREAKPOINTS: 'on' }).promptCacheAutoBreakpoints,
+      true,
+    );
+    assert.equal(loadConfig([], {}).promptCacheAutoBreakpoints, false);
+  });
+
   it('recognises --help', () => {
     assert.equal(loadConfig(['--help'], {}).help, true);
   });
@@ -150,6 +171,14 @@ describe('validation names the setting', () => {
     configError(() => loadConfig(['--config', file('bad.yaml', 'port: [1\n')], {}), 'config');
     configError(() => loadConfig(['--config', file('list.yaml', '- 1\n')], {}), 'config');
     configError(() => loadConfig(['--config', file('l.yaml', 'limits:\n  rpm: 0\n')], {}), 'limits.rpm');
+    configError(
+      () => loadConfig(['--config', file('g.yaml', 'promptCache:\n  autoBreakpoint: true\n')], {}),
+      'promptCache.autoBreakpoint',
+    );
+    configError(
+      () => loadConfig(['--prompt-cache-auto-breakpoints', 'maybe'], {}),
+      '--prompt-cache-auto-breakpoints',
+    );
   });
 
   it('validates a programmatic configuration the same way', () => {
