@@ -160,6 +160,22 @@ describe('the simulated prompt cache of local-chat, and sessions', () => {
     assert.match(second.response.headers.get('x-clawperf-prompt-cache') ?? '', /^read=\d+ write=\d+$/);
   });
 
+  it('simulates OpenAI automatic prefix caching on chat completions too', async () => {
+    const openai = new OpenAI({ apiKey: 'k', baseURL: `${base}/v1`, maxRetries: 0 });
+    const system = { role: 'system' as const, content: `You are terse. ${'rule '.repeat(50)}` };
+    const first = await openai.chat.completions
+      .create({ model: 'local-chat', messages: [system, { role: 'user', content: 'one' }] })
+      .withResponse();
+    assert.equal(first.data.usage?.prompt_tokens_details?.cached_tokens, 0);
+    assert.equal(first.response.headers.get('x-clawperf-prompt-cache'), 'read=0 write=0');
+    const second = await openai.chat.completions
+      .create({ model: 'local-chat', messages: [system, { role: 'user', content: 'two' }] })
+      .withResponse();
+    const read = second.data.usage?.prompt_tokens_details?.cached_tokens ?? 0;
+    assert.ok(read > 0);
+    assert.equal(second.response.headers.get('x-clawperf-prompt-cache'), `read=${read} write=0`);
+  });
+
   it('reports one break, labelled system, when the system prompt changes; none when a session only appends', async () => {
     await turn('appends', conversation('Stable system prompt.', 1));
     await turn('appends', conversation('Stable system prompt.', 2));
