@@ -37,7 +37,7 @@ const KINDS: readonly BlockKind[] = ['tools', 'system', 'message'];
 
 /** What a session keeps of its last request. */
 interface Session {
-  /** The prefix hash at each block, as a 48-bit number. */
+  /** The prefix hash at each block. */
   prefixes: Float64Array;
   tokens: Uint32Array;
   kinds: Uint8Array;
@@ -125,7 +125,7 @@ export class PromptSessions {
     session.length = Math.min(blocks.length, MAX_SESSION_BLOCKS);
     for (let i = 0; i < session.length; i++) {
       const block = blocks[i]!;
-      session.prefixes[i] = Number.parseInt(block.prefix.slice(0, 12), 16);
+      session.prefixes[i] = block.prefix;
       session.tokens[i] = block.tokens;
       session.kinds[i] = KINDS.indexOf(block.kind);
     }
@@ -136,7 +136,7 @@ export class PromptSessions {
   #compare(turn: PromptTurn, session: Session, blocks: readonly PromptBlock[]): void {
     const shared = Math.min(session.length, blocks.length);
     for (let i = 0; i < shared; i++) {
-      if (session.prefixes[i] === Number.parseInt(blocks[i]!.prefix.slice(0, 12), 16)) continue;
+      if (session.prefixes[i] === blocks[i]!.prefix) continue;
       let invalidated = 0;
       for (let j = i; j < session.length; j++) invalidated += session.tokens[j]!;
       const changed = blocks[i]!.kind;

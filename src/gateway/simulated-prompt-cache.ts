@@ -38,7 +38,7 @@ const sum = (blocks: readonly PromptBlock[], from: number, to: number) => {
 };
 
 export class SimulatedPromptCache {
-  readonly #written = new LRUCache<string, true>({
+  readonly #written = new LRUCache<number, true>({
     max: MAX_PREFIXES,
     ttl: SIMULATED_CACHE_TTL_MS,
     updateAgeOnGet: true,
