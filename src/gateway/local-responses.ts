@@ -11,6 +11,7 @@ import type { LocalAnswer } from './local-anthropic.ts';
 import { estimateTokens } from './openai.ts';
 import { type ResponsesRequest, responsesPromptTokens } from './responses.ts';
 import { replayResponse } from './responses-stream.ts';
+import { cachedPart } from './simulated-prompt-cache.ts';
 
 /** The response answering `request`. */
 export function localResponse(request: ResponsesRequest, answer: LocalAnswer): Record<string, unknown> {
@@ -46,7 +47,7 @@ export function localResponse(request: ResponsesRequest, answer: LocalAnswer): R
     top_p: body.top_p ?? 1,
     usage: {
       input_tokens: input,
-      input_tokens_details: { cached_tokens: Math.min(answer.cache.read, input) },
+      input_tokens_details: { cached_tokens: cachedPart(answer.cache, input) },
       output_tokens: output,
       output_tokens_details: { reasoning_tokens: 0 },
       total_tokens: input + output,

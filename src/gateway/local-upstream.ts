@@ -19,7 +19,7 @@ import {
 } from './openai.ts';
 import { promptBlocks } from './prompt-blocks.ts';
 import { lastUserInput, parseResponsesRequest, type ResponsesRequest } from './responses.ts';
-import { type PromptCacheFigures, SimulatedPromptCache } from './simulated-prompt-cache.ts';
+import { cachedPart, type PromptCacheFigures, SimulatedPromptCache } from './simulated-prompt-cache.ts';
 import type {
   CallOptions,
   Upstream,
@@ -168,8 +168,12 @@ function promptOf(request: ChatRequest): string {
 }
 
 /** The prompt counted once, and every choice's completion. */
-/** The prompt counted once, `cachedTokens` of it read from the (simulated) prompt cache, and every choice. */
-function chatUsage(request: ChatRequest, choices: readonly LocalChoice[], cachedTokens: number) {
+/** The prompt counted once, the part of it the simulated prompt cache read, and every choice. */
+function chatUsage(
+  request: ChatRequest,
+  choices: readonly LocalChoice[],
+  cache: PromptCacheFigures | undefined,
+) {
   const prompt = estimateTokens(request.messages.map((m) => `${m.role}${contentText(m.content)}`).join(''));
   let completion = 0;
   for (const choice of choices) completion += estimateTokens(choice.text);
@@ -177,7 +181,7 @@ function chatUsage(request: ChatRequest, choices: readonly LocalChoice[], cached
     prompt_tokens: prompt,
     completion_tokens: completion,
     total_tokens: prompt + completion,
-    prompt_tokens_details: { cached_tokens: Math.min(cachedTokens, prompt) },
+    prompt_tokens_details: { cached_tokens: cache === undefined ? 0 : cachedPart(cache, prompt) },
   };
 }
 
@@ -233,7 +237,7 @@ export class LocalUpstream implements Upstream {
     }
     // The route validated the body; parsing it again is what a separate server would do.
     const chat = parseChatRequest(request.body) as ChatRequest;
-    const cached = this.#promptCache.openai(promptBlocks('openai', chat.body)).read;
+    const cached = this.#promptCache.openai(promptBlocks('openai', chat.body));
     if (request.stream) {
       return {
         status: 200,
@@ -315,7 +319,11 @@ export class LocalUpstream implements Upstream {
   }
 
   /** A chat completion in OpenAI's shape, after the configured latency. Rejects with `signal.reason` on abort. */
-  async chat(request: ChatRequest, signal?: AbortSignal, cachedTokens = 0): Promise<Record<string, unknown>> {
+  async chat(
+    request: ChatRequest,
+    signal?: AbortSignal,
+    cache?: PromptCacheFigures,
+  ): Promise<Record<string, unknown>> {
     this.#chatCalls++;
     if (this.#latencyMs > 0) await delay(this.#latencyMs, signal);
     const choices = localChoices(request);
@@ -331,7 +339,7 @@ export class LocalUpstream implements Upstream {
         logprobs: null,
         finish_reason: c.finish,
       })),
-      usage: chatUsage(request, choices, cachedTokens),
+      usage: chatUsage(request, choices, cache),
     };
   }
 
@@ -342,7 +350,7 @@ export class LocalUpstream implements Upstream {
    * `stream_options.include_usage` a last chunk carries `usage`. Aborting ends the stream with
    * `signal.reason`.
    */
-  chatStream(request: ChatRequest, signal?: AbortSignal, cachedTokens = 0): Readable {
+  chatStream(request: ChatRequest, signal?: AbortSignal, cache?: PromptCacheFigures): Readable {
     this.#chatStreams++;
     const latencyMs = this.#latencyMs;
     const id = completionId(request);
@@ -350,7 +358,7 @@ export class LocalUpstream implements Upstream {
     const choices = localChoices(request);
     const options = request.body.stream_options as { include_usage?: unknown } | undefined;
     const includeUsage = options?.include_usage === true;
-    const usage = chatUsage(request, choices, cachedTokens);
+    const usage = chatUsage(request, choices, cache);
     const chunk = (index: number, delta: object, finish: string | null) =>
       `data: ${JSON.stringify({
         id,

@@ -81,3 +81,12 @@ export class SimulatedPromptCache {
     return { read, write: 0, uncached: sum(blocks, readEnd + 1, blocks.length) };
   }
 }
+
+/**
+ * The cached part of a prompt a local model reports as `prompt` tokens by its own estimate: the share the
+ * simulation read, so the two estimates never disagree (a new message is never reported as read).
+ */
+export function cachedPart(figures: PromptCacheFigures, prompt: number): number {
+  const total = figures.read + figures.write + figures.uncached;
+  return total === 0 ? 0 : Math.floor((prompt * figures.read) / total);
+}

@@ -176,6 +176,40 @@ describe('the simulated prompt cache of local-chat, and sessions', () => {
     assert.equal(second.response.headers.get('x-clawperf-prompt-cache'), `read=${read} write=0`);
   });
 
+  it('never reports a new message as read from the simulated cache, tools or not', async () => {
+    const openai = new OpenAI({ apiKey: 'k', baseURL: `${base}/v1`, maxRetries: 0 });
+    const tools = [
+      { type: 'function' as const, function: { name: 'f', description: 'd'.repeat(1300), parameters: {} } },
+    ];
+    const ask = (content: string) =>
+      openai.chat.completions.create({
+        model: 'local-chat',
+        tools,
+        messages: [
+          { role: 'system', content: 'You are terse.' },
+          { role: 'user', content },
+        ],
+      });
+    await ask('first question');
+    const second = await ask('a second question that was never sent before, about queues and retries');
+    const usage = second.usage!;
+    assert.ok((usage.prompt_tokens_details?.cached_tokens ?? 0) < usage.prompt_tokens, JSON.stringify(usage));
+    const responses = async (input: string) =>
+      (
+        await openai.responses.create({
+          model: 'local-chat',
+          tools: [
+            { type: 'function', name: 'f', description: 'd'.repeat(1300), parameters: {}, strict: false },
+          ],
+          input,
+        })
+      ).usage!;
+    await responses('first question');
+    const r = await responses('a second question that was never sent before, about queues and retries');
+    // The new input, 70 characters, is at least 17 tokens no cache can have read.
+    assert.ok(r.input_tokens - r.input_tokens_details.cached_tokens >= 17, JSON.stringify(r));
+  });
+
   it('reports one break, labelled system, when the system prompt changes; none when a session only appends', async () => {
     await turn('appends', conversation('Stable system prompt.', 1));
     await turn('appends', conversation('Stable system prompt.', 2));
