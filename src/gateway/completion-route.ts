@@ -22,9 +22,19 @@ import {
 import { isApiError } from './error-answers.ts';
 import type { Protocol, ProtocolRequest } from './protocol.ts';
 import type { AnsweredTurn } from './request-steps.ts';
+import type { DeploymentKey, UpstreamReply } from './upstream-interface.ts';
 
 /** Each cached answer's JSON text, made at its first answer and sent again by every hit. */
 const answerJson = new JsonMemo<object>();
+
+/** The response header naming the deployment that produced an answer (`local` for the local models). */
+export const DEPLOYMENT_HEADER = 'x-clawperf-deployment';
+const LOCAL_DEPLOYMENT = 'local';
+
+/** The deployment and key of an upstream's answer, when a router chose them. */
+function deploymentKey(reply: UpstreamReply): DeploymentKey | undefined {
+  return reply.deployment === undefined ? undefined : { deployment: reply.deployment, key: reply.key ?? 0 };
+}
 
 /** Whether a lookup waited for the upstream (anything but a hit). */
 const notHit = (found: { cache: CacheState }) => found.cache !== 'hit';
@@ -63,6 +73,7 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
         model: req.model,
         body: protocol.upstreamBody(req),
         headers: req.headers,
+        pin: req.pin,
         stream: req.stream,
         items: 1,
         tokens: req.estimate,
@@ -88,7 +99,8 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
     const answer = await ctx.timed(request, () => callUpstream(req, abort.signal));
     if (key !== undefined) request.clawperf.cacheKey = key;
     ctx.record(request, endpoint, req.model, key === undefined ? 'bypass' : 'miss', 1);
-    const tap = protocol.tap(req, key !== undefined, s.tenant);
+    reply.header(DEPLOYMENT_HEADER, answer.deployment ?? LOCAL_DEPLOYMENT);
+    const tap = protocol.tap(req, key !== undefined, s.tenant, deploymentKey(answer));
     finished(tap.relay(answer.stream!), (error) => {
       ctx.settle(s.admitted, tap.total);
       ctx.answered(request, turn(s.req, s.tenant, tap.usage));
@@ -120,7 +132,11 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
     const tags = [`tenant:${tenant}`, `model:${req.model}`];
     if (req.stream) return stream({ request, reply, req, tenant, admitted, key, tags });
     // Look the answer up, calling the upstream on a miss.
-    const call = async () => (await callUpstream(req)).json;
+    let answeredBy: UpstreamReply | undefined;
+    const call = async () => {
+      answeredBy = await callUpstream(req);
+      return answeredBy.json;
+    };
     let answer: unknown;
     let cache: CacheState;
     if (key === undefined) {
@@ -134,7 +150,10 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
     const produced = cache === 'miss' || cache === 'bypass';
     ctx.settle(admitted, produced ? protocol.usage(answer) : 0);
     if (produced) {
-      protocol.answered?.(req, answer, tenant);
+      // Only the request whose call produced it knows the deployment (a coalesced one does not).
+      if (answeredBy !== undefined)
+        reply.header(DEPLOYMENT_HEADER, answeredBy.deployment ?? LOCAL_DEPLOYMENT);
+      protocol.answered?.(req, answer, tenant, answeredBy && deploymentKey(answeredBy));
       ctx.answered(
         request,
         turn(req, tenant, tokenUsage((answer as { usage?: unknown } | null)?.usage)),

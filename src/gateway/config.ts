@@ -13,6 +13,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.ts';
+import { type DeploymentConfig, parseDeployments } from './deployments-config.ts';
 import { DEFAULT_MAX_SESSIONS } from './prompt-sessions.ts';
 
 /** @default 8787 */
@@ -112,9 +113,11 @@ export interface GatewayConfig {
   promptCacheMaxSessions: number;
   /** Place Anthropic cache breakpoints where the client's leave the history uncached. */
   promptCacheAutoBreakpoints: boolean;
+  /** The upstreams models run on, beside (not with) `upstreamUrl` and `anthropicUpstreamUrl` of one API. */
+  deployments: DeploymentConfig[];
 }
 
-type Kind = 'port' | 'string' | 'url' | 'integer' | 'boolean' | 'dir' | 'keys' | 'limits';
+type Kind = 'port' | 'string' | 'url' | 'integer' | 'boolean' | 'dir' | 'keys' | 'limits' | 'deployments';
 
 interface Setting {
   key: keyof GatewayConfig;
@@ -388,6 +391,14 @@ const SETTINGS: readonly Setting[] = [
     help: 'place Anthropic cache breakpoints where the client leaves the history uncached (on/off)',
     defaultText: 'off',
   },
+  {
+    key: 'deployments',
+    flag: 'deployments',
+    env: 'CLAWPERF_DEPLOYMENTS',
+    kind: 'deployments',
+    help: 'upstream deployments per model, as JSON (in a file: a list; see docs/gateway.md)',
+    defaultText: 'none',
+  },
 ];
 
 const BY_FLAG = new Map(SETTINGS.map((s) => [s.flag, s]));
@@ -433,6 +444,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): GatewayConf
     otlpUrl: undefined,
     promptCacheMaxSessions: DEFAULT_MAX_SESSIONS,
     promptCacheAutoBreakpoints: false,
+    deployments: [],
   };
 }
 
@@ -512,6 +524,15 @@ function convert(setting: Setting, name: string, raw: unknown): unknown {
       // Anthropic's base URL as its SDK takes it: the version path is the gateway's to add.
       if (setting.key === 'anthropicUpstreamUrl') return raw.replace(/\/+$/, '').replace(/\/v1$/, '');
       return raw;
+    }
+    case 'deployments': {
+      if (!fromText) return parseDeployments(name, raw);
+      try {
+        return parseDeployments(name, JSON.parse(raw));
+      } catch (error) {
+        if (error instanceof ConfigError) throw error;
+        throw new ConfigError(name, `must be a JSON list of deployments: ${(error as Error).message}`);
+      }
     }
     case 'boolean':
       if (raw === true || raw === false) return raw;
@@ -665,7 +686,26 @@ export function loadConfig(
   const args = parseArgs(argv);
   const file = args.configFile ?? (env.CLAWPERF_CONFIG || undefined);
   const fromFile = file === undefined ? {} : readConfigFile(file);
-  return { ...defaultConfig(env), ...fromFile, ...readEnv(env), ...args.values, help: args.help };
+  const config = { ...defaultConfig(env), ...fromFile, ...readEnv(env), ...args.values, help: args.help };
+  checkApis(config);
+  return config;
+}
+
+/**
+ * One API's models come either from its single upstream (`--upstream`, `--anthropic-upstream`) or from
+ * `deployments`, not both: the single upstream serves every model, so the two would claim the same ones.
+ */
+function checkApis(config: GatewayConfig): void {
+  const single = { openai: config.upstreamUrl, anthropic: config.anthropicUpstreamUrl };
+  config.deployments.forEach((d, i) => {
+    if (single[d.api] !== undefined) {
+      const flag = d.api === 'openai' ? '--upstream' : '--anthropic-upstream';
+      throw new ConfigError(
+        `deployments[${i}]`,
+        `${d.name} serves ${d.api} models, which ${flag} already serves; configure that upstream as a deployment instead`,
+      );
+    }
+  });
 }
 
 /** Validates a configuration given as an object (the programmatic counterpart of {@link loadConfig}). */
@@ -678,6 +718,7 @@ export function resolveConfig(input: Partial<GatewayConfig> = {}): GatewayConfig
     if (setting === undefined) throw new ConfigError(key, 'unknown setting');
     out[key] = convert(setting, key, value);
   }
+  checkApis(out as unknown as GatewayConfig);
   return out as unknown as GatewayConfig;
 }
 

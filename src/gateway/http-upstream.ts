@@ -45,7 +45,12 @@ export class HttpUpstream implements Upstream {
     if (path === undefined || request.api !== this.#api) {
       throw new TypeError(`a ${this.#api} upstream has no ${request.api} ${request.operation} operation`);
     }
-    const callOptions = { tokens: request.tokens, signal: options.signal, headers: request.headers };
+    const callOptions = {
+      tokens: request.tokens,
+      signal: options.signal,
+      headers: request.headers,
+      outbound: options.pacer,
+    };
     if (!request.stream) {
       const answer = await this.#client.postJson(path, request.body, callOptions);
       return { status: answer.status, headers: answer.headers, json: answer.body, stream: undefined };

@@ -19,6 +19,7 @@ import { sendError } from './error-answers.ts';
 import { LOCAL_CHAT_MODEL, LOCAL_MODELS, LOCAL_OWNER } from './local-upstream.ts';
 import { type ApiError, apiError, invalid } from './openai.ts';
 import type { UpstreamClient } from './upstream.ts';
+import type { Api } from './upstream-interface.ts';
 
 /** How long an upstream's model list is reused before it is fetched again, ms. @default 60000 */
 export const MODELS_TTL_MS = 60_000;
@@ -33,6 +34,8 @@ export interface ModelsOptions extends Pick<GatewayContext, 'tenantOf'> {
   upstream: UpstreamClient | undefined;
   /** The Anthropic upstream whose models Anthropic clients see beside `local-chat`, if any. */
   anthropic?: UpstreamClient | undefined;
+  /** The models listed deployments serve, per API. */
+  listed?: Record<Api, string[]>;
   /** Time source of the lists' expiry. @default systemClock */
   clock?: Clock;
   /** How long an upstream's list is reused, ms. @default MODELS_TTL_MS */
@@ -98,13 +101,13 @@ export function registerModels(app: FastifyInstance, options: ModelsOptions): vo
   const ttlMs = options.ttlMs ?? MODELS_TTL_MS;
   const started = new Date();
   const created = Math.floor(started.getTime() / 1000);
-  const openAILocal: OpenAIModel[] = LOCAL_MODELS.map((id) => ({
+  const openAIKnown: OpenAIModel[] = LOCAL_MODELS.map((id) => ({
     id,
     object: 'model',
     created,
     owned_by: LOCAL_OWNER,
   }));
-  const anthropicLocal: AnthropicModel[] = [
+  const anthropicKnown: AnthropicModel[] = [
     {
       type: 'model',
       id: LOCAL_CHAT_MODEL,
@@ -112,6 +115,12 @@ export function registerModels(app: FastifyInstance, options: ModelsOptions): vo
       created_at: started.toISOString(),
     },
   ];
+  const listed = options.listed ?? { openai: [], anthropic: [] };
+  for (const id of listed.openai)
+    openAIKnown.push({ id, object: 'model', created, owned_by: 'clawperf-deployments' });
+  for (const id of listed.anthropic) {
+    anthropicKnown.push({ type: 'model', id, display_name: id, created_at: started.toISOString() });
+  }
   const openAIModels = upstreamList<OpenAIModel>(options.upstream, '/models', undefined, clock, ttlMs);
   // Anthropic lists at most 1000 models a page: one page holds them all.
   const anthropicModels = upstreamList<AnthropicModel>(
@@ -129,9 +138,9 @@ export function registerModels(app: FastifyInstance, options: ModelsOptions): vo
     const tenant = tenantOf(request);
     if (typeof tenant !== 'string') return fail(request, reply, tenant);
     if (!speaksAnthropic(request))
-      return { object: 'list', data: [...openAILocal, ...(await openAIModels())] };
+      return { object: 'list', data: [...openAIKnown, ...(await openAIModels())] };
     const page = anthropicPage(
-      [...anthropicLocal, ...(await anthropicModels())],
+      [...anthropicKnown, ...(await anthropicModels())],
       request.query as Record<string, unknown>,
     );
     return 'status' in page ? fail(request, reply, page) : page;
@@ -142,8 +151,8 @@ export function registerModels(app: FastifyInstance, options: ModelsOptions): vo
     if (typeof tenant !== 'string') return fail(request, reply, tenant);
     const id = (request.params as { '*': string })['*'];
     const model = speaksAnthropic(request)
-      ? [...anthropicLocal, ...(await anthropicModels())].find((m) => m.id === id)
-      : (openAILocal.find((m) => m.id === id) ?? (await openAIModels()).find((m) => m.id === id));
+      ? [...anthropicKnown, ...(await anthropicModels())].find((m) => m.id === id)
+      : (openAIKnown.find((m) => m.id === id) ?? (await openAIModels()).find((m) => m.id === id));
     if (model !== undefined) return model;
     return fail(
       request,

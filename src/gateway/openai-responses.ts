@@ -15,6 +15,7 @@ import type { Protocol, ProtocolRequest } from './protocol.ts';
 import type { ResponseOwners } from './response-owners.ts';
 import { parseResponsesRequest, type ResponsesRequest, responsesPromptTokens } from './responses.ts';
 import { ResponsesStreamTap, replayResponse } from './responses-stream.ts';
+import type { DeploymentKey } from './upstream-interface.ts';
 
 /** A Responses request, parsed, with what the shared path needs. */
 export interface OpenAIResponsesRequest extends ProtocolRequest {
@@ -32,9 +33,9 @@ export function previousNotFound(id: string): ApiError {
 
 /** The Responses protocol, recording response ids in `owners`. */
 export function openAIResponses(owners: ResponseOwners): Protocol<OpenAIResponsesRequest> {
-  const remember = (answer: unknown, tenant: string) => {
+  const remember = (answer: unknown, tenant: string, at: DeploymentKey | undefined) => {
     const id = (answer as { id?: unknown } | null)?.id;
-    if (typeof id === 'string') owners.remember(id, tenant);
+    if (typeof id === 'string') owners.remember(id, tenant, at);
   };
   return {
     endpoint: 'responses',
@@ -66,12 +67,16 @@ export function openAIResponses(owners: ResponseOwners): Protocol<OpenAIResponse
 
     async authorize(request, tenant) {
       const previous = request.responses.previousResponseId;
-      if (previous === undefined || (await owners.owns(previous, tenant))) return undefined;
-      return previousNotFound(previous);
+      if (previous === undefined) return undefined;
+      const at = await owners.find(previous, tenant);
+      if (at === false) return previousNotFound(previous);
+      // It continues where the response is stored: that deployment and key alone.
+      request.pin = at;
+      return undefined;
     },
 
-    answered(_request, answer, tenant) {
-      remember(answer, tenant);
+    answered(_request, answer, tenant, at) {
+      remember(answer, tenant, at);
     },
 
     upstreamBody(request) {
@@ -83,11 +88,11 @@ export function openAIResponses(owners: ResponseOwners): Protocol<OpenAIResponse
 
     replay: replayResponse,
 
-    tap(_request, assemble, tenant) {
+    tap(_request, assemble, tenant, at) {
       return new ResponsesStreamTap({
         assemble,
         maxBytes: DEFAULT_MAX_VALUE_BYTES,
-        onId: (id) => owners.remember(id, tenant),
+        onId: (id) => owners.remember(id, tenant, at),
       });
     },
 

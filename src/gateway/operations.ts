@@ -12,6 +12,7 @@ import type { createProfilingHandler } from '../profiling/index.ts';
 import type { GatewayConfig } from './config.ts';
 import { bearer, CACHE_HEADER, digest } from './context.ts';
 import { type DashboardFeed, dashboardPage } from './dashboard.ts';
+import type { DeploymentRouter } from './deployment-router.ts';
 import { sendError } from './error-answers.ts';
 import { type ApiError, apiError } from './openai.ts';
 import type { UpstreamClient } from './upstream.ts';
@@ -23,6 +24,8 @@ export interface OperationsOptions {
   upstream: UpstreamClient | undefined;
   /** The Anthropic upstream, if configured. */
   anthropic: UpstreamClient | undefined;
+  /** Every deployment: each listed model needs a usable one to be ready. */
+  router: DeploymentRouter;
   prometheus: PrometheusExporter;
   profiling: ReturnType<typeof createProfilingHandler>;
   feed: DashboardFeed;
@@ -35,7 +38,7 @@ const UPSTREAM_STATE = { closed: 'up', open: 'circuit-open', 'half-open': 'circu
 
 /** Registers the operational routes on `app`. */
 export function registerOperations(app: FastifyInstance, options: OperationsOptions): void {
-  const { config, cache, upstream, anthropic, prometheus, profiling, feed } = options;
+  const { config, cache, upstream, anthropic, router, prometheus, profiling, feed } = options;
   const stateOf = (client: UpstreamClient | undefined) =>
     client === undefined ? 'local' : UPSTREAM_STATE[client.circuitState];
   app.get('/healthz', async () => ({ status: 'ok' }));
@@ -43,9 +46,25 @@ export function registerOperations(app: FastifyInstance, options: OperationsOpti
     const s = cache.stats();
     const redis = config.redisUrl === undefined ? 'off' : s.l2_up === 1 ? 'up' : 'down';
     const upstreams = { upstream: stateOf(upstream), anthropic: stateOf(anthropic) };
+    // Each model a listed deployment serves needs one whose circuit lets calls through.
+    const unserved: string[] = [];
+    for (const d of config.deployments) {
+      for (const model of Object.keys(d.models ?? {})) {
+        if (!unserved.includes(model) && !router.servers(d.api, model).some((s) => s.usable))
+          unserved.push(model);
+      }
+    }
     const ready =
-      !options.isClosing() && upstreams.upstream !== 'circuit-open' && upstreams.anthropic !== 'circuit-open';
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not-ready', ...upstreams, redis });
+      !options.isClosing() &&
+      upstreams.upstream !== 'circuit-open' &&
+      upstreams.anthropic !== 'circuit-open' &&
+      unserved.length === 0;
+    const body: Record<string, unknown> = { status: ready ? 'ready' : 'not-ready', ...upstreams, redis };
+    if (config.deployments.length > 0) {
+      body.deployments = Object.fromEntries(router.deployments.map((d) => [d.name, stateOf(d.client)]));
+      if (unserved.length > 0) body.unserved = unserved;
+    }
+    return reply.code(ready ? 200 : 503).send(body);
   });
   const metricsRoute = prometheus.route();
   app.get('/metrics', (request, reply) => metricsRoute.handler(request, reply));

@@ -10,7 +10,7 @@ import type { FastifyReply } from 'fastify';
 import type { TokenUsage } from '../tracing/index.ts';
 import type { Endpoint } from './context.ts';
 import type { ApiError } from './openai.ts';
-import type { Api } from './upstream-interface.ts';
+import type { Api, DeploymentKey } from './upstream-interface.ts';
 
 /** A request after parsing, as the shared path needs it. */
 export interface ProtocolRequest {
@@ -27,6 +27,8 @@ export interface ProtocolRequest {
   deterministic: boolean;
   /** The client's headers the upstream gets too. */
   headers?: Record<string, string>;
+  /** The deployment and key that must answer (set by `authorize`). */
+  pin?: DeploymentKey;
 }
 
 /** The tap a live stream passes through on its way to the client. */
@@ -56,14 +58,20 @@ export interface Protocol<R extends ProtocolRequest> {
    * after authentication, before admission.
    */
   authorize?(request: R, tenant: string): Promise<ApiError | undefined>;
-  /** Told of each answer a request produced (a miss or a bypass, not a cached answer), with its tenant. */
-  answered?(request: R, answer: unknown, tenant: string): void;
+  /**
+   * Told of each answer a request produced (a miss or a bypass, not a cached answer), with its tenant and
+   * the deployment and key that answered (when a router chose them).
+   */
+  answered?(request: R, answer: unknown, tenant: string, at: DeploymentKey | undefined): void;
   /** Tokens an answer used, input and output: what the limits settle to. */
   usage(answer: unknown): number | undefined;
   /** A cached answer replayed as this API's server-sent events. */
   replay(answer: unknown, request: R): Iterable<string>;
-  /** The tap of a live stream of `tenant`; `assemble` when its answer is to be rebuilt for the cache. */
-  tap(request: R, assemble: boolean, tenant: string): ProtocolTap;
+  /**
+   * The tap of a live stream of `tenant` from the deployment and key `at`; `assemble` when its answer is to
+   * be rebuilt for the cache.
+   */
+  tap(request: R, assemble: boolean, tenant: string, at: DeploymentKey | undefined): ProtocolTap;
   /** Sends an error answer in this API's shape. */
   sendError(reply: FastifyReply, error: ApiError): FastifyReply;
 }

@@ -43,8 +43,8 @@ export interface RequestStepsOptions {
   config: GatewayConfig;
   cache: MultiLevelCache<unknown>;
   upstream: GuardedUpstream;
-  /** The APIs with a configured upstream, which serve models other than the local ones. */
-  remote: ReadonlySet<Api>;
+  /** Whether a configured upstream serves `model` in `api` (the local models aside). */
+  serves: (api: Api, model: string) => boolean;
   limiter: RateLimiter | undefined;
   counts: GatewayCounts;
   /** Where `clawperf_gateway_answers_total` is registered. */
@@ -78,7 +78,7 @@ export class RequestSteps {
   /** Every model call: backpressure, spans, GenAI metrics, the local models and the HTTP upstream. */
   readonly upstream: GuardedUpstream;
   readonly counts: GatewayCounts;
-  readonly #remote: ReadonlySet<Api>;
+  readonly #serves: (api: Api, model: string) => boolean;
   readonly #limiter: RateLimiter | undefined;
   readonly #keys: readonly { digest: Buffer; tenant: string }[];
   readonly #answers: Counter;
@@ -93,7 +93,7 @@ export class RequestSteps {
     this.cache = options.cache;
     this.upstream = options.upstream;
     this.counts = options.counts;
-    this.#remote = options.remote;
+    this.#serves = options.serves;
     this.#limiter = options.limiter;
     this.#keys = Object.entries(options.config.apiKeys).map(([key, tenant]) => ({
       digest: digest(key),
@@ -152,12 +152,12 @@ export class RequestSteps {
       );
     }
     const { api } = ENDPOINT_CALLS[endpoint];
-    if (LOCAL_MODELS.includes(model) || this.#remote.has(api)) return undefined;
+    if (LOCAL_MODELS.includes(model) || this.#serves(api, model)) return undefined;
     const served = endpoint === 'embeddings' ? LOCAL_EMBED_MODEL : LOCAL_CHAT_MODEL;
     const upstream = api === 'anthropic' ? 'an Anthropic upstream (--anthropic-upstream)' : 'an upstream';
     return apiError(
       404,
-      `the model ${model} does not exist here; without ${upstream} this route serves ${served}`,
+      `the model ${model} does not exist here; no deployment serves it, and without ${upstream} this route serves ${served}`,
       'invalid_request_error',
       'model_not_found',
       'model',

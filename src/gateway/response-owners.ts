@@ -9,6 +9,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { type OwnedRedis, releaseRedis, toRedis } from '../internal/redis.ts';
+import type { DeploymentKey } from './upstream-interface.ts';
 
 /** Response ids remembered in memory. @default 100000 */
 export const DEFAULT_RESPONSE_OWNERS_MAX = 100_000;
@@ -45,23 +46,34 @@ export class ResponseOwners {
     return `clawperf:gw:response-owner:${id}`;
   }
 
-  /** Records that `tenant` created the response `id`. */
-  remember(id: string, tenant: string): void {
-    this.#local.set(id, tenant);
+  /** Records that `tenant` created the response `id`, stored by the deployment and key `at`. */
+  remember(id: string, tenant: string, at?: DeploymentKey): void {
+    const record = at === undefined ? tenant : `${tenant}\u0000${at.deployment}\u0000${at.key}`;
+    this.#local.set(id, record);
     this.#redis?.client
-      .set(ResponseOwners.#key(id), tenant, 'PX', RESPONSE_OWNER_RETENTION_MS)
+      .set(ResponseOwners.#key(id), record, 'PX', RESPONSE_OWNER_RETENTION_MS)
       .catch(() => {});
+  }
+
+  /**
+   * Where `tenant`'s response `id` is stored: `false` when the id is not `tenant`'s (or unknown), else the
+   * deployment and key that stored it (`undefined` when no router chose them).
+   */
+  async find(id: string, tenant: string): Promise<DeploymentKey | undefined | false> {
+    let record = this.#local.get(id);
+    if (record === undefined && this.#redis !== undefined) {
+      record = (await this.#redis.client.get(ResponseOwners.#key(id)).catch(() => null)) ?? undefined;
+      if (record !== undefined) this.#local.set(id, record);
+    }
+    if (record === undefined) return false;
+    const [owner, deployment, key] = record.split('\u0000');
+    if (owner !== tenant) return false;
+    return deployment === undefined ? undefined : { deployment, key: Number(key) };
   }
 
   /** Whether `tenant` created the response `id`. */
   async owns(id: string, tenant: string): Promise<boolean> {
-    const local = this.#local.get(id);
-    if (local !== undefined) return local === tenant;
-    if (this.#redis === undefined) return false;
-    const remote = await this.#redis.client.get(ResponseOwners.#key(id)).catch(() => null);
-    if (remote === null) return false;
-    this.#local.set(id, remote);
-    return remote === tenant;
+    return (await this.find(id, tenant)) !== false;
   }
 
   /** Forgets `id` (its response was deleted). */

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { type Logger, pino } from 'pino';
 import { MultiLevelCache } from '../cache/index.ts';
-import { OutboundLimiter } from '../concurrency/index.ts';
+import type { OutboundLimiter } from '../concurrency/index.ts';
 import { MetricsCollector, PrometheusExporter, type Trackable } from '../metrics/index.ts';
 import { createProfilingHandler } from '../profiling/index.ts';
 import { BackpressureController, MemoryManager } from '../resources/index.ts';
@@ -10,11 +10,11 @@ import { chatHandler } from './chat.ts';
 import { type GatewayConfig, resolveConfig } from './config.ts';
 import type { GatewayContext, GatewayCounts } from './context.ts';
 import { DashboardFeed } from './dashboard.ts';
+import { buildDeployments } from './deployments.ts';
 import { WriteBehindDiskStore } from './disk-writer.ts';
 import { createEmbeddingBatcher, embeddingsHandler } from './embeddings.ts';
 import { GuardedUpstream } from './guarded-upstream.ts';
 import { createHttpApp } from './http.ts';
-import { HttpUpstream } from './http-upstream.ts';
 import { createLimiter } from './limits.ts';
 import { LOCAL_MODELS, LocalUpstream } from './local-upstream.ts';
 import { countTokensHandler, messagesHandler } from './messages.ts';
@@ -23,7 +23,6 @@ import { registerOperations } from './operations.ts';
 import { RequestSteps } from './request-steps.ts';
 import { ResponseOwners } from './response-owners.ts';
 import { registerResponses } from './responses-route.ts';
-import { UpstreamClient } from './upstream.ts';
 import type { Api, Upstream } from './upstream-interface.ts';
 
 export { DEFAULT_COMPLETION_ESTIMATE } from './context.ts';
@@ -78,31 +77,6 @@ export async function createGateway(
   // Structured events (a prompt-cache break, a stalled breakpoint) as JSON lines on stderr.
   const logger = options.logger ?? pino({ base: { service: 'clawperf-gateway' } }, pino.destination(2));
   const local = new LocalUpstream({ chatLatencyMs: config.localChatLatencyMs });
-  /** A client of one upstream, paced by its own rate-limit headers; none without a URL. */
-  const upstreamOf = (baseUrl: string | undefined, apiKey: string | undefined, api: Api) => {
-    if (baseUrl === undefined) return { client: undefined, outbound: undefined };
-    const outbound = new OutboundLimiter({ maxWaitMs: config.queueTimeoutMs });
-    const client = new UpstreamClient({
-      baseUrl,
-      apiKey,
-      auth: api === 'anthropic' ? 'x-api-key' : 'bearer',
-      timeoutMs: config.upstreamTimeoutMs,
-      retries: config.upstreamRetries,
-      connections: config.upstreamConnections,
-      outbound,
-      breaker: {
-        failureThreshold: config.upstreamFailureThreshold,
-        cooldownMs: config.upstreamCooldownMs,
-      },
-    });
-    return { client, outbound };
-  };
-  const { client, outbound } = upstreamOf(config.upstreamUrl, config.upstreamApiKey, 'openai');
-  const anthropic = upstreamOf(
-    config.anthropicUpstreamUrl === undefined ? undefined : `${config.anthropicUpstreamUrl}/v1`,
-    config.anthropicApiKey,
-    'anthropic',
-  );
   const disk = config.cacheDir === false ? undefined : new WriteBehindDiskStore({ dir: config.cacheDir });
   const cache = new MultiLevelCache<unknown>({
     l1: { maxEntries: config.l1MaxEntries },
@@ -157,9 +131,12 @@ export async function createGateway(
     ...counts,
     upstreamCallsSaved: Math.max(0, counts.servedItems - counts.upstreamCalls),
   });
+  const deployments = buildDeployments(config, collector.registry);
+  const { router } = deployments;
   const remote: Partial<Record<Api, Upstream>> = {};
-  if (client !== undefined) remote.openai = new HttpUpstream(client, 'openai');
-  if (anthropic.client !== undefined) remote.anthropic = new HttpUpstream(anthropic.client, 'anthropic');
+  for (const api of deployments.apis) remote[api] = router;
+  const client = deployments.defaults.openai?.client;
+  const anthropic = deployments.defaults.anthropic?.client;
   const upstream = new GuardedUpstream({
     local,
     remote,
@@ -174,7 +151,7 @@ export async function createGateway(
     config,
     cache,
     upstream,
-    remote: new Set(Object.keys(remote) as Api[]),
+    serves: (api, model) => router.serves(api, model),
     limiter,
     counts,
     registry: collector.registry,
@@ -202,9 +179,9 @@ export async function createGateway(
     ['gateway', { stats, statsCounters: Object.keys(counts).filter((k) => k !== 'inFlight') }],
     ['limiter', limiter],
     ['upstream', client],
-    ['outbound', outbound],
-    ['anthropic_upstream', anthropic.client],
-    ['anthropic_outbound', anthropic.outbound],
+    ['outbound', deployments.defaults.openai?.pacers[0] as OutboundLimiter | undefined],
+    ['anthropic_upstream', anthropic],
+    ['anthropic_outbound', deployments.defaults.anthropic?.pacers[0] as OutboundLimiter | undefined],
   ];
   for (const [name, component] of tracked) if (component !== undefined) collector.track(name, component);
 
@@ -215,11 +192,12 @@ export async function createGateway(
     redisUrl: config.redisUrl,
     redisCommandTimeoutMs: config.redisCommandTimeoutMs,
   });
-  registerResponses(app, { ctx, owners, upstream: client });
+  registerResponses(app, { ctx, owners, router });
   app.post('/v1/messages/count_tokens', countTokensHandler(ctx));
   registerModels(app, {
     upstream: client,
-    anthropic: anthropic.client,
+    anthropic,
+    listed: deployments.listed,
     tenantOf: (request) => ctx.tenantOf(request),
   });
   let closing = false;
@@ -227,7 +205,8 @@ export async function createGateway(
     config,
     cache,
     upstream: client,
-    anthropic: anthropic.client,
+    anthropic,
+    router,
     prometheus,
     profiling,
     feed,
@@ -250,11 +229,9 @@ export async function createGateway(
       await backpressure.close();
       await Promise.allSettled([
         limiter?.close(),
-        outbound?.close(),
-        client?.close(),
         owners.close(),
-        anthropic.outbound?.close(),
-        anthropic.client?.close(),
+        router.close(),
+        ...deployments.outbounds.map((o) => o.close()),
         profiling.close(),
         memory.close(),
         collector.close(),

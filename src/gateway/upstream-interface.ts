@@ -7,6 +7,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
+import type { OutboundPacer } from './upstream.ts';
 
 /** The API an upstream speaks; the gateway never translates between them. */
 export type Api = 'openai' | 'anthropic';
@@ -32,6 +33,14 @@ export interface UpstreamRequest {
   items: number;
   /** Estimated tokens, for outbound pacing. */
   tokens: number;
+  /** The deployment and key that must answer (the ones that stored a response this call continues). */
+  pin?: DeploymentKey;
+}
+
+/** A deployment by name, and one of its keys by index. */
+export interface DeploymentKey {
+  deployment: string;
+  key: number;
 }
 
 /** What an upstream answered: a JSON body, or (for a streamed success) its event stream. */
@@ -42,11 +51,16 @@ export interface UpstreamReply {
   json: unknown;
   /** The server-sent events of a streamed success, passed on at the upstream's pace. */
   stream: Readable | undefined;
+  /** The deployment that answered, and with which key (when a router chose them). */
+  deployment?: string;
+  key?: number;
 }
 
 export interface CallOptions {
   /** Aborts the call (the client went away). */
   signal?: AbortSignal;
+  /** Paces the call instead of the client's own pacer (a deployment's key has its own). */
+  pacer?: OutboundPacer;
 }
 
 /** Who answers calls of a model, as GenAI spans and metrics name it. */

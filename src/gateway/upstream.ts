@@ -64,6 +64,8 @@ export interface CallOptions {
   tokens?: number;
   /** Headers of this call beside the client's own (which they cannot replace). */
   headers?: Record<string, string>;
+  /** Paces this call instead of the client's `outbound`. */
+  outbound?: OutboundPacer;
 }
 
 /** Statuses worth another attempt: rate limited, failing, or (Anthropic's 529) overloaded. */
@@ -246,7 +248,7 @@ export class UpstreamClient {
     permit: BreakerPermit,
   ): Promise<UpstreamAnswer<Readable | unknown> | UpstreamError> {
     const { signal } = options;
-    const pacer = await this.#outbound?.acquire({ tokens: options.tokens, signal });
+    const pacer = await (options.outbound ?? this.#outbound)?.acquire({ tokens: options.tokens, signal });
     this.#attempts++;
     let res: Dispatcher.ResponseData;
     try {

@@ -181,6 +181,55 @@ describe('validation names the setting', () => {
     );
   });
 
+  it('validates deployments, naming the entry and the field', () => {
+    const yaml = (text: string) => ['--config', file('d.yaml', text)];
+    const ok = loadConfig(
+      yaml(
+        'deployments:\n  - name: a\n    api: openai\n    baseUrl: https://api.openai.com/v1/\n    apiKeys: [sk-1, sk-2]\n    models: [gpt-4o-mini]\n    weight: 3\n  - name: b\n    api: anthropic\n    baseUrl: https://api.anthropic.com/v1\n    models: { claude: claude-sonnet-4-5 }\n    priority: 1\n    maxConcurrency: 8\n',
+      ),
+      {},
+    );
+    assert.equal(ok.deployments.length, 2);
+    assert.deepEqual(ok.deployments[0]!.models, { 'gpt-4o-mini': 'gpt-4o-mini' });
+    assert.equal(ok.deployments[0]!.baseUrl, 'https://api.openai.com/v1');
+    assert.equal(ok.deployments[0]!.maxConcurrency, 'adaptive');
+    assert.equal(ok.deployments[1]!.baseUrl, 'https://api.anthropic.com');
+    assert.deepEqual(ok.deployments[1]!.models, { claude: 'claude-sonnet-4-5' });
+    const entry = (fields: string) =>
+      yaml(
+        `deployments:\n  - name: a\n    api: openai\n    baseUrl: http://x/v1\n    models: [m]\n${fields}`,
+      );
+    configError(() => loadConfig(entry('    weight: 0\n'), {}), 'deployments[0].weight');
+    configError(() => loadConfig(entry('    api2: x\n'), {}), 'deployments[0].api2');
+    configError(
+      () => loadConfig(entry('    providerLimits: { qps: 3 }\n'), {}),
+      'deployments[0].providerLimits.qps',
+    );
+    configError(() => loadConfig(entry('    maxConcurrency: lots\n'), {}), 'deployments[0].maxConcurrency');
+    configError(
+      () => loadConfig(yaml('deployments:\n  - name: a\n    api: grpc\n'), {}),
+      'deployments[0].api',
+    );
+    configError(
+      () =>
+        loadConfig(yaml('deployments:\n  - { name: a, api: openai, baseUrl: "http://x", models: [] }\n'), {}),
+      'deployments[0].models',
+    );
+    configError(
+      () =>
+        loadConfig(
+          yaml(
+            'deployments:\n  - { name: a, api: openai, baseUrl: "http://x", models: [m] }\n  - { name: a, api: openai, baseUrl: "http://y", models: [m] }\n',
+          ),
+          {},
+        ),
+      'deployments[1].name',
+    );
+    // The single upstream of an API serves every model: a deployment of that API beside it is an error.
+    configError(() => loadConfig([...entry(''), '--upstream', 'http://u/v1'], {}), 'deployments[0]');
+    configError(() => loadConfig(['--deployments', '[{"name":"a"}'], {}), '--deployments');
+  });
+
   it('validates a programmatic configuration the same way', () => {
     assert.equal(resolveConfig({ port: 0 }).port, 0);
     configError(() => resolveConfig({ port: 1.5 }), 'port');

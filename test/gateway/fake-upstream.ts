@@ -22,6 +22,8 @@ export interface FakeUpstream {
   embedBatches: number[];
   /** The body of the last chat completion request. */
   lastChat: Record<string, unknown> | undefined;
+  /** The `authorization` header of every request, in order. */
+  keys: (string | undefined)[];
   /** Misbehave for the next `times` calls (default: until `clear()`). */
   fail(fault: Fault, times?: number): void;
   clear(): void;
@@ -42,6 +44,7 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
   const calls = new Map<string, number>();
   const embedBatches: number[] = [];
   const state: { lastChat: Record<string, unknown> | undefined } = { lastChat: undefined };
+  const keys: (string | undefined)[] = [];
   let fault: Fault | undefined;
   let remaining = Number.POSITIVE_INFINITY;
   const sockets = new Set<import('node:net').Socket>();
@@ -51,6 +54,7 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
   const handle = async (req: IncomingMessage, res: ServerResponse, body: string) => {
     const path = (req.url ?? '').split('?', 1)[0]!;
     calls.set(path, (calls.get(path) ?? 0) + 1);
+    keys.push(req.headers.authorization);
     const waiting = arrivals;
     arrivals = [];
     for (const arrived of waiting) arrived(path);
@@ -200,6 +204,7 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
     url: `http://127.0.0.1:${port}/v1`,
     calls,
     embedBatches,
+    keys,
     get lastChat() {
       return state.lastChat;
     },
