@@ -32,21 +32,26 @@ const isObject = (value: unknown): value is Json =>
   value !== null && typeof value === 'object' && !Array.isArray(value);
 
 /**
- * A block's content without its `cache_control` marker (which does not change what it says), and the
- * characters the model reads in it. A plain text block is read as its role, type and text, without JSON.
+ * The hash of a block's content without its `cache_control` marker (which does not change what it says),
+ * and the characters the model reads in it. A plain text block is hashed as its role, type and text,
+ * without JSON and without joining them (a joined string would be hashed a character at a time through its
+ * parts).
  */
-function content(block: unknown): { text: string; chars: number } {
-  if (typeof block === 'string') return { text: block, chars: block.length };
+function content(block: unknown): { hash: number; chars: number } {
+  if (typeof block === 'string') return { hash: hash53(block), chars: block.length };
   if (isObject(block) && typeof block.text === 'string' && plainText(block)) {
     const role = typeof block.role === 'string' ? block.role : '';
-    return { text: `${role}\u0001${String(block.type)}\u0001${block.text}`, chars: block.text.length };
+    const text = block.text;
+    const h = fnv(fnv(fnv(FNV_OFFSET, role), '\u0001text\u0001'), text);
+    const length = role.length + 6 + text.length;
+    return { hash: (length % 0x200000) * TWO_32 + (h >>> 0), chars: text.length };
   }
   let json: string;
   if (isObject(block) && 'cache_control' in block) {
     const { cache_control: _marker, ...rest } = block;
     json = JSON.stringify(rest);
   } else json = JSON.stringify(block);
-  return { text: json, chars: json.length };
+  return { hash: hash53(json), chars: json.length };
 }
 
 /** A text block with nothing but its role, type, text and marker. */
@@ -90,6 +95,15 @@ function parts(api: Api, body: Json): { kind: BlockKind; block: unknown }[] {
   return out;
 }
 
+/** FNV-1a over the UTF-16 code units of `text`, continuing from `h`. */
+function fnv(h: number, text: string): number {
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return h;
+}
+
+const FNV_OFFSET = 0x811c9dc5;
+const TWO_32 = 0x100000000;
+
 /**
  * A 53-bit hash of `text`: FNV-1a over its UTF-16 code units in the low 32 bits, its length in the high 21.
  * Not cryptographic: it tells prompt blocks apart for the cache simulation and break detection, where a
@@ -97,9 +111,14 @@ function parts(api: Api, body: Json): { kind: BlockKind; block: unknown }[] {
  * several times cheaper than a digest per block.
  */
 export function hash53(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
-  return (text.length % 0x200000) * 0x100000000 + (h >>> 0);
+  return (text.length % 0x200000) * TWO_32 + (fnv(FNV_OFFSET, text) >>> 0);
+}
+
+/** The hash of a prefix extended by a block of hash `hash`, without making a string. */
+function extend(prefix: number, hash: number): number {
+  const low = Math.imul((prefix % TWO_32) ^ (hash % TWO_32), 0x01000193);
+  const high = Math.imul(Math.floor(prefix / TWO_32) ^ Math.floor(hash / TWO_32) ^ (low >>> 11), 0x5bd1e995);
+  return (high & 0x1fffff) * TWO_32 + (low >>> 0);
 }
 
 /** The blocks of a request body of `api`, in the order the provider caches them. */
@@ -107,9 +126,8 @@ export function promptBlocks(api: Api, body: Json): PromptBlock[] {
   const blocks: PromptBlock[] = [];
   let prefix = 0;
   for (const { kind, block } of parts(api, body)) {
-    const { text, chars } = content(block);
-    const hash = hash53(text);
-    prefix = hash53(`${prefix}.${hash}`);
+    const { hash, chars } = content(block);
+    prefix = extend(prefix, hash);
     blocks.push({
       kind,
       hash,
