@@ -1,8 +1,9 @@
 /**
  * `npm run bench prompt-cache`: two questions about the gateway's prompt-cache features.
  *
- * 1. What session tracking (break and stall detection) costs: CPU per `/v1/messages` request of an agent
- *    session (a 2 KB system prompt, 10 tools, a history of 40 messages), with tracking on and off, in
+ * 1. What session tracking (break and stall detection) costs: CPU per `/v1/messages` request of agent
+ *    sessions of two turns (a 2 KB system prompt, 10 tools, a history of 40 messages, 22 KB; the second turn
+ *    appends an answer and a question, so no break is found), with tracking on and off, in
  *    interleaved rounds, against a FAKE Anthropic upstream (no real provider runs here) answering a fixed
  *    message. CPU is the whole process's (`process.cpuUsage`), the same client and fake for both.
  * 2. What automatic breakpoints save: a 50-turn agent session whose turns add 2 to 26 content blocks (tool
@@ -87,23 +88,30 @@ const TOOLS = Array.from({ length: 10 }, (_, i) => ({
   input_schema: { type: 'object', properties: { path: { type: 'string' }, query: { type: 'string' } } },
 }));
 
-/** An agent request with a history of `messages` messages. */
-function agentRequest(messages: number, turn: number): Json {
+/**
+ * The `step`-th request of session `turn`: a history of 40 messages and the session's question, then (step 1)
+ * the same with the answer and a follow-up appended, as an agent's next turn does.
+ */
+function agentRequest(turn: number, step: number): Json {
   const history: Json[] = [];
-  for (let i = 0; i < messages; i++) {
+  for (let i = 0; i < 40; i++) {
     history.push({
       role: i % 2 === 0 ? 'user' : 'assistant',
       content: `Message ${i} of the session: ${'some context the agent keeps in its history. '.repeat(8)}`,
     });
   }
-  history.push({ role: 'user', content: `Turn ${turn}: go on.` });
+  history.push({ role: 'user', content: `Session ${turn}: go on.` });
+  if (step === 1) {
+    history.push({ role: 'assistant', content: 'Done: the tool output looks right.' });
+    history.push({ role: 'user', content: 'And the next file?' });
+  }
   return { model: 'claude-fake', max_tokens: 64, system: SYSTEM, tools: TOOLS, messages: history };
 }
 
-/** CPU microseconds per request of `count` session requests against `base`. */
+/** CPU microseconds per request of `count` requests against `base`, in sessions of two turns. */
 async function cpuPerRequest(base: string, count: number, session: string): Promise<number> {
   const start = process.cpuUsage();
-  for (let i = 0; i < count; i++) await post(base, agentRequest(40, i), session);
+  for (let i = 0; i < count; i++) await post(base, agentRequest(i >> 1, i & 1), `${session}-${i >> 1}`);
   // The comparison runs after the answer is sent: let it finish inside the measured time.
   await new Promise((resolve) => setImmediate(resolve));
   const used = process.cpuUsage(start);
