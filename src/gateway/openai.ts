@@ -94,7 +94,8 @@ export function contentText(content: unknown): string {
   return '';
 }
 
-function modelOf(body: Record<string, unknown>): string | ApiError {
+/** The `model` of a body, or the 400 naming it. */
+export function modelOf(body: Record<string, unknown>): string | ApiError {
   if (body.model === undefined)
     return invalid('model', 'you must provide a model parameter', 'missing_required_parameter');
   if (typeof body.model !== 'string' || body.model === '') {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type ApiError, CHARS_PER_TOKEN, contentText, invalid } from './openai.ts';
+import { type ApiError, CHARS_PER_TOKEN, contentText, invalid, modelOf } from './openai.ts';
 
 /** A validated Responses request (the original body is forwarded untouched). */
 export interface ResponsesRequest {
@@ -50,16 +50,8 @@ const NUMBER_PARAMS: readonly { name: string; integer: boolean; min: number; max
 /** Validates a `/v1/responses` body. */
 export function parseResponsesRequest(body: unknown): ResponsesRequest | ApiError {
   if (!isObject(body)) return invalid('body', 'the request body must be a JSON object', 'invalid_type');
-  if (body.model === undefined) {
-    return invalid('model', 'you must provide a model parameter', 'missing_required_parameter');
-  }
-  if (typeof body.model !== 'string' || body.model === '') {
-    return invalid(
-      'model',
-      `model must be a non-empty string, got ${JSON.stringify(body.model)}`,
-      'invalid_type',
-    );
-  }
+  const model = modelOf(body);
+  if (typeof model !== 'string') return model;
   let promptChars = 0;
   const input = body.input;
   if (typeof input === 'string') promptChars += input.length;
@@ -111,7 +103,7 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest | ApiErro
   const previousResponseId = typeof previous === 'string' ? previous : undefined;
   return {
     body,
-    model: body.model,
+    model,
     stream: body.stream === true,
     maxOutputTokens: (body.max_output_tokens ?? undefined) as number | undefined,
     previousResponseId,
