@@ -13,6 +13,7 @@ import type { Reservation } from '../concurrency/index.ts';
 import { type TokenUsage, tokenUsage } from '../tracing/index.ts';
 import {
   type CacheState,
+  DEPLOYMENT_HEADER,
   ENDPOINT_CALLS,
   type GatewayContext,
   JSON_TYPE,
@@ -27,8 +28,6 @@ import type { DeploymentKey, UpstreamReply } from './upstream-interface.ts';
 /** Each cached answer's JSON text, made at its first answer and sent again by every hit. */
 const answerJson = new JsonMemo<object>();
 
-/** The response header naming the deployment that produced an answer (`local` for the local models). */
-export const DEPLOYMENT_HEADER = 'x-clawperf-deployment';
 const LOCAL_DEPLOYMENT = 'local';
 
 /** The deployment and key of an upstream's answer, when a router chose them. */

@@ -24,6 +24,9 @@ export const ENDPOINT_CALLS: Readonly<Record<Endpoint, { api: Api; operation: Op
 /** Completion tokens assumed for a TPM reservation when the request sets no `max_tokens`. @default 256 */
 export const DEFAULT_COMPLETION_ESTIMATE = 256;
 
+/** The response header naming the deployment that produced an answer (`local` for the local models). */
+export const DEPLOYMENT_HEADER = 'x-clawperf-deployment';
+
 /** The response header naming the cache outcome (`hit`, `miss`, `coalesced`, `bypass`); also a request header. */
 export const CACHE_HEADER = 'x-clawperf-cache';
 

@@ -7,7 +7,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { DEFAULT_BATCHER_MAX_CONCURRENT_BATCHES, RequestBatcher } from '../concurrency/index.ts';
 import { UpstreamError } from '../errors.ts';
-import { type CacheState, type GatewayContext, JSON_TYPE, sha256 } from './context.ts';
+import { type CacheState, DEPLOYMENT_HEADER, type GatewayContext, JSON_TYPE, sha256 } from './context.ts';
 import { isApiError, sendError } from './error-answers.ts';
 import { inputTokens } from './local-upstream.ts';
 import { type EmbeddingsRequest, parseEmbeddingsRequest, toBase64, totalTokens } from './openai.ts';
@@ -29,6 +29,8 @@ export interface EmbedValue {
   j: string;
   /** Tokens of the input. */
   t: number;
+  /** The deployment that embedded it (`local` for the local model). */
+  d?: string;
 }
 
 function isEmbedValue(value: unknown): value is EmbedValue {
@@ -81,9 +83,11 @@ export function createEmbeddingBatcher(ctx: GatewayContext): RequestBatcher<Embe
       }
       vectors[index] = d.embedding as number[];
     }
+    const d = reply.deployment ?? 'local';
     return vectors.map((e, i) => ({
       j: JSON.stringify(e),
       t: Math.round((total * estimates[i]!) / (sum || 1)),
+      d,
     }));
   };
 
@@ -149,6 +153,8 @@ export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<E
     // Look each input up on its own, embedding the misses in batches shared with concurrent requests.
     const embed = (input: string | number[]) => batcher.add({ model: req.model, dimensions: dims, input });
     const values = new Array<EmbedValue>(req.inputs.length);
+    /** The deployments that embedded this request's own inputs (not those found in the cache). */
+    const producers = new Set<string>();
     let cache: CacheState;
     if (mode === 'bypass') {
       cache = 'bypass';
@@ -156,6 +162,7 @@ export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<E
         Promise.all(
           req.inputs.map(async (input, i) => {
             values[i] = await embed(input);
+            producers.add(values[i].d ?? 'local');
           }),
         ),
       );
@@ -177,6 +184,7 @@ export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<E
               }
               values[i] = found.value as EmbedValue;
               states.add(found.cache);
+              if (found.cache === 'miss') producers.add(values[i].d ?? 'local');
             }),
           ),
         waited,
@@ -196,6 +204,7 @@ export function embeddingsHandler(ctx: GatewayContext, batcher: RequestBatcher<E
     // Settle the limits: the inputs this request had embedded used tokens (all of them, but a hit's).
     ctx.settle(admitted, cache === 'miss' || cache === 'bypass' ? tokens : 0);
     ctx.record(request, 'embeddings', req.model, cache, values.length, { usage: { prompt_tokens: tokens } });
+    if (producers.size > 0) reply.header(DEPLOYMENT_HEADER, [...producers].join(', '));
     reply.type(JSON_TYPE);
     return body;
   };

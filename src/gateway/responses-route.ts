@@ -7,8 +7,8 @@
  * @module
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { completionRoute, DEPLOYMENT_HEADER } from './completion-route.ts';
-import type { GatewayContext } from './context.ts';
+import { completionRoute } from './completion-route.ts';
+import { DEPLOYMENT_HEADER, type GatewayContext } from './context.ts';
 import type { DeploymentRouter } from './deployment-router.ts';
 import { sendError } from './error-answers.ts';
 import { apiError, invalid } from './openai.ts';

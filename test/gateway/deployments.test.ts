@@ -105,6 +105,21 @@ describe('routing', () => {
   });
 });
 
+describe('the deployment of an answer', () => {
+  it('is named on embeddings too, and absent from an answer the cache gave', async () => {
+    const { client } = await serve([{ name: 'embedder', baseUrl: a.url, models: ['fake-embed'] as never }]);
+    const first = await client.embeddings
+      .create({ model: 'fake-embed', input: ['one', 'two'] })
+      .withResponse();
+    assert.equal(first.response.headers.get('x-clawperf-deployment'), 'embedder');
+    const again = await client.embeddings
+      .create({ model: 'fake-embed', input: ['one', 'two'] })
+      .withResponse();
+    assert.equal(again.response.headers.get('x-clawperf-cache'), 'hit');
+    assert.equal(again.response.headers.get('x-clawperf-deployment'), null);
+  });
+});
+
 describe('fallback before the first byte', () => {
   it('moves on from a 5xx, a reset and a timeout to another deployment: no client sees a failure', async () => {
     const { client } = await serve(
