@@ -1,6 +1,7 @@
 /**
- * clawperf/gateway: the OpenAI-compatible performance gateway (`npx clawperf gateway`) as a library, for
- * embedding it in a process of your own or starting it with a configuration built in code.
+ * clawperf/gateway: the performance gateway (`npx clawperf gateway`: OpenAI's chat completions, embeddings
+ * and Responses, Anthropic's Messages) as a library, for embedding it in a process of your own or starting
+ * it with a configuration built in code.
  *
  * @module
  */
@@ -27,10 +28,13 @@ export {
   loadConfig,
   resolveConfig,
 } from './config.ts';
+export type { DeploymentConfig, ProviderLimits } from './deployments-config.ts';
 export { LOCAL_CHAT_MODEL, LOCAL_EMBED_MODEL, LOCAL_MODELS, localEmbedding } from './local-upstream.ts';
+export { DEFAULT_MAX_SESSIONS, SESSION_HEADER } from './prompt-sessions.ts';
 export {
   createGateway,
   type Gateway,
+  type GatewayOptions,
   type GatewayStats,
   LISTEN_BACKLOG,
   type StartOptions,
