@@ -1,8 +1,9 @@
 /**
  * The router over a model's deployments, itself an {@link Upstream}. A call goes to the lowest priority
  * that has a usable deployment (its circuit lets calls through); among those, two are drawn by weight and
- * the one with the lower expected latency (its latency average times its calls in flight plus one) is
- * taken, so equally fast deployments share the traffic by weight and a slow or busy one gets less.
+ * the second is taken only when its expected latency (its latency average times its calls in flight plus
+ * one) is clearly lower (under 80 % of the first's, and by 2 ms or more), so equally fast deployments share the traffic by weight
+ * and a slow or busy one gets less.
  *
  * Before the first byte of an answer, a failure moves the call on: a 429 to the deployment's next key,
  * anything retryable (a 429, a 5xx, a connection error, a timeout, an open circuit, a full queue) to
@@ -35,6 +36,10 @@ import type {
 
 /** First backoff before trying a tried deployment again, ms (doubled each round, with jitter). */
 const RETRY_BASE_MS = 100;
+/** How much lower a deployment's expected latency must be to win over the first one drawn. */
+const CLEARLY_FASTER = 0.8;
+/** ...and by at least this much, ms: below it, differences are noise. */
+const CLEARLY_FASTER_MS = 2;
 /** Longest wait for a `Retry-After` before giving up, ms. */
 const MAX_RETRY_AFTER_MS = 10_000;
 
@@ -245,7 +250,10 @@ export class DeploymentRouter implements Upstream {
     const a = this.#draw(best);
     const b = this.#draw(best);
     const cost = (d: Deployment) => (d.latencyMs || 1) * (d.inFlight + 1);
-    return cost(b) < cost(a) ? b : a;
+    // Latencies within a fifth (or 2 ms) of each other are equal: the weighted draw decides, so noise (or
+    // the warmer connections of the busier one) does not tilt the split.
+    const [ca, cb] = [cost(a), cost(b)];
+    return cb < ca * CLEARLY_FASTER && ca - cb > CLEARLY_FASTER_MS ? b : a;
   }
 
   #draw(group: readonly Deployment[]): Deployment {
