@@ -174,6 +174,17 @@ export class AdaptiveLimit {
     return this.#limit;
   }
 
+  /**
+   * Records one failed call. A failure as slow as the latency the limit tolerates (a timeout) is a sample
+   * like any other: it says the dependency is slow. A faster one (a refusal, an open circuit, a 503 answered
+   * at once) says nothing of its speed under load and is not counted: fed as samples, an outage's instant
+   * failures would read as a fast dependency and raise the limit.
+   */
+  onFailure(startedAt: number, endedAt: number, inFlight: number): number {
+    if (this.#probing || endedAt - startedAt < this.#baselineMs * (1 + this.#bufferRatio)) return this.#limit;
+    return this.onSample(startedAt, endedAt, inFlight);
+  }
+
   /** Counters and the current estimate, numbers only. */
   stats(): { limit: number; baselineMs: number; windowLatencyMs: number; updates: number; probes: number } {
     return {

@@ -392,7 +392,7 @@ export class BackpressureController {
         return value;
       },
       (error) => {
-        this.#sample(startedAt);
+        this.#sampleFailure(startedAt);
         throw error;
       },
     );
@@ -416,6 +416,13 @@ export class BackpressureController {
   #sample(startedAt: number): void {
     const now = this.#clock.now();
     this.#limit = this.#closed ? this.#limit : this.#adaptive!.onSample(startedAt, now, this.#processing);
+    this.#release();
+  }
+
+  /** A failed call: a latency sample only when it was slow (see `AdaptiveLimit.onFailure`). */
+  #sampleFailure(startedAt: number): void {
+    const now = this.#clock.now();
+    this.#limit = this.#closed ? this.#limit : this.#adaptive!.onFailure(startedAt, now, this.#processing);
     this.#release();
   }
 

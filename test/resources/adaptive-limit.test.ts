@@ -199,3 +199,51 @@ describe('AdaptiveLimit', () => {
     }
   });
 });
+
+describe('failures and the adaptive limit', () => {
+  /** A gate whose baseline (10 ms calls) is measured, then 1,000 calls of `task`, 20 at a time. */
+  async function after(task: (clock: ManualClock) => Promise<void>) {
+    const clock = new ManualClock();
+    const gate = new BackpressureController({ maxConcurrency: 'adaptive', maxQueueSize: 10_000, clock });
+    /** Runs `n` calls of `fn` through the gate, moving the clock until every one has ended. */
+    const batch = async (n: number, fn: () => Promise<void>) => {
+      let ended = 0;
+      for (let i = 0; i < n; i++) {
+        gate
+          .run(fn)
+          .catch(() => {})
+          .finally(() => {
+            ended++;
+          });
+      }
+      while (ended < n) await clock.advance(5);
+    };
+    // The baseline: 10 ms calls until it is measured and the limit has left its probing floor.
+    for (let i = 0; i < 20 && (gate.stats().adaptive_updates ?? 0) === 0; i++) {
+      await batch(30, () => clock.sleep(10));
+    }
+    const before = gate.limit;
+    for (let round = 0; round < 50; round++) await batch(20, () => task(clock));
+    const limit = gate.limit;
+    await gate.close();
+    return { before, limit };
+  }
+
+  it('does not count instant failures (an outage) as fast calls that raise the limit', async () => {
+    const instant = await after(async () => {
+      throw new Error('503 at once');
+    });
+    assert.equal(instant.limit, instant.before);
+    // The same number of instant successes does raise it: the failures were left out, not the calls.
+    const fast = await after(async () => {});
+    assert.ok(fast.limit > fast.before, `${fast.before} -> ${fast.limit}`);
+  });
+
+  it('counts a slow failure (a timeout) like a slow call', async () => {
+    const slow = await after(async (clock) => {
+      await clock.sleep(100);
+      throw new Error('timed out');
+    });
+    assert.ok(slow.limit < slow.before, `${slow.before} -> ${slow.limit}`);
+  });
+});
