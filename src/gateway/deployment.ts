@@ -117,15 +117,20 @@ export class Deployment {
     const upstreamModel = this.config.models?.[request.model] ?? request.model;
     const body = upstreamModel === request.model ? request.body : { ...request.body, model: upstreamModel };
     const headers = { ...request.headers, ...this.#auth(key) };
+    // In flight counts the calls waiting for one of its slots too: the router weighs the load by it. Its
+    // latency is the upstream's alone, from the slot on, so the wait is not counted twice.
     this.inFlight++;
-    const start = performance.now();
     try {
-      const reply = await this.limit.run(() =>
-        this.#upstream.call({ ...request, body, headers }, { signal, pacer: this.pacers[key] }),
-      );
-      const ms = performance.now() - start;
-      this.latencyMs = this.latencyMs === 0 ? ms : this.latencyMs + EWMA_ALPHA * (ms - this.latencyMs);
-      return reply;
+      return await this.limit.run(async () => {
+        const start = performance.now();
+        const reply = await this.#upstream.call(
+          { ...request, body, headers },
+          { signal, pacer: this.pacers[key] },
+        );
+        const ms = performance.now() - start;
+        this.latencyMs = this.latencyMs === 0 ? ms : this.latencyMs + EWMA_ALPHA * (ms - this.latencyMs);
+        return reply;
+      });
     } finally {
       this.inFlight--;
     }
