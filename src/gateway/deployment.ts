@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { UpstreamError } from '../errors.ts';
 import { BackpressureController } from '../resources/index.ts';
 import type { DeploymentConfig } from './deployments-config.ts';
 import { HttpUpstream } from './http-upstream.ts';
@@ -67,6 +68,8 @@ export class Deployment {
     this.pacers = options.pacer === undefined ? [] : Array.from({ length: this.keys }, options.pacer);
     this.limit = new BackpressureController({
       maxConcurrency: config.maxConcurrency,
+      // A 503 or Anthropic's 529 under load: an adaptive limit halves.
+      overloaded: (error) => error instanceof UpstreamError && (error.status === 503 || error.status === 529),
       maxQueueSize: options.maxQueueSize,
       queueTimeoutMs: options.queueTimeoutMs,
       name: `deployment ${config.name}`,

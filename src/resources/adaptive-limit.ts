@@ -23,6 +23,8 @@ export const DEFAULT_PROBE_JITTER_RATIO = 0.1;
 
 const MIN_GRADIENT = 0.5;
 const MAX_GRADIENT = 2;
+// What a refusal for overload leaves of the limit.
+const DROP_RATIO = 0.5;
 // Latencies kept per window; beyond this the newest overwrite the oldest, which is enough for a median.
 const WINDOW_CAPACITY = 256;
 
@@ -94,6 +96,7 @@ export class AdaptiveLimit {
   #lastWindowMs = 0;
   #updates = 0;
   #probes = 0;
+  #lastDropAt = Number.NEGATIVE_INFINITY;
 
   /**
    * @param path How messages name the options object (`options.maxConcurrency` when a
@@ -183,6 +186,21 @@ export class AdaptiveLimit {
   onFailure(startedAt: number, endedAt: number, inFlight: number): number {
     if (this.#probing || endedAt - startedAt < this.#baselineMs * (1 + this.#bufferRatio)) return this.#limit;
     return this.onSample(startedAt, endedAt, inFlight);
+  }
+
+  /**
+   * Records a call the dependency refused because it is overloaded (a 503 under load: the caller says which
+   * failures are). Latency cannot tell, since refusals are fast: the limit halves, at most once per update
+   * interval (a burst of refusals is one signal), and grows back with the latency as it does after any
+   * update. Ignored while the baseline is measured (the limit is at its minimum then).
+   */
+  onDrop(at: number): number {
+    if (this.#probing || at - this.#lastDropAt < this.#updateIntervalMs) return this.#limit;
+    this.#lastDropAt = at;
+    this.#estimate = Math.max(this.minLimit, this.#estimate * DROP_RATIO);
+    this.#limit = Math.round(this.#estimate);
+    this.#resetWindow(at);
+    return this.#limit;
   }
 
   /** Counters and the current estimate, numbers only. */

@@ -42,6 +42,12 @@ export interface BackpressureOptions {
    * @default 10
    */
   maxConcurrency?: number | 'adaptive' | AdaptiveLimitOptions;
+  /**
+   * Which failures are the protected dependency refusing for overload (a 503 under load): with an adaptive
+   * limit, each halves it (at most once per update interval; see `AdaptiveLimit.onDrop`). Other failures
+   * count as latency samples only when slow.
+   */
+  overloaded?: (error: unknown) => boolean;
   /** Callers allowed to wait for a slot; the next one is refused at once with `OverloadedError`. @default 1000 */
   maxQueueSize?: number;
   /** How long a caller may wait for a slot before it is refused with `QueueTimeoutError`, in ms. @default 30000 */
@@ -137,6 +143,7 @@ export class BackpressureController {
   readonly #clock: Clock;
   readonly #setTimer: SetTimer;
   readonly #adaptive: AdaptiveLimit | undefined;
+  readonly #overloaded: ((error: unknown) => boolean) | undefined;
   readonly #queue = new WaiterQueue(DEFAULT_PRIORITY);
 
   #limit: number;
@@ -177,6 +184,10 @@ export class BackpressureController {
     this.#clock = o.clock === undefined ? systemClock : check.clock('options.clock', o.clock);
     this.#setTimer = timerOn(this.#clock);
     this.#name = o.name === undefined ? 'backpressure' : check.string('options.name', o.name);
+    this.#overloaded =
+      o.overloaded === undefined
+        ? undefined
+        : check.fn<(error: unknown) => boolean>('options.overloaded', o.overloaded);
   }
 
   /** The concurrency limit now. */
@@ -392,7 +403,7 @@ export class BackpressureController {
         return value;
       },
       (error) => {
-        this.#sampleFailure(startedAt);
+        this.#sampleFailure(startedAt, error);
         throw error;
       },
     );
@@ -419,10 +430,19 @@ export class BackpressureController {
     this.#release();
   }
 
-  /** A failed call: a latency sample only when it was slow (see `AdaptiveLimit.onFailure`). */
-  #sampleFailure(startedAt: number): void {
+  /**
+   * A failed call: a refusal for overload lowers the limit; any other failure is a latency sample only when
+   * it was slow (see `AdaptiveLimit.onDrop` and `onFailure`).
+   */
+  #sampleFailure(startedAt: number, error: unknown): void {
     const now = this.#clock.now();
-    this.#limit = this.#closed ? this.#limit : this.#adaptive!.onFailure(startedAt, now, this.#processing);
+    const adaptive = this.#adaptive!;
+    if (!this.#closed) {
+      this.#limit =
+        this.#overloaded?.(error) === true
+          ? adaptive.onDrop(now)
+          : adaptive.onFailure(startedAt, now, this.#processing);
+    }
     this.#release();
   }
 

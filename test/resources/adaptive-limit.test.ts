@@ -201,10 +201,17 @@ describe('AdaptiveLimit', () => {
 });
 
 describe('failures and the adaptive limit', () => {
+  class Overloaded extends Error {}
+
   /** A gate whose baseline (10 ms calls) is measured, then 1,000 calls of `task`, 20 at a time. */
   async function after(task: (clock: ManualClock) => Promise<void>) {
     const clock = new ManualClock();
-    const gate = new BackpressureController({ maxConcurrency: 'adaptive', maxQueueSize: 10_000, clock });
+    const gate = new BackpressureController({
+      maxConcurrency: 'adaptive',
+      maxQueueSize: 10_000,
+      clock,
+      overloaded: (error) => error instanceof Overloaded,
+    });
     /** Runs `n` calls of `fn` through the gate, moving the clock until every one has ended. */
     const batch = async (n: number, fn: () => Promise<void>) => {
       let ended = 0;
@@ -237,6 +244,31 @@ describe('failures and the adaptive limit', () => {
     // The same number of instant successes does raise it: the failures were left out, not the calls.
     const fast = await after(async () => {});
     assert.ok(fast.limit > fast.before, `${fast.before} -> ${fast.limit}`);
+  });
+
+  it('halves the limit on refusals for overload, once per update interval however many come at once', async () => {
+    const clock = new ManualClock();
+    const limit = new AdaptiveLimit({
+      initialLimit: 40,
+      minLimit: 3,
+      probeSamples: 1,
+      updateIntervalMs: 100,
+    });
+    limit.onSample(clock.now(), clock.now() + 10, 1);
+    assert.equal(limit.limit, 40);
+    for (let i = 0; i < 10; i++) limit.onDrop(clock.now() + 10);
+    assert.equal(limit.limit, 20);
+    limit.onDrop(clock.now() + 110);
+    assert.equal(limit.limit, 10);
+    for (let i = 0; i < 5; i++) limit.onDrop(clock.now() + 210 + 100 * i);
+    assert.equal(limit.limit, 3, 'never below minLimit');
+  });
+
+  it('lowers the limit of a gate whose calls are refused for overload', async () => {
+    const refused = await after(async () => {
+      throw new Overloaded('503 overloaded');
+    });
+    assert.ok(refused.limit < refused.before, `${refused.before} -> ${refused.limit}`);
   });
 
   it('counts a slow failure (a timeout) like a slow call', async () => {
