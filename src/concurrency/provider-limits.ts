@@ -172,6 +172,8 @@ export function parseRateLimitHeaders(headers: HeadersLike, nowMs = Date.now()):
 export const DEFAULT_OUTBOUND_MAX_WAIT_MS = 60_000;
 /** Assumed time to the next reset when a provider gives none, ms. @default 1000 */
 export const DEFAULT_OUTBOUND_RESET_MS = 1_000;
+/** Share of a 429's stated wait added at random to it. @default 0.1 */
+export const DEFAULT_OUTBOUND_COOLDOWN_JITTER_RATIO = 0.1;
 /** Waiting callers accepted before new ones are refused at once. @default 10000 */
 export const DEFAULT_OUTBOUND_MAX_QUEUE = 10_000;
 
@@ -184,6 +186,13 @@ export interface OutboundLimiterOptions {
   maxQueue?: number;
   /** Monotonic time source for deadlines and resets. @default systemClock */
   clock?: Clock;
+  /**
+   * A 429 holds calls until the provider's stated time plus up to this share of it, at random: limiters
+   * (keys, nodes) told the same time do not all call again at the same instant. @default 0.1
+   */
+  cooldownJitterRatio?: number;
+  /** Source of that jitter, a number in [0, 1). @default Math.random */
+  random?: () => number;
 }
 
 export interface OutboundAcquireOptions {
@@ -299,7 +308,7 @@ interface Waiter {
  * reported reset, one call goes at a time (a probe) and its answer gives the provider's count; in
  * between, calls go while the reported remaining quota, less what is already in flight, covers them;
  * when it does not, callers wait (FIFO, bounded by `maxWaitMs` and their `signal`) until the reported
- * reset. A 429 stops every call until its `Retry-After`. Conservative by design: a call in flight is
+ * reset. A 429 stops every call until its `Retry-After` (plus up to a tenth of it at random). Conservative by design: a call in flight is
  * counted against the budget even when the provider's figure may already include it.
  */
 export class OutboundLimiter {
@@ -308,6 +317,8 @@ export class OutboundLimiter {
   readonly #defaultResetMs: number;
   readonly #maxQueue: number;
   readonly #clock: Clock;
+  readonly #jitterRatio: number;
+  readonly #random: () => number;
   readonly #requests = new Budget();
   readonly #tokens = new Budget();
   /** Waiters, oldest first; one that stopped waiting stays until it reaches the front. */
@@ -332,6 +343,11 @@ export class OutboundLimiter {
     );
     this.#maxQueue = check.integer('options.maxQueue', o.maxQueue ?? DEFAULT_OUTBOUND_MAX_QUEUE);
     this.#clock = o.clock === undefined ? systemClock : check.clock<Clock>('options.clock', o.clock);
+    this.#jitterRatio = check.ratio(
+      'options.cooldownJitterRatio',
+      o.cooldownJitterRatio ?? DEFAULT_OUTBOUND_COOLDOWN_JITTER_RATIO,
+    );
+    this.#random = o.random === undefined ? Math.random : check.fn<() => number>('options.random', o.random);
   }
 
   /** Waits for budget (FIFO), then holds it until the permit's `done`. */
@@ -467,7 +483,9 @@ export class OutboundLimiter {
         t.done(tokens, tGen, limits.tokens, now, this.#defaultResetMs);
         if (response?.status === 429) {
           this.#limitedResponses++;
-          const wait = limits.retryAfterMs ?? limits.requests?.resetMs ?? this.#defaultResetMs;
+          const stated = limits.retryAfterMs ?? limits.requests?.resetMs ?? this.#defaultResetMs;
+          // Never sooner than the provider said; a little later at random, so callers do not return together.
+          const wait = stated * (1 + this.#jitterRatio * this.#random());
           this.#blockedUntil = Math.max(this.#blockedUntil, now + wait);
         }
         this.#pump();

@@ -279,6 +279,22 @@ describe('OutboundLimiter waits are bounded and cancellable', () => {
     await outbound.close();
   });
 
+  it('a 429 holds callers for its Retry-After plus a random tenth at most, never less', async () => {
+    const heldFor = async (random: number) => {
+      const outbound = new OutboundLimiter({ maxWaitMs: 5_000, random: () => random });
+      (await outbound.acquire()).done({ status: 429, headers: { 'retry-after-ms': '60000' } });
+      const refused = await outbound.acquire().catch((e: unknown) => e);
+      await outbound.close();
+      assert.ok(refused instanceof RateLimitedError);
+      return refused.retryAfterMs;
+    };
+    const least = await heldFor(0);
+    assert.ok(least !== undefined && least >= 59_990 && least <= 60_000, String(least));
+    const most = await heldFor(0.999);
+    assert.ok(most !== undefined && most >= 65_900 && most <= 66_000, String(most));
+    assert.throws(() => new OutboundLimiter({ cooldownJitterRatio: 2 }), /options\.cooldownJitterRatio/);
+  });
+
   it('the token quota holds back a call whose estimate does not fit', async () => {
     const outbound = new OutboundLimiter({ maxWaitMs: 1_000 });
     (await outbound.acquire({ tokens: 10 })).done({
