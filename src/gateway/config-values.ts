@@ -7,6 +7,7 @@
  */
 import { ConfigError } from '../errors.ts';
 import type { GatewayConfig, GatewayLimits } from './config.ts';
+import { baseUrl, integer, text, url } from './config-checks.ts';
 import { parseDeployments } from './deployments-config.ts';
 
 /** What kind of value a setting holds, which decides how a raw value is read. */
@@ -42,7 +43,7 @@ function parseLimits(name: string, text: string): GatewayLimits | undefined {
     if ((k !== 'rpm' && k !== 'tpm') || v === undefined || extra !== undefined) {
       throw new ConfigError(name, `expected entries rpm=<n> or tpm=<n> separated by commas, got "${part}"`);
     }
-    limits[k] = positiveInteger(`${name}.${k}`, Number(v));
+    limits[k] = integer(`${name}.${k}`, Number(v));
   }
   return limits;
 }
@@ -64,51 +65,27 @@ function parseKeys(name: string, text: string): Record<string, string> {
   return keys;
 }
 
-function positiveInteger(name: string, value: unknown, min = 1): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw new ConfigError(name, `must be an integer >= ${min}, got ${JSON.stringify(value)}`);
-  }
-  return value;
-}
-
 /** Converts one raw value (a string from flags/env, or anything from a config file) for `setting`. */
 export function convert(setting: Setting, name: string, raw: unknown): unknown {
   const fromText = typeof raw === 'string';
   switch (setting.kind) {
     case 'port': {
       const n = fromText && /^\d+$/.test(raw.trim()) ? Number(raw) : raw;
-      const port = positiveInteger(name, n, 0);
+      const port = integer(name, n, 0);
       if (port > 65_535) throw new ConfigError(name, `must be a port number 0-65535, got ${port}`);
       return port;
     }
     case 'integer': {
       const n = fromText && /^\d+$/.test(raw.trim()) ? Number(raw) : raw;
-      return positiveInteger(name, n, setting.min ?? 0);
+      return integer(name, n, setting.min ?? 0);
     }
     case 'string':
-      if (typeof raw !== 'string' || raw === '') {
-        throw new ConfigError(name, `must be a non-empty string, got ${JSON.stringify(raw)}`);
-      }
-      return raw;
-    case 'url': {
-      if (typeof raw !== 'string' || raw === '') {
-        throw new ConfigError(name, `must be a URL, got ${JSON.stringify(raw)}`);
-      }
-      let url: URL;
-      try {
-        url = new URL(raw);
-      } catch {
-        throw new ConfigError(name, `must be a URL, got ${JSON.stringify(raw)}`);
-      }
-      const allowed = setting.key === 'redisUrl' ? ['redis:', 'rediss:'] : ['http:', 'https:'];
-      if (!allowed.includes(url.protocol)) {
-        throw new ConfigError(name, `must be a ${allowed.join(' or ')} URL, got ${JSON.stringify(raw)}`);
-      }
-      if (setting.key === 'upstreamUrl') return raw.replace(/\/+$/, '');
-      // Anthropic's base URL as its SDK takes it: the version path is the gateway's to add.
-      if (setting.key === 'anthropicUpstreamUrl') return raw.replace(/\/+$/, '').replace(/\/v1$/, '');
-      return raw;
-    }
+      return text(name, raw);
+    case 'url':
+      if (setting.key === 'redisUrl') return url(name, raw, ['redis:', 'rediss:']);
+      if (setting.key === 'upstreamUrl') return baseUrl(name, raw, 'openai');
+      if (setting.key === 'anthropicUpstreamUrl') return baseUrl(name, raw, 'anthropic');
+      return url(name, raw, ['http:', 'https:']);
     case 'deployments': {
       if (!fromText) return parseDeployments(name, raw);
       try {
@@ -149,7 +126,7 @@ export function convert(setting: Setting, name: string, raw: unknown): unknown {
         const limits: GatewayLimits = {};
         for (const [k, v] of Object.entries(raw)) {
           if (k !== 'rpm' && k !== 'tpm') throw new ConfigError(`${name}.${k}`, 'unknown limit (rpm, tpm)');
-          limits[k] = positiveInteger(`${name}.${k}`, v);
+          limits[k] = integer(`${name}.${k}`, v);
         }
         return limits;
       }

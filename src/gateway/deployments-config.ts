@@ -5,6 +5,8 @@
  * @module
  */
 import { ConfigError } from '../errors.ts';
+import { baseUrl, integer, text } from './config-checks.ts';
+import { isObject } from './context.ts';
 import type { Api } from './upstream-interface.ts';
 
 /** What a provider allows one deployment, per minute; learned from its headers when absent. */
@@ -39,8 +41,6 @@ export interface DeploymentConfig {
   providerLimits: ProviderLimits | undefined;
 }
 
-type Json = Record<string, unknown>;
-
 const FIELDS = new Set([
   'name',
   'api',
@@ -52,40 +52,6 @@ const FIELDS = new Set([
   'maxConcurrency',
   'providerLimits',
 ]);
-
-function isObject(value: unknown): value is Json {
-  return value !== null && typeof value === 'object' && !Array.isArray(value);
-}
-
-function integer(name: string, value: unknown, min: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw new ConfigError(name, `must be an integer >= ${min}, got ${JSON.stringify(value)}`);
-  }
-  return value;
-}
-
-function text(name: string, value: unknown): string {
-  if (typeof value !== 'string' || value === '') {
-    throw new ConfigError(name, `must be a non-empty string, got ${JSON.stringify(value)}`);
-  }
-  return value;
-}
-
-/** Anthropic's base URL without a version path; an OpenAI-compatible one as given, without a final slash. */
-function baseUrlOf(name: string, value: unknown, api: Api): string {
-  const raw = text(name, value);
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new ConfigError(name, `must be a URL, got ${JSON.stringify(raw)}`);
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new ConfigError(name, `must be an http or https URL, got ${JSON.stringify(raw)}`);
-  }
-  const trimmed = raw.replace(/\/+$/, '');
-  return api === 'anthropic' ? trimmed.replace(/\/v1$/, '') : trimmed;
-}
 
 function modelsOf(name: string, value: unknown): Record<string, string> {
   const models: Record<string, string> = {};
@@ -141,7 +107,7 @@ function deploymentOf(at: string, raw: unknown): DeploymentConfig {
   return {
     name,
     api,
-    baseUrl: baseUrlOf(`${at}.baseUrl`, raw.baseUrl, api),
+    baseUrl: baseUrl(`${at}.baseUrl`, raw.baseUrl, api),
     apiKeys,
     models: modelsOf(`${at}.models`, raw.models),
     priority: raw.priority === undefined ? 0 : integer(`${at}.priority`, raw.priority, 0),
