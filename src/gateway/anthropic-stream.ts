@@ -6,8 +6,9 @@
  * @module
  */
 import { anthropicErrorEvent } from './anthropic-errors.ts';
+import { isObject, type Json } from './context.ts';
 import type { ApiError } from './openai.ts';
-import { EventTap, isObject, type Json } from './sse-tap.ts';
+import { EventTap } from './sse-tap.ts';
 
 /**
  * Sits between a streamed Anthropic message and the client (see {@link EventTap}: the bytes pass

@@ -6,6 +6,7 @@
  * @module
  */
 import type { IncomingHttpHeaders } from 'node:http';
+import { isObject } from './context.ts';
 import { type ApiError, CHARS_PER_TOKEN, contentText, invalid } from './openai.ts';
 
 /** The `anthropic-version` the upstream gets when the client sends none. */
@@ -28,10 +29,6 @@ export interface MessagesRequest {
   deterministic: boolean;
   /** Characters of the system prompt, the messages and the tools, for the token estimate. */
   promptChars: number;
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
 const typeError = (field: string, message: string): ApiError =>

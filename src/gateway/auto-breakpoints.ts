@@ -15,16 +15,12 @@
  *
  * @module
  */
+import { isObject, type Json } from './context.ts';
 
 /** Breakpoints Anthropic accepts in one request. */
 export const MAX_BREAKPOINTS = 4;
 /** Blocks before a breakpoint Anthropic searches for an earlier write. */
 export const LOOKBACK_BLOCKS = 20;
-
-type Json = Record<string, unknown>;
-
-const isObject = (value: unknown): value is Json =>
-  value !== null && typeof value === 'object' && !Array.isArray(value);
 
 /** Block types `cache_control` may not be put on. */
 const UNMARKABLE = new Set(['thinking', 'redacted_thinking']);

@@ -97,6 +97,14 @@ export class JsonMemo<K extends object> {
   }
 }
 
+/** A JSON object as the gateway reads a request or an answer. */
+export type Json = Record<string, unknown>;
+
+/** Whether `value` is a JSON object (not null, not an array). */
+export function isObject(value: unknown): value is Json {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
 /** SHA-256 of `text`, base64url: the input part of cache keys. */
 export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('base64url');

@@ -4,6 +4,7 @@
  * @module
  */
 import { totalTokenUsage } from '../tracing/index.ts';
+import { isObject } from './context.ts';
 
 /** The body of every error answer, as OpenAI sends it. */
 export interface OpenAIErrorBody {
@@ -75,10 +76,6 @@ export interface EmbeddingsRequest {
   user: string | undefined;
   /** Estimated input tokens: {@link estimateTokens} of each string, the length of each token array. */
   tokens: number;
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
 /** Text of a message's `content` (a string or an array of parts). */

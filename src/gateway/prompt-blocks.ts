@@ -7,6 +7,8 @@
  *
  * @module
  */
+
+import { isObject, type Json } from './context.ts';
 import { CHARS_PER_TOKEN } from './openai.ts';
 import type { Api } from './upstream-interface.ts';
 
@@ -25,11 +27,6 @@ export interface PromptBlock {
   /** An Anthropic `cache_control` breakpoint ends at this block. */
   breakpoint: boolean;
 }
-
-type Json = Record<string, unknown>;
-
-const isObject = (value: unknown): value is Json =>
-  value !== null && typeof value === 'object' && !Array.isArray(value);
 
 /**
  * The hash of a block's content without its `cache_control` marker (which does not change what it says),

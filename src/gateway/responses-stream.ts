@@ -5,8 +5,10 @@
  *
  * @module
  */
+
+import { isObject, type Json } from './context.ts';
 import type { ApiError } from './openai.ts';
-import { EventTap, type EventTapOptions, isObject, type Json } from './sse-tap.ts';
+import { EventTap, type EventTapOptions } from './sse-tap.ts';
 
 /**
  * Sits between a streamed response and the client (see {@link EventTap}: the bytes pass unchanged). It

@@ -5,6 +5,8 @@
  *
  * @module
  */
+
+import { isObject } from './context.ts';
 import { type ApiError, CHARS_PER_TOKEN, contentText, invalid, modelOf } from './openai.ts';
 
 /** A validated Responses request (the original body is forwarded untouched). */
@@ -23,10 +25,6 @@ export interface ResponsesRequest {
   deterministic: boolean;
   /** Characters of the instructions, the input and the tools, for the token estimate. */
   promptChars: number;
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
 /** Characters the model reads in `input` items: message content, function outputs, tool arguments. */

@@ -11,17 +11,13 @@ import { type Readable, Transform } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { ClawperfError } from '../errors.ts';
 import { type TokenUsage, tokenUsage } from '../tracing/index.ts';
+import { isObject, type Json } from './context.ts';
 import { errorAnswer } from './error-answers.ts';
 import { type ApiError, apiError } from './openai.ts';
 import type { ProtocolTap } from './protocol.ts';
 
 /** How much of a bad event an error message quotes. */
 const QUOTED_CHARS = 80;
-
-export type Json = Record<string, unknown>;
-
-export const isObject = (value: unknown): value is Json =>
-  value !== null && typeof value === 'object' && !Array.isArray(value);
 
 /** A stream that is not server-sent events of JSON, as the error the client gets. */
 function broken(why: string): ApiError {
