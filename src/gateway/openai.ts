@@ -300,13 +300,6 @@ export function toBase64(vector: readonly number[]): string {
   return Buffer.from(floats.buffer, floats.byteOffset, floats.byteLength).toString('base64');
 }
 
-/** The usage object of a chat completion. */
-export interface ChatUsage {
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-}
-
 /** Tokens an answer used, input and output (see {@link totalTokenUsage}), when it reports them. */
 export function totalTokens(answer: unknown): number | undefined {
   return isObject(answer) ? totalTokenUsage(answer.usage) : undefined;

@@ -71,11 +71,6 @@ export class ResponseOwners {
     return deployment === undefined ? undefined : { deployment, key: Number(key) };
   }
 
-  /** Whether `tenant` created the response `id`. */
-  async owns(id: string, tenant: string): Promise<boolean> {
-    return (await this.find(id, tenant)) !== false;
-  }
-
   /** Forgets `id` (its response was deleted). */
   forget(id: string): void {
     this.#local.delete(id);
