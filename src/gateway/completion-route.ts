@@ -54,23 +54,22 @@ interface Streamed<R extends ProtocolRequest> {
 export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, protocol: Protocol<R>) {
   const { endpoint } = protocol;
 
-  /** An answer the provider produced, for the prompt-cache accounting. */
-  const turn = (req: R, tenant: string, usage: TokenUsage | undefined): AnsweredTurn => ({
-    tenant,
-    api: protocol.api,
-    model: req.model,
-    body: protocol.upstreamBody(req),
-    usage,
-  });
+  /** An answer the provider produced from `body`, for the prompt-cache accounting. */
+  const turn = (
+    req: R,
+    body: Record<string, unknown>,
+    tenant: string,
+    usage: TokenUsage | undefined,
+  ): AnsweredTurn => ({ tenant, api: protocol.api, model: req.model, body, usage });
 
-  /** One upstream call: the local model or the HTTP upstream, guarded alike. */
-  const callUpstream = (req: R, signal?: AbortSignal) =>
+  /** One upstream call with `body` (the protocol's `upstreamBody`, made once per request). */
+  const callUpstream = (req: R, body: Record<string, unknown>, signal?: AbortSignal) =>
     ctx.upstream.call(
       {
         api: protocol.api,
         operation: ENDPOINT_CALLS[endpoint].operation,
         model: req.model,
-        body: protocol.upstreamBody(req),
+        body,
         headers: req.headers,
         pin: req.pin,
         stream: req.stream,
@@ -95,14 +94,15 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
     reply.raw.once('close', () => {
       if (!reply.raw.writableFinished) abort.abort(new Error('the client went away'));
     });
-    const answer = await ctx.timed(request, () => callUpstream(req, abort.signal));
+    const body = protocol.upstreamBody(req);
+    const answer = await ctx.timed(request, () => callUpstream(req, body, abort.signal));
     if (key !== undefined) request.clawperf.cacheKey = key;
     ctx.record(request, endpoint, req.model, key === undefined ? 'bypass' : 'miss', 1);
     reply.header(DEPLOYMENT_HEADER, answer.deployment ?? LOCAL_DEPLOYMENT);
     const tap = protocol.tap(req, key !== undefined, s.tenant, deploymentKey(answer));
     finished(tap.relay(answer.stream!), (error) => {
       ctx.settle(s.admitted, tap.total);
-      ctx.answered(request, turn(s.req, s.tenant, tap.usage));
+      ctx.answered(request, turn(req, body, s.tenant, tap.usage));
       if (error !== undefined || key === undefined) return;
       const completion = tap.completion();
       if (completion !== undefined) ctx.cache.set(key, completion, { tags: s.tags }).catch(() => {});
@@ -131,10 +131,12 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
     const tags = [`tenant:${tenant}`, `model:${req.model}`];
     if (req.stream) return stream({ request, reply, req, tenant, admitted, key, tags });
     // Look the answer up, calling the upstream on a miss.
-    let answeredBy: UpstreamReply | undefined;
+    /** The call this request made, if it made one (a hit or a coalesced answer did not). */
+    let sent: { body: Record<string, unknown>; reply: UpstreamReply } | undefined;
     const call = async () => {
-      answeredBy = await callUpstream(req);
-      return answeredBy.json;
+      const body = protocol.upstreamBody(req);
+      sent = { body, reply: await callUpstream(req, body) };
+      return sent.reply.json;
     };
     let answer: unknown;
     let cache: CacheState;
@@ -148,16 +150,12 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
     // Settle the limits from the answer's usage: only an answer this request produced used tokens.
     const produced = cache === 'miss' || cache === 'bypass';
     ctx.settle(admitted, produced ? protocol.usage(answer) : 0);
-    if (produced) {
-      // Only the request whose call produced it knows the deployment (a coalesced one does not).
-      if (answeredBy !== undefined)
-        reply.header(DEPLOYMENT_HEADER, answeredBy.deployment ?? LOCAL_DEPLOYMENT);
-      protocol.answered?.(req, answer, tenant, answeredBy && deploymentKey(answeredBy));
-      ctx.answered(
-        request,
-        turn(req, tenant, tokenUsage((answer as { usage?: unknown } | null)?.usage)),
-        reply,
-      );
+    // An answer this request produced came from its own call, which knows the deployment and the body.
+    if (produced && sent !== undefined) {
+      reply.header(DEPLOYMENT_HEADER, sent.reply.deployment ?? LOCAL_DEPLOYMENT);
+      protocol.answered?.(req, answer, tenant, deploymentKey(sent.reply));
+      const usage = tokenUsage((answer as { usage?: unknown } | null)?.usage);
+      ctx.answered(request, turn(req, sent.body, tenant, usage), reply);
     }
     ctx.record(request, endpoint, req.model, cache, 1, answer);
     // Answer.
