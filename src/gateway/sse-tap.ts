@@ -17,15 +17,15 @@ import { type ApiError, apiError } from './openai.ts';
 import type { ProtocolTap } from './protocol.ts';
 
 /** How much of a bad event an error message quotes. */
-const QUOTED_CHARS = 80;
+export const QUOTED_CHARS = 80;
 
 /** A stream that is not server-sent events of JSON, as the error the client gets. */
-function broken(why: string): ApiError {
+export function broken(why: string): ApiError {
   return apiError(502, `the upstream's stream is broken: ${why}`, 'server_error', 'upstream_error');
 }
 
 /** The error a client gets when the upstream's stream fails (a reset, a timeout between events). */
-function brokeOff(error: unknown): ApiError {
+export function brokeOff(error: unknown): ApiError {
   if (error instanceof ClawperfError) return errorAnswer(error);
   const message = error instanceof Error ? error.message : String(error);
   return apiError(502, `the upstream's stream broke off: ${message}`, 'server_error', 'upstream_error');
@@ -39,7 +39,7 @@ function lastEventEnd(text: string): number {
 }
 
 /** An event's name and data (its data lines joined), or why it is not server-sent events. */
-function parseEvent(event: string): { name: string | undefined; data: string | undefined } | string {
+export function parseEvent(event: string): { name: string | undefined; data: string | undefined } | string {
   let name: string | undefined;
   let data: string | undefined;
   for (const raw of event.split('\n')) {

@@ -5,10 +5,9 @@
  * @module
  */
 import { type Readable, Transform } from 'node:stream';
-import { ClawperfError } from '../errors.ts';
 import { type TokenUsage, tokenUsage } from '../tracing/index.ts';
-import { errorAnswer } from './error-answers.ts';
-import { type ApiError, apiError } from './openai.ts';
+import type { ApiError } from './openai.ts';
+import { broken, brokeOff, parseEvent, QUOTED_CHARS } from './sse-tap.ts';
 
 /** A cached chat completion as the server-sent events a streaming client expects. */
 export function* replayStream(answer: unknown, streamOptions: unknown): Generator<string> {
@@ -47,18 +46,6 @@ interface Chunk {
   error?: unknown;
 }
 
-/** A stream that is not a chat completion's server-sent events, as the error the client gets. */
-function notSse(why: string): ApiError {
-  return apiError(502, `the upstream's stream is broken: ${why}`, 'server_error', 'upstream_error');
-}
-
-/** The error a client gets when the upstream's stream fails (a reset, a timeout between chunks). */
-function brokeOff(error: unknown): ApiError {
-  if (error instanceof ClawperfError) return errorAnswer(error);
-  const message = error instanceof Error ? error.message : String(error);
-  return apiError(502, `the upstream's stream broke off: ${message}`, 'server_error', 'upstream_error');
-}
-
 /** The JSON object of an event's data; undefined for anything else. */
 function parseChunk(json: string): Chunk | undefined {
   if (!json.startsWith('{')) return undefined;
@@ -68,9 +55,6 @@ function parseChunk(json: string): Chunk | undefined {
     return undefined;
   }
 }
-
-/** How much of a bad event an error message quotes. */
-const QUOTED_CHARS = 80;
 
 /**
  * Sits between a streamed chat completion and the client, event by event (backpressure is the pipe's): it
@@ -131,7 +115,7 @@ export class StreamTap extends Transform {
     const end = text.lastIndexOf('\n\n');
     if (end === -1) {
       this.#tail = text;
-      if (text.length > this.#maxBytes) this.#fail(notSse(`no event ends within ${this.#maxBytes} bytes`));
+      if (text.length > this.#maxBytes) this.#fail(broken(`no event ends within ${this.#maxBytes} bytes`));
       callback();
       return;
     }
@@ -151,7 +135,7 @@ export class StreamTap extends Transform {
       this.#tail = '';
     }
     if (this.#failure === undefined && !this.#done && !this.#finished && !this.#upstreamError) {
-      this.#failure = notSse('it ended before the answer was complete');
+      this.#failure = broken('it ended before the answer was complete');
     }
     if (this.#failure !== undefined) this.push(`data: ${JSON.stringify(this.#failure.body)}\n\n`);
     callback();
@@ -176,8 +160,18 @@ export class StreamTap extends Transform {
       this.#bytes += event.length;
       if (this.#bytes > this.#maxBytes) this.#assemble = false;
     }
-    const data = event.startsWith('data: ') && !event.includes('\n') ? event.slice(6) : this.#data(event);
-    if (data === undefined) return this.#failure === undefined;
+    let data: string | undefined;
+    if (event.startsWith('data: ') && !event.includes('\n')) data = event.slice(6);
+    else {
+      const parsed = parseEvent(event);
+      if (typeof parsed === 'string') {
+        this.#fail(broken(parsed));
+        return false;
+      }
+      data = parsed.data;
+    }
+    // An event without data (a comment, an `id`) goes on as it is.
+    if (data === undefined) return true;
     const json = data.trim();
     if (json === '[DONE]') {
       this.#done = true;
@@ -185,7 +179,7 @@ export class StreamTap extends Transform {
     }
     const chunk = parseChunk(json);
     if (chunk === undefined) {
-      this.#fail(notSse(`an event's data is not a JSON object: ${json.slice(0, QUOTED_CHARS)}`));
+      this.#fail(broken(`an event's data is not a JSON object: ${json.slice(0, QUOTED_CHARS)}`));
       return false;
     }
     if (chunk.error != null) {
@@ -204,29 +198,6 @@ export class StreamTap extends Transform {
     }
     if (this.#assemble) this.#collect(chunk);
     return !(usageOnly && this.#dropUsage);
-  }
-
-  /**
-   * The data of an event of several lines (undefined when it has none: a comment, an `id`); a line that is
-   * not a field of server-sent events fails the stream.
-   */
-  #data(event: string): string | undefined {
-    let data: string | undefined;
-    for (const line of event.split('\n')) {
-      if (line === '' || line.startsWith(':')) continue;
-      const colon = line.indexOf(':');
-      const field = colon === -1 ? line : line.slice(0, colon);
-      if (field === 'data') {
-        // One space after the colon is the separator, not part of the value.
-        const value =
-          colon === -1 ? '' : line.slice(line.charCodeAt(colon + 1) === 32 ? colon + 2 : colon + 1);
-        data = data === undefined ? value : `${data}\n${value}`;
-      } else if (field !== 'event' && field !== 'id' && field !== 'retry') {
-        this.#fail(notSse(`not server-sent events: ${line.slice(0, QUOTED_CHARS)}`));
-        return undefined;
-      }
-    }
-    return data;
   }
 
   #collect(chunk: Chunk): void {
