@@ -26,8 +26,6 @@ export interface Deployments {
   outbounds: OutboundLimiter[];
   /** Model names the listed deployments serve, per API (the single upstreams list theirs themselves). */
   listed: Record<Api, string[]>;
-  /** The APIs with at least one deployment. */
-  apis: ReadonlySet<Api>;
 }
 
 export function buildDeployments(config: GatewayConfig, registry: Registry): Deployments {
@@ -78,5 +76,5 @@ export function buildDeployments(config: GatewayConfig, registry: Registry): Dep
       if (!listed[d.api].includes(model)) listed[d.api].push(model);
   }
   const router = new DeploymentRouter(all, { retries: config.upstreamRetries, registry });
-  return { router, defaults, outbounds, listed, apis: new Set(all.map((d) => d.api)) };
+  return { router, defaults, outbounds, listed };
 }

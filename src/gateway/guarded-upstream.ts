@@ -34,8 +34,8 @@ import type {
 export interface GuardedUpstreamOptions {
   /** The built-in local models. */
   local: Upstream;
-  /** The configured upstream of each API for every other model; an API without one serves the local models only. */
-  remote: Partial<Record<Api, Upstream>>;
+  /** Every other model's upstream: the router over the deployments. */
+  remote: Upstream;
   backpressure: BackpressureController;
   tracer: Tracer;
   /** Make a GenAI client span per call (only worth it when spans are exported). */
@@ -57,7 +57,7 @@ const GENAI_OPERATION: Readonly<Record<Operation, string>> = {
 
 export class GuardedUpstream implements Upstream {
   readonly #local: Upstream;
-  readonly #remote: Partial<Record<Api, Upstream>>;
+  readonly #remote: Upstream;
   readonly #backpressure: BackpressureController;
   readonly #tracer: Tracer;
   readonly #clientSpans: boolean;
@@ -158,8 +158,8 @@ export class GuardedUpstream implements Upstream {
   }
 
   #backend(call: Pick<UpstreamRequest, 'api' | 'model'>): Upstream {
-    // The route checked the model: one the local models do not serve has a remote upstream in its API.
-    return LOCAL_MODELS.includes(call.model) ? this.#local : this.#remote[call.api]!;
+    // The route checked the model: one the local models do not serve has a deployment in its API.
+    return LOCAL_MODELS.includes(call.model) ? this.#local : this.#remote;
   }
 
   #observe(histogram: Histogram, genAI: GenAIRequest, label: string, value: string, amount: number): void {

@@ -23,7 +23,6 @@ import { registerOperations } from './operations.ts';
 import { RequestSteps } from './request-steps.ts';
 import { ResponseOwners } from './response-owners.ts';
 import { registerResponses } from './responses-route.ts';
-import type { Api, Upstream } from './upstream-interface.ts';
 
 export { DEFAULT_COMPLETION_ESTIMATE } from './context.ts';
 export { LOCAL_PROVIDER } from './local-upstream.ts';
@@ -133,13 +132,11 @@ export async function createGateway(
   });
   const deployments = buildDeployments(config, collector.registry);
   const { router } = deployments;
-  const remote: Partial<Record<Api, Upstream>> = {};
-  for (const api of deployments.apis) remote[api] = router;
   const client = deployments.defaults.openai?.client;
   const anthropic = deployments.defaults.anthropic?.client;
   const upstream = new GuardedUpstream({
     local,
-    remote,
+    remote: router,
     backpressure,
     tracer,
     // Without an exporter a client span would be discarded: skip making it (the request span stays).
