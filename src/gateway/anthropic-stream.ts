@@ -96,14 +96,15 @@ export class AnthropicStreamTap extends EventTap {
 }
 
 /** One server-sent event as Anthropic writes it. */
-const sse = (data: Json): string => `event: ${data.type as string}\ndata: ${JSON.stringify(data)}\n\n`;
+export const anthropicEvent = (data: Json): string =>
+  `event: ${data.type as string}\ndata: ${JSON.stringify(data)}\n\n`;
 
 /** A cached message as the event stream a streaming client expects. */
 export function* replayMessage(answer: unknown): Generator<string> {
   const message = (isObject(answer) ? answer : {}) as Json;
   const { content, stop_reason, stop_sequence, usage, ...head } = message;
   const u = isObject(usage) ? usage : {};
-  yield sse({
+  yield anthropicEvent({
     type: 'message_start',
     message: {
       ...head,
@@ -116,14 +117,18 @@ export function* replayMessage(answer: unknown): Generator<string> {
   const blocks = Array.isArray(content) ? content : [];
   for (let index = 0; index < blocks.length; index++) {
     const block = blocks[index] as Json;
-    yield sse({ type: 'content_block_start', index, content_block: { ...block, text: '' } });
-    yield sse({ type: 'content_block_delta', index, delta: { type: 'text_delta', text: block.text } });
-    yield sse({ type: 'content_block_stop', index });
+    yield anthropicEvent({ type: 'content_block_start', index, content_block: { ...block, text: '' } });
+    yield anthropicEvent({
+      type: 'content_block_delta',
+      index,
+      delta: { type: 'text_delta', text: block.text },
+    });
+    yield anthropicEvent({ type: 'content_block_stop', index });
   }
-  yield sse({
+  yield anthropicEvent({
     type: 'message_delta',
     delta: { stop_reason: stop_reason ?? 'end_turn', stop_sequence: stop_sequence ?? null },
     usage: { output_tokens: u.output_tokens ?? 0 },
   });
-  yield sse({ type: 'message_stop' });
+  yield anthropicEvent({ type: 'message_stop' });
 }

@@ -6,6 +6,7 @@
  */
 import { Readable } from 'node:stream';
 import { type MessagesRequest, promptTokens } from './anthropic.ts';
+import { anthropicEvent } from './anthropic-stream.ts';
 import { delay } from './delay.ts';
 import { estimateTokens } from './openai.ts';
 import type { PromptCacheFigures } from './simulated-prompt-cache.ts';
@@ -24,8 +25,6 @@ export interface LocalAnswer {
 }
 
 type Json = { type: string; [field: string]: unknown };
-
-const event = (data: Json): string => `event: ${data.type}\ndata: ${JSON.stringify(data)}\n\n`;
 
 /** Anthropic's usage: `input_tokens` is the uncached part of the input only. */
 function usageOf(answer: LocalAnswer) {
@@ -61,7 +60,7 @@ export function localMessageStream(answer: LocalAnswer, latencyMs: number, signa
   const outputTokens = (usage as { output_tokens: number }).output_tokens;
   async function* events(): AsyncGenerator<string> {
     if (latencyMs > 0) await delay(latencyMs, signal);
-    yield event({
+    yield anthropicEvent({
       type: 'message_start',
       message: {
         ...head,
@@ -70,18 +69,26 @@ export function localMessageStream(answer: LocalAnswer, latencyMs: number, signa
         usage: { ...(usage as object), output_tokens: 1 },
       },
     });
-    yield event({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
-    yield event({ type: 'ping' });
+    yield anthropicEvent({
+      type: 'content_block_start',
+      index: 0,
+      content_block: { type: 'text', text: '' },
+    });
+    yield anthropicEvent({ type: 'ping' });
     for (const word of answer.text.split(/(?<= )/)) {
-      yield event({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: word } });
+      yield anthropicEvent({
+        type: 'content_block_delta',
+        index: 0,
+        delta: { type: 'text_delta', text: word },
+      });
     }
-    yield event({ type: 'content_block_stop', index: 0 });
-    yield event({
+    yield anthropicEvent({ type: 'content_block_stop', index: 0 });
+    yield anthropicEvent({
       type: 'message_delta',
       delta: { stop_reason, stop_sequence: null },
       usage: { output_tokens: outputTokens },
     });
-    yield event({ type: 'message_stop' });
+    yield anthropicEvent({ type: 'message_stop' });
   }
   return Readable.from(events(), { objectMode: false });
 }
