@@ -2,8 +2,9 @@
  * How clawperf talks to Redis: a client given by the user (a `Redis`, a `Cluster`) is used as it is and
  * never closed by us; a URL gets a client of our own that fails fast (no offline queue: a command while the
  * connection is down fails at once; one sent to a server that stopped answering fails after the command
- * timeout), which we close. Lua scripts run by SHA, loading themselves on NOSCRIPT, so every
- * read-check-write is one round trip.
+ * timeout), which we close. A URL names one server (`redis://`, `rediss://` for TLS) or a Cluster by its seed
+ * nodes (`redis+cluster://h1:6379,h2:6379`, `rediss+cluster://...`). Lua scripts run by SHA, loading
+ * themselves on NOSCRIPT, so every read-check-write is one round trip.
  */
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
@@ -12,8 +13,86 @@ import { StoreError } from '../errors.ts';
 import * as check from './options.ts';
 
 export type RedisClient = Redis | Cluster;
-/** What users pass: a client they own, or a `redis://` URL for a client clawperf owns. */
+/** What users pass: a client they own, or a URL (see {@link parseRedisUrl}) for a client clawperf owns. */
 export type RedisInput = RedisClient | string;
+
+/** The default port of a host given without one. */
+const DEFAULT_REDIS_PORT = 6379;
+/** The URL forms clawperf accepts, as named in errors. */
+const URL_FORMS = 'a redis://, rediss://, redis+cluster:// or rediss+cluster:// URL';
+
+/** A Redis URL taken apart. */
+export interface RedisUrl {
+  /** A Cluster given by its seed nodes (`redis+cluster://`, `rediss+cluster://`). */
+  cluster: boolean;
+  /** Connections use TLS (`rediss://`, `rediss+cluster://`). */
+  tls: boolean;
+  /** The server, or the Cluster's seed nodes. */
+  nodes: { host: string; port: number }[];
+  /** ACL user (`user:password@`), for every node. */
+  username: string | undefined;
+  password: string | undefined;
+}
+
+/** `url` with its password masked, for messages. */
+function masked(url: string): string {
+  return url.replace(/^([^/]*\/\/[^/@]*?:)[^/@]*@/, '$1***@');
+}
+
+/** One `host[:port]` of a URL's host list; an IPv6 address goes in brackets. */
+function parseHost(part: string): { host: string; port: number } | undefined {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]/?#@\s]+))(?::(\d{1,5}))?$/.exec(part);
+  if (match === null) return undefined;
+  const port = match[3] === undefined ? DEFAULT_REDIS_PORT : Number(match[3]);
+  if (port < 1 || port > 65_535) return undefined;
+  return { host: match[1] ?? match[2]!, port };
+}
+
+/**
+ * Takes apart a Redis URL: `redis://[user:password@]host[:port][/db]` for one server, `rediss://` for one over
+ * TLS, `redis+cluster://[user:password@]h1[:port],h2[:port],...` for a Cluster given by its seed nodes (any
+ * few of its nodes: the client learns the rest from them), `rediss+cluster://` for one over TLS. The user
+ * and password apply to every node.
+ *
+ * @throws {TypeError} naming `name`, for anything else (the password masked in the message).
+ */
+export function parseRedisUrl(name: string, url: unknown): RedisUrl {
+  const fail = (why: string): never =>
+    check.invalid(name, `${URL_FORMS} (${why})`, typeof url === 'string' ? masked(url) : url);
+  if (typeof url !== 'string') return fail('not a string');
+  const scheme = /^(rediss?)(\+cluster)?:\/\//i.exec(url);
+  if (scheme === null) return fail('unknown scheme');
+  const cluster = scheme[2] !== undefined;
+  const rest = url.slice(scheme[0].length);
+  const end = rest.search(/[/?#]/);
+  const authority = end === -1 ? rest : rest.slice(0, end);
+  const tail = end === -1 ? '' : rest.slice(end);
+  const at = authority.lastIndexOf('@');
+  let username: string | undefined;
+  let password: string | undefined;
+  if (at !== -1) {
+    const info = authority.slice(0, at);
+    const colon = info.indexOf(':');
+    try {
+      username = decodeURIComponent(colon === -1 ? info : info.slice(0, colon)) || undefined;
+      password = colon === -1 ? undefined : decodeURIComponent(info.slice(colon + 1)) || undefined;
+    } catch {
+      return fail('bad percent-encoding in the user or password');
+    }
+  }
+  const hosts = authority.slice(at + 1).split(',');
+  if (!cluster && hosts.length > 1) return fail('several hosts need redis+cluster:// or rediss+cluster://');
+  const nodes: { host: string; port: number }[] = [];
+  for (const part of hosts) {
+    const node = parseHost(part);
+    if (node === undefined) return fail(`bad host "${part}"`);
+    nodes.push(node);
+  }
+  if (cluster ? tail !== '' && tail !== '/' : !/^(\/\d*)?(\?.*)?$/.test(tail)) {
+    return fail(cluster ? 'a Cluster URL ends after its hosts' : `unexpected "${tail}" after the host`);
+  }
+  return { cluster, tls: scheme[1]!.toLowerCase() === 'rediss', nodes, username, password };
+}
 
 /**
  * How long a command to a client clawperf creates may wait for its reply, ms: a cache read or a limit check
@@ -118,18 +197,63 @@ export function watchConnection(client: RedisClient, listener: (up: boolean) => 
   };
 }
 
-/** Resolves the user's `redis` option into a client, validating it. */
-export function toRedis(name: string, input: unknown, commandTimeoutMs?: number): OwnedRedis {
+/** How {@link toRedis} makes a client from a URL. */
+export interface RedisUrlOptions {
+  /** @default DEFAULT_REDIS_COMMAND_TIMEOUT_MS */
+  commandTimeoutMs?: number;
+  /** Certificates (PEM) to trust besides the system's, for a TLS URL: a managed Redis's private CA. */
+  ca?: string | Buffer;
+}
+
+/** A client of our own for `url` (a single server or a Cluster), fail-fast as {@link redisOptions} says. */
+function clientFor(name: string, url: string, options: RedisUrlOptions): RedisClient {
+  const parsed = parseRedisUrl(name, url);
+  if (options.ca !== undefined && !parsed.tls) {
+    check.invalid(name, 'a rediss:// or rediss+cluster:// URL when a CA is given', masked(url));
+  }
+  const tls = parsed.tls ? (options.ca === undefined ? {} : { ca: options.ca }) : undefined;
+  const base = redisOptions(options.commandTimeoutMs);
+  // ioredis reads a one-server URL itself (db, query options); only TLS settings are added.
+  if (!parsed.cluster) return new Redis(url, tls === undefined ? base : { ...base, tls });
+  const { enableAutoPipelining, enableOfflineQueue, retryStrategy, ...perNode } = base;
+  return new Cluster(parsed.nodes, {
+    enableAutoPipelining,
+    enableOfflineQueue,
+    clusterRetryStrategy: retryStrategy,
+    // Seeds are used as given: resolving a hostname to an address first would check a TLS certificate
+    // against the address instead of the name it was issued for.
+    dnsLookup: (address, callback) => callback(null, address),
+    redisOptions: {
+      ...perNode,
+      ...(parsed.username === undefined ? {} : { username: parsed.username }),
+      ...(parsed.password === undefined ? {} : { password: parsed.password }),
+      ...(tls === undefined ? {} : { tls }),
+    },
+  });
+}
+
+/**
+ * Resolves the user's `redis` option into a client, validating it: a client is used as it is, a URL (see
+ * {@link parseRedisUrl}) gets a client of our own.
+ *
+ * @throws {TypeError} naming `name`, for anything else.
+ */
+export function toRedis(
+  name: string,
+  input: unknown,
+  commandTimeoutMs?: number,
+  urlOptions: Omit<RedisUrlOptions, 'commandTimeoutMs'> = {},
+): OwnedRedis {
   if (isRedisClient(input)) {
     track(input);
     return { client: input, owned: false };
   }
-  if (typeof input === 'string' && /^rediss?:\/\//.test(input)) {
-    const client = new Redis(input, redisOptions(commandTimeoutMs));
-    track(client);
-    return { client, owned: true };
+  if (typeof input !== 'string') {
+    return check.invalid(name, `an ioredis Redis or Cluster instance or ${URL_FORMS}`, input);
   }
-  return check.invalid(name, 'an ioredis Redis or Cluster instance or a redis:// URL', input);
+  const client = clientFor(name, input, { ...urlOptions, commandTimeoutMs });
+  track(client);
+  return { client, owned: true };
 }
 
 /** Closes a client clawperf owns, resolving once its connection has ended; leaves a user's client alone. Never throws. */

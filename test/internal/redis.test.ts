@@ -2,10 +2,11 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import {
   DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
   hashTag,
+  parseRedisUrl,
   RedisScript,
   releaseRedis,
   toRedis,
@@ -141,12 +142,98 @@ describe('internal redis', () => {
     }
   });
 
-  it('rejects anything but a client or a redis:// URL, naming the option', () => {
+  it('rejects anything but a client or a Redis URL, naming the option', () => {
     assert.throws(
       () => toRedis('options.redis', 'localhost:6379'),
-      /options\.redis must be an ioredis Redis or Cluster instance or a redis:\/\/ URL/,
+      /options\.redis must be a redis:\/\/, rediss:\/\/, redis\+cluster:\/\/ or rediss\+cluster:\/\/ URL/,
     );
-    assert.throws(() => toRedis('options.redis', 42), TypeError);
+    assert.throws(
+      () => toRedis('options.redis', 42),
+      /options\.redis must be an ioredis Redis or Cluster instance or a redis:\/\//,
+    );
+  });
+
+  it('makes a Cluster client from a cluster URL, with the ACL user and TLS on every node', async () => {
+    const owned = toRedis('options.redis', 'rediss+cluster://app:s%40cret@10.0.0.1:7000,10.0.0.2', 1_000, {
+      ca: 'PEM',
+    });
+    try {
+      assert.ok(owned.client instanceof Cluster);
+      assert.deepEqual((owned.client as unknown as { startupNodes: unknown }).startupNodes, [
+        { host: '10.0.0.1', port: 7000 },
+        { host: '10.0.0.2', port: 6379 },
+      ]);
+      const node = owned.client.options.redisOptions!;
+      assert.equal(node.username, 'app');
+      assert.equal(node.password, 's@cret');
+      assert.deepEqual(node.tls, { ca: 'PEM' });
+      assert.equal(node.commandTimeout, 1_000);
+      assert.equal(owned.client.options.enableOfflineQueue, false);
+    } finally {
+      await releaseRedis(owned);
+    }
+  });
+
+  it('refuses a CA for a URL without TLS', () => {
+    assert.throws(
+      () => toRedis('options.redis', 'redis://127.0.0.1:1', undefined, { ca: 'PEM' }),
+      /options\.redis must be a rediss:\/\/ or rediss\+cluster:\/\/ URL when a CA is given/,
+    );
+  });
+});
+
+describe('parseRedisUrl', () => {
+  it('reads one server, over TLS or not, and a Cluster by its seeds', () => {
+    assert.deepEqual(parseRedisUrl('u', 'redis://h:6380/2'), {
+      cluster: false,
+      tls: false,
+      nodes: [{ host: 'h', port: 6380 }],
+      username: undefined,
+      password: undefined,
+    });
+    assert.deepEqual(parseRedisUrl('u', 'rediss://:pw@h'), {
+      cluster: false,
+      tls: true,
+      nodes: [{ host: 'h', port: 6379 }],
+      username: undefined,
+      password: 'pw',
+    });
+    assert.deepEqual(parseRedisUrl('u', 'redis+cluster://a:1,[::1]:2,b/'), {
+      cluster: true,
+      tls: false,
+      nodes: [
+        { host: 'a', port: 1 },
+        { host: '::1', port: 2 },
+        { host: 'b', port: 6379 },
+      ],
+      username: undefined,
+      password: undefined,
+    });
+    assert.equal(parseRedisUrl('u', 'rediss+cluster://u:p@a:1').tls, true);
+  });
+
+  it('names the setting and what is wrong, and never shows the password', () => {
+    const cases: [string, RegExp][] = [
+      ['http://h:1', /unknown scheme/],
+      ['redis://h:1,h:2', /several hosts need redis\+cluster/],
+      ['redis+cluster://a:1,,b:2', /bad host ""/],
+      ['redis+cluster://a:99999', /bad host "a:99999"/],
+      ['redis+cluster://u:hunter2@a:1/3', /a Cluster URL ends after its hosts/],
+      ['redis://h:1/x', /unexpected "\/x" after the host/],
+    ];
+    for (const [url, why] of cases) {
+      assert.throws(
+        () => parseRedisUrl('REDIS_URL', url),
+        (error: Error) => {
+          assert.ok(error instanceof TypeError);
+          assert.match(error.message, /^REDIS_URL must be a redis:\/\/, rediss:\/\//);
+          assert.match(error.message, why);
+          assert.doesNotMatch(error.message, /hunter2/);
+          return true;
+        },
+        url,
+      );
+    }
   });
 
   it('builds hash tags that braces inside an id cannot break', () => {
