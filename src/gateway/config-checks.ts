@@ -5,6 +5,7 @@
  * @module
  */
 import { ConfigError } from '../errors.ts';
+import { parseRedisUrl } from '../internal/redis.ts';
 import type { Api } from './upstream-interface.ts';
 
 /** An integer of at least `min`. */
@@ -38,6 +39,17 @@ export function url(name: string, raw: unknown, protocols: readonly string[]): s
     throw new ConfigError(name, `must be a ${protocols.join(' or ')} URL, got ${JSON.stringify(raw)}`);
   }
   return raw;
+}
+
+/** A Redis URL of a form the gateway connects to (one server or a Cluster, TLS or not), as given. */
+export function redisUrl(name: string, raw: unknown): string {
+  try {
+    parseRedisUrl(name, raw);
+  } catch (error) {
+    // The check's message starts with the name, which ConfigError puts first itself.
+    throw new ConfigError(name, (error as Error).message.slice(name.length + 1), { cause: error });
+  }
+  return raw as string;
 }
 
 /**

@@ -7,7 +7,7 @@
  */
 import { ConfigError } from '../errors.ts';
 import type { GatewayConfig, GatewayLimits } from './config.ts';
-import { baseUrl, integer, text, url } from './config-checks.ts';
+import { baseUrl, integer, redisUrl, text, url } from './config-checks.ts';
 import { parseDeployments } from './deployments-config.ts';
 
 /** What kind of value a setting holds, which decides how a raw value is read. */
@@ -82,7 +82,7 @@ export function convert(setting: Setting, name: string, raw: unknown): unknown {
     case 'string':
       return text(name, raw);
     case 'url':
-      if (setting.key === 'redisUrl') return url(name, raw, ['redis:', 'rediss:']);
+      if (setting.key === 'redisUrl') return redisUrl(name, raw);
       if (setting.key === 'upstreamUrl') return baseUrl(name, raw, 'openai');
       if (setting.key === 'anthropicUpstreamUrl') return baseUrl(name, raw, 'anthropic');
       return url(name, raw, ['http:', 'https:']);

@@ -14,6 +14,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.ts';
+import { parseRedisUrl } from '../internal/redis.ts';
 import { convert, type Setting } from './config-values.ts';
 import type { DeploymentConfig } from './deployments-config.ts';
 import { DEFAULT_MAX_SESSIONS } from './prompt-sessions.ts';
@@ -72,8 +73,14 @@ export interface GatewayLimits {
 export interface GatewayConfig {
   port: number;
   host: string;
-  /** Redis for L2, the invalidation bus and global limits; without it everything is per process. */
+  /**
+   * Redis for L2, the invalidation bus and global limits; without it everything is per process. One server
+   * (`redis://`, `rediss://` over TLS) or a Cluster by its seed nodes (`redis+cluster://h1:6379,h2:6379`,
+   * `rediss+cluster://`); `user:password@` logs in every node as that ACL user.
+   */
   redisUrl: string | undefined;
+  /** A PEM file of the CA certificates a TLS Redis is trusted by, besides the system's. */
+  redisCaFile: string | undefined;
   redisCommandTimeoutMs: number;
   /** An OpenAI-compatible base URL including its version path (`https://api.openai.com/v1`). */
   upstreamUrl: string | undefined;
@@ -141,8 +148,16 @@ const SETTINGS: readonly Setting[] = [
     flag: 'redis',
     env: 'REDIS_URL',
     kind: 'url',
-    help: 'Redis URL: shared L2 cache, invalidation bus, global limits',
+    help: 'Redis URL: shared L2 cache, invalidation bus, global limits (redis://, rediss:// for TLS, redis+cluster://h1:p,h2:p for a Cluster)',
     defaultText: 'none (single node)',
+  },
+  {
+    key: 'redisCaFile',
+    flag: 'redis-ca-file',
+    env: 'CLAWPERF_REDIS_CA_FILE',
+    kind: 'string',
+    help: 'PEM file of the CA certificates that a rediss:// Redis is trusted by (besides the system ones)',
+    defaultText: 'none',
   },
   {
     key: 'redisCommandTimeoutMs',
@@ -406,6 +421,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): GatewayConf
     port: DEFAULT_PORT,
     host: DEFAULT_HOST,
     redisUrl: undefined,
+    redisCaFile: undefined,
     redisCommandTimeoutMs: DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
     upstreamUrl: undefined,
     upstreamApiKey: undefined,
@@ -553,6 +569,7 @@ export function loadConfig(
   const fromFile = file === undefined ? {} : readConfigFile(file);
   const config = { ...defaultConfig(env), ...fromFile, ...readEnv(env), ...args.values, help: args.help };
   checkApis(config);
+  checkRedis(config);
   return config;
 }
 
@@ -573,6 +590,26 @@ function checkApis(config: GatewayConfig): void {
   });
 }
 
+/** A CA file goes with a TLS Redis, and must hold PEM certificates: checked before any connection is made. */
+function checkRedis(config: GatewayConfig): void {
+  const file = config.redisCaFile;
+  if (file === undefined) return;
+  if (config.redisUrl === undefined || !parseRedisUrl('redisUrl', config.redisUrl).tls) {
+    throw new ConfigError('redisCaFile', 'needs a rediss:// or rediss+cluster:// Redis URL (redisUrl)');
+  }
+  let pem: string;
+  try {
+    pem = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError('redisCaFile', `cannot read ${file}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) {
+    throw new ConfigError('redisCaFile', `${file} holds no PEM certificate`);
+  }
+}
+
 /** Validates a configuration given as an object (the programmatic counterpart of {@link loadConfig}). */
 export function resolveConfig(input: Partial<GatewayConfig> = {}): GatewayConfig {
   if (input === null || typeof input !== 'object') throw new ConfigError('config', 'must be an object');
@@ -584,6 +621,7 @@ export function resolveConfig(input: Partial<GatewayConfig> = {}): GatewayConfig
     out[key] = convert(setting, key, value);
   }
   checkApis(out as unknown as GatewayConfig);
+  checkRedis(out as unknown as GatewayConfig);
   return out as unknown as GatewayConfig;
 }
 

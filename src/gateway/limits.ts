@@ -13,6 +13,7 @@
  */
 import { RateLimiter, type RateLimitPolicy } from '../concurrency/index.ts';
 import type { Clock } from '../internal/clock.ts';
+import type { RedisInput } from '../internal/redis.ts';
 import type { GatewayLimits } from './config.ts';
 
 /** The window the limits count over: `rpm` and `tpm` are per minute. @default 60000 */
@@ -20,8 +21,8 @@ export const LIMITS_WINDOW_MS = 60_000;
 
 /** Where and how the limits count. */
 export interface LimiterOptions {
-  /** Redis URL: limits shared, exactly, by every gateway on it. Without it they are per process. */
-  redisUrl?: string;
+  /** Redis (a URL, or a client the caller closes): limits shared, exactly, by every gateway on it. Without it they are per process. */
+  redis?: RedisInput;
   /** How long a Redis command may take before the local fallback decides, ms. @default 100 */
   commandTimeoutMs?: number;
   /** Time source of limits kept in memory (Redis uses its own clock). @default the wall clock */
@@ -45,7 +46,7 @@ export function createLimiter(
   if (policies.length === 0) return undefined;
   const limiter = new RateLimiter({
     policies,
-    redis: options.redisUrl,
+    redis: options.redis,
     commandTimeoutMs: options.commandTimeoutMs,
     keyPrefix: 'clawperf:gw:rl',
     clock: options.clock,

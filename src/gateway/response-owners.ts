@@ -8,7 +8,7 @@
  * @module
  */
 import { LRUCache } from 'lru-cache';
-import { type OwnedRedis, releaseRedis, toRedis } from '../internal/redis.ts';
+import type { RedisClient } from '../internal/redis.ts';
 import type { DeploymentKey } from './upstream-interface.ts';
 
 /** Response ids remembered in memory. @default 100000 */
@@ -18,28 +18,23 @@ export const RESPONSE_OWNER_RETENTION_MS = 30 * 24 * 3600 * 1000;
 
 /** Options of {@link ResponseOwners}. */
 export interface ResponseOwnersOptions {
-  /** Redis shared by the gateway's nodes. */
-  redisUrl?: string;
-  redisCommandTimeoutMs?: number;
+  /** Redis shared by the gateway's nodes; its owner closes it. */
+  redis?: RedisClient;
   /** @default DEFAULT_RESPONSE_OWNERS_MAX */
   max?: number;
 }
 
 export class ResponseOwners {
   readonly #local: LRUCache<string, string>;
-  readonly #redis: OwnedRedis | undefined;
+  readonly #redis: RedisClient | undefined;
 
   constructor(options: ResponseOwnersOptions = {}) {
     this.#local = new LRUCache({
       max: options.max ?? DEFAULT_RESPONSE_OWNERS_MAX,
       ttl: RESPONSE_OWNER_RETENTION_MS,
     });
-    this.#redis =
-      options.redisUrl === undefined
-        ? undefined
-        : toRedis('redisUrl', options.redisUrl, options.redisCommandTimeoutMs);
     // A failing Redis is the cache's and the limiter's to report; here it only means "not known".
-    this.#redis?.client.on('error', () => {});
+    this.#redis = options.redis;
   }
 
   static #key(id: string): string {
@@ -50,9 +45,7 @@ export class ResponseOwners {
   remember(id: string, tenant: string, at?: DeploymentKey): void {
     const record = at === undefined ? tenant : `${tenant}\u0000${at.deployment}\u0000${at.key}`;
     this.#local.set(id, record);
-    this.#redis?.client
-      .set(ResponseOwners.#key(id), record, 'PX', RESPONSE_OWNER_RETENTION_MS)
-      .catch(() => {});
+    this.#redis?.set(ResponseOwners.#key(id), record, 'PX', RESPONSE_OWNER_RETENTION_MS).catch(() => {});
   }
 
   /**
@@ -62,7 +55,7 @@ export class ResponseOwners {
   async find(id: string, tenant: string): Promise<DeploymentKey | undefined | false> {
     let record = this.#local.get(id);
     if (record === undefined && this.#redis !== undefined) {
-      record = (await this.#redis.client.get(ResponseOwners.#key(id)).catch(() => null)) ?? undefined;
+      record = (await this.#redis.get(ResponseOwners.#key(id)).catch(() => null)) ?? undefined;
       if (record !== undefined) this.#local.set(id, record);
     }
     if (record === undefined) return false;
@@ -74,10 +67,6 @@ export class ResponseOwners {
   /** Forgets `id` (its response was deleted). */
   forget(id: string): void {
     this.#local.delete(id);
-    this.#redis?.client.del(ResponseOwners.#key(id)).catch(() => {});
-  }
-
-  async close(): Promise<void> {
-    if (this.#redis !== undefined) await releaseRedis(this.#redis);
+    this.#redis?.del(ResponseOwners.#key(id)).catch(() => {});
   }
 }

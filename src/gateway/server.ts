@@ -1,7 +1,9 @@
+import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { type Logger, pino } from 'pino';
 import { MultiLevelCache } from '../cache/index.ts';
 import type { OutboundLimiter } from '../concurrency/index.ts';
+import { releaseRedis, toRedis } from '../internal/redis.ts';
 import { MetricsCollector, PrometheusExporter, type Trackable } from '../metrics/index.ts';
 import { createProfilingHandler } from '../profiling/index.ts';
 import { BackpressureController, MemoryManager } from '../resources/index.ts';
@@ -77,12 +79,24 @@ export async function createGateway(
   const logger = options.logger ?? pino({ base: { service: 'clawperf-gateway' } }, pino.destination(2));
   const local = new LocalUpstream({ chatLatencyMs: config.localChatLatencyMs });
   const disk = config.cacheDir === false ? undefined : new WriteBehindDiskStore({ dir: config.cacheDir });
+  // One client (a server's or a Cluster's) for the cache, its bus, the limits and the response owners.
+  const redis =
+    config.redisUrl === undefined
+      ? undefined
+      : toRedis(
+          'redisUrl',
+          config.redisUrl,
+          config.redisCommandTimeoutMs,
+          config.redisCaFile === undefined ? {} : { ca: readFileSync(config.redisCaFile) },
+        );
+  // Its failures are counted by the components that use it.
+  redis?.client.on('error', () => {});
   const cache = new MultiLevelCache<unknown>({
     l1: { maxEntries: config.l1MaxEntries },
     disk: disk ?? false,
     // An answer goes to disk at its first reuse: the many asked once never cost a disk write.
     diskAdmission: 'reuse',
-    redis: config.redisUrl,
+    redis: redis?.client,
     commandTimeoutMs: config.redisCommandTimeoutMs,
     namespace: 'clawperf:gw',
     defaultTtlMs: config.cacheTtlMs,
@@ -91,7 +105,7 @@ export async function createGateway(
   cache.on('error', () => {});
   cache.on('degraded', () => {});
   const limiter = createLimiter(config.limits, {
-    redisUrl: config.redisUrl,
+    redis: redis?.client,
     commandTimeoutMs: config.redisCommandTimeoutMs,
   });
   const backpressure = new BackpressureController({
@@ -185,10 +199,7 @@ export async function createGateway(
   app.post('/v1/embeddings', embeddingsHandler(ctx, batcher));
   app.post('/v1/chat/completions', chatHandler(ctx));
   app.post('/v1/messages', messagesHandler(ctx));
-  const owners = new ResponseOwners({
-    redisUrl: config.redisUrl,
-    redisCommandTimeoutMs: config.redisCommandTimeoutMs,
-  });
+  const owners = new ResponseOwners({ redis: redis?.client });
   registerResponses(app, { ctx, owners, router });
   app.post('/v1/messages/count_tokens', countTokensHandler(ctx));
   registerModels(app, {
@@ -226,7 +237,6 @@ export async function createGateway(
       await backpressure.close();
       await Promise.allSettled([
         limiter?.close(),
-        owners.close(),
         router.close(),
         ...deployments.outbounds.map((o) => o.close()),
         profiling.close(),
@@ -235,6 +245,7 @@ export async function createGateway(
         prometheus.close(),
       ]);
       await cache.close();
+      if (redis !== undefined) await releaseRedis(redis);
       await tracer.close();
     })();
     return closed;

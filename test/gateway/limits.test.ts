@@ -104,7 +104,7 @@ describe('the gateway limits count over a sliding window on Redis too', () => {
     const windowMs = 2_000;
     const limiter = createLimiter(
       { rpm: 2, tpm: 100 },
-      { redisUrl: redis.url, windowMs, commandTimeoutMs: TEST_COMMAND_TIMEOUT_MS },
+      { redis: redis.url, windowMs, commandTimeoutMs: TEST_COMMAND_TIMEOUT_MS },
     );
     assert.ok(limiter !== undefined);
     limiters.push(limiter);
