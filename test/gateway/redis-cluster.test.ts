@@ -160,4 +160,18 @@ describe('three gateway processes on a Redis Cluster', () => {
   it('an invalidation by tag reaches every node', async () => {
     await invalidatesEverywhere(2, 'invalidated by tag', () => ({ tag: `tenant:${SHARED}` }));
   });
+
+  it('hash-tag every key they wrote, so the keys of each script share a slot', () => {
+    const keys = cluster.nodes.flatMap((n) => n.cli('--scan').split('\n').filter(Boolean));
+    for (const kind of [':e:', ':t:', ':rl:']) {
+      assert.ok(
+        keys.some((k) => k.includes(kind)),
+        `no ${kind} key among ${keys.length}`,
+      );
+    }
+    assert.deepEqual(
+      keys.filter((k) => !/\{[^{}]+\}/.test(k)),
+      [],
+    );
+  });
 });
