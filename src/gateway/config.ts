@@ -79,7 +79,7 @@ export interface GatewayConfig {
    * `rediss+cluster://`); `user:password@` logs in every node as that ACL user.
    */
   redisUrl: string | undefined;
-  /** A PEM file of the CA certificates a TLS Redis is trusted by, besides the system's. */
+  /** A PEM file of the CA certificates a TLS Redis is trusted by, besides the CAs Node trusts. */
   redisCaFile: string | undefined;
   redisCommandTimeoutMs: number;
   /** An OpenAI-compatible base URL including its version path (`https://api.openai.com/v1`). */
@@ -156,7 +156,7 @@ const SETTINGS: readonly Setting[] = [
     flag: 'redis-ca-file',
     env: 'CLAWPERF_REDIS_CA_FILE',
     kind: 'string',
-    help: 'PEM file of the CA certificates that a rediss:// Redis is trusted by (besides the system ones)',
+    help: 'PEM file of the CA certificates that a rediss:// Redis is trusted by (besides the CAs Node trusts)',
     defaultText: 'none',
   },
   {

@@ -8,6 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import { rootCertificates } from 'node:tls';
 import { Cluster, Redis } from 'ioredis';
 import { StoreError } from '../errors.ts';
 import * as check from './options.ts';
@@ -201,7 +202,7 @@ export function watchConnection(client: RedisClient, listener: (up: boolean) => 
 export interface RedisUrlOptions {
   /** @default DEFAULT_REDIS_COMMAND_TIMEOUT_MS */
   commandTimeoutMs?: number;
-  /** Certificates (PEM) to trust besides the system's, for a TLS URL: a managed Redis's private CA. */
+  /** Certificates (PEM) to trust besides the CAs Node trusts, for a TLS URL: a managed Redis's private CA. */
   ca?: string | Buffer;
 }
 
@@ -211,7 +212,12 @@ function clientFor(name: string, url: string, options: RedisUrlOptions): RedisCl
   if (options.ca !== undefined && !parsed.tls) {
     check.invalid(name, 'a rediss:// or rediss+cluster:// URL when a CA is given', masked(url));
   }
-  const tls = parsed.tls ? (options.ca === undefined ? {} : { ca: options.ca }) : undefined;
+  // A `ca` of its own replaces Node's trusted CAs: keep them, so the CA is trusted besides them.
+  const tls = parsed.tls
+    ? options.ca === undefined
+      ? {}
+      : { ca: [...rootCertificates, options.ca] }
+    : undefined;
   const base = redisOptions(options.commandTimeoutMs);
   // ioredis reads a one-server URL itself (db, query options); only TLS settings are added.
   if (!parsed.cluster) return new Redis(url, tls === undefined ? base : { ...base, tls });
