@@ -119,7 +119,8 @@ export class RedisBus implements InvalidationBus {
     };
     if (this.#client instanceof Cluster) {
       // A subscription is a standing state, not a command to time out (see below). ioredis replaces a
-      // shard's subscriber whose connection ended and re-sends SSUBSCRIBE; a subscriber it replaces may have missed messages.
+      // shard's subscriber whose connection ended and sends SSUBSCRIBE again; one it replaced may have
+      // missed messages.
       const subscriber = this.#client.duplicate([], {
         enableOfflineQueue: true,
         shardedSubscribers: true,

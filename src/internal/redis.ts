@@ -33,11 +33,17 @@ export interface RedisUrl {
   /** ACL user (`user:password@`), for every node. */
   username: string | undefined;
   password: string | undefined;
+  /** The database of one server (`/2`); a Cluster has database 0 only. */
+  db: number;
 }
 
-/** `url` with its password masked, for messages. */
+/** `url` with its password masked, for messages: the user part ends at the URL's last `@`. */
 function masked(url: string): string {
-  return url.replace(/^([^/]*\/\/[^/@]*?:)[^/@]*@/, '$1***@');
+  const start = url.indexOf('//') + 2;
+  const at = url.lastIndexOf('@');
+  const colon = url.indexOf(':', start);
+  if (start < 2 || at < start || colon === -1 || colon > at) return url;
+  return `${url.slice(0, colon + 1)}***${url.slice(at)}`;
 }
 
 /** One `host[:port]` of a URL's host list; an IPv6 address goes in brackets. */
@@ -65,14 +71,16 @@ export function parseRedisUrl(name: string, url: unknown): RedisUrl {
   if (scheme === null) return fail('unknown scheme');
   const cluster = scheme[2] !== undefined;
   const rest = url.slice(scheme[0].length);
-  const end = rest.search(/[/?#]/);
-  const authority = end === -1 ? rest : rest.slice(0, end);
-  const tail = end === -1 ? '' : rest.slice(end);
-  const at = authority.lastIndexOf('@');
+  // The user part ends at the last `@`, so a password's unescaped `/` or `@` never reaches the hosts.
+  const at = rest.lastIndexOf('@');
+  const after = rest.slice(at + 1);
+  const end = after.search(/[/?#]/);
+  const authority = end === -1 ? after : after.slice(0, end);
+  const tail = end === -1 ? '' : after.slice(end);
   let username: string | undefined;
   let password: string | undefined;
   if (at !== -1) {
-    const info = authority.slice(0, at);
+    const info = rest.slice(0, at);
     const colon = info.indexOf(':');
     try {
       username = decodeURIComponent(colon === -1 ? info : info.slice(0, colon)) || undefined;
@@ -81,7 +89,7 @@ export function parseRedisUrl(name: string, url: unknown): RedisUrl {
       return fail('bad percent-encoding in the user or password');
     }
   }
-  const hosts = authority.slice(at + 1).split(',');
+  const hosts = authority.split(',');
   if (!cluster && hosts.length > 1) return fail('several hosts need redis+cluster:// or rediss+cluster://');
   const nodes: { host: string; port: number }[] = [];
   for (const part of hosts) {
@@ -89,10 +97,11 @@ export function parseRedisUrl(name: string, url: unknown): RedisUrl {
     if (node === undefined) return fail(`bad host "${part}"`);
     nodes.push(node);
   }
-  if (cluster ? tail !== '' && tail !== '/' : !/^(\/\d*)?(\?.*)?$/.test(tail)) {
+  if (cluster ? tail !== '' && tail !== '/' : !/^(\/\d*)?$/.test(tail)) {
     return fail(cluster ? 'a Cluster URL ends after its hosts' : `unexpected "${tail}" after the host`);
   }
-  return { cluster, tls: scheme[1]!.toLowerCase() === 'rediss', nodes, username, password };
+  const db = tail.length > 1 ? Number(tail.slice(1)) : 0;
+  return { cluster, tls: scheme[1]!.toLowerCase() === 'rediss', nodes, username, password, db };
 }
 
 /**
@@ -219,8 +228,12 @@ function clientFor(name: string, url: string, options: RedisUrlOptions): RedisCl
       : { ca: [...rootCertificates, options.ca] }
     : undefined;
   const base = redisOptions(options.commandTimeoutMs);
-  // ioredis reads a one-server URL itself (db, query options); only TLS settings are added.
-  if (!parsed.cluster) return new Redis(url, tls === undefined ? base : { ...base, tls });
+  const login = {
+    ...(parsed.username === undefined ? {} : { username: parsed.username }),
+    ...(parsed.password === undefined ? {} : { password: parsed.password }),
+    ...(tls === undefined ? {} : { tls }),
+  };
+  if (!parsed.cluster) return new Redis({ ...parsed.nodes[0]!, db: parsed.db, ...login, ...base });
   const { enableAutoPipelining, enableOfflineQueue, retryStrategy, ...perNode } = base;
   return new Cluster(parsed.nodes, {
     enableAutoPipelining,
@@ -229,12 +242,7 @@ function clientFor(name: string, url: string, options: RedisUrlOptions): RedisCl
     // Seeds are used as given: resolving a hostname to an address first would check a TLS certificate
     // against the address instead of the name it was issued for.
     dnsLookup: (address, callback) => callback(null, address),
-    redisOptions: {
-      ...perNode,
-      ...(parsed.username === undefined ? {} : { username: parsed.username }),
-      ...(parsed.password === undefined ? {} : { password: parsed.password }),
-      ...(tls === undefined ? {} : { tls }),
-    },
+    redisOptions: { ...perNode, ...login },
   });
 }
 

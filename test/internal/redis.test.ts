@@ -176,6 +176,17 @@ describe('internal redis', () => {
     }
   });
 
+  it('connects to the database a one-server URL names', async () => {
+    const owned = toRedis('options.redis', `${redis.url}/3`);
+    try {
+      await whenConnected(owned.client, 2_000);
+      await owned.client.set('in-db-3', 'yes');
+      assert.equal(redis.cli('-n', '3', 'GET', 'in-db-3'), 'yes');
+    } finally {
+      await releaseRedis(owned);
+    }
+  });
+
   it('refuses a CA for a URL without TLS', () => {
     assert.throws(
       () => toRedis('options.redis', 'redis://127.0.0.1:1', undefined, { ca: 'PEM' }),
@@ -192,6 +203,7 @@ describe('parseRedisUrl', () => {
       nodes: [{ host: 'h', port: 6380 }],
       username: undefined,
       password: undefined,
+      db: 2,
     });
     assert.deepEqual(parseRedisUrl('u', 'rediss://:pw@h'), {
       cluster: false,
@@ -199,6 +211,7 @@ describe('parseRedisUrl', () => {
       nodes: [{ host: 'h', port: 6379 }],
       username: undefined,
       password: 'pw',
+      db: 0,
     });
     assert.deepEqual(parseRedisUrl('u', 'redis+cluster://a:1,[::1]:2,b/'), {
       cluster: true,
@@ -210,8 +223,10 @@ describe('parseRedisUrl', () => {
       ],
       username: undefined,
       password: undefined,
+      db: 0,
     });
     assert.equal(parseRedisUrl('u', 'rediss+cluster://u:p@a:1').tls, true);
+    assert.equal(parseRedisUrl('u', 'redis://u:p/@ss@h:1').password, 'p/@ss');
   });
 
   it('names the setting and what is wrong, and never shows the password', () => {
@@ -222,6 +237,9 @@ describe('parseRedisUrl', () => {
       ['redis+cluster://a:99999', /bad host "a:99999"/],
       ['redis+cluster://u:hunter2@a:1/3', /a Cluster URL ends after its hosts/],
       ['redis://h:1/x', /unexpected "\/x" after the host/],
+      ['redis://h:1/0?family=6', /unexpected "\/0\?family=6" after the host/],
+      ['redis://u:hunter2/@h:1,h:2', /several hosts/],
+      ['redis+cluster://u:hun@ter2@a:1,b:x', /bad host "b:x"/],
     ];
     for (const [url, why] of cases) {
       assert.throws(
