@@ -32,6 +32,11 @@ export async function runGateway(
   try {
     gateway = await startGateway(settings);
   } catch (error) {
+    // A setting only the start can judge (a log format whose package is missing).
+    if (error instanceof ConfigError) {
+      process.stderr.write(`clawperf gateway: invalid setting ${error.message}\n`);
+      return 2;
+    }
     process.stderr.write(`clawperf gateway: cannot start: ${(error as Error).message}\n`);
     return 1;
   }

@@ -100,6 +100,7 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
     ctx.record(request, endpoint, req.model, key === undefined ? 'bypass' : 'miss', 1);
     reply.header(DEPLOYMENT_HEADER, answer.deployment ?? LOCAL_DEPLOYMENT);
     const tap = protocol.tap(req, key !== undefined, s.tenant, deploymentKey(answer));
+    request.clawperf.streamed = tap;
     finished(tap.relay(answer.stream!), (error) => {
       ctx.settle(s.admitted, tap.total);
       ctx.answered(request, turn(req, body, s.tenant, tap.usage));

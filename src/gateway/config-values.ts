@@ -20,7 +20,8 @@ export type Kind =
   | 'dir'
   | 'keys'
   | 'limits'
-  | 'deployments';
+  | 'deployments'
+  | 'choice';
 
 /** One setting: its key, flag, environment variable, kind, lower bound, help and default as text. */
 export interface Setting {
@@ -29,6 +30,8 @@ export interface Setting {
   env: string | undefined;
   kind: Kind;
   min?: number;
+  /** The values a `choice` setting takes. */
+  choices?: readonly string[];
   help: string;
   defaultText: string;
 }
@@ -94,6 +97,12 @@ export function convert(setting: Setting, name: string, raw: unknown): unknown {
         if (error instanceof ConfigError) throw error;
         throw new ConfigError(name, `must be a JSON list of deployments: ${(error as Error).message}`);
       }
+    }
+    case 'choice': {
+      const choices = setting.choices ?? [];
+      const value = fromText ? raw.trim().toLowerCase() : raw;
+      if (typeof value === 'string' && choices.includes(value)) return value;
+      throw new ConfigError(name, `must be one of ${choices.join(', ')}, got ${JSON.stringify(raw)}`);
     }
     case 'boolean':
       if (raw === true || raw === false) return raw;

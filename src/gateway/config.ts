@@ -18,6 +18,15 @@ import { parseRedisUrl } from '../internal/redis.ts';
 import { convert, type Setting } from './config-values.ts';
 import type { DeploymentConfig } from './deployments-config.ts';
 import { DEFAULT_MAX_SESSIONS } from './prompt-sessions.ts';
+import {
+  DEFAULT_LOG_FORMAT,
+  DEFAULT_LOG_LEVEL,
+  EMBEDDED_LOG_LEVEL,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFormat,
+  type LogLevel,
+} from './request-log.ts';
 
 /** @default 8787 */
 export const DEFAULT_PORT = 8787;
@@ -124,6 +133,13 @@ export interface GatewayConfig {
   promptCacheAutoBreakpoints: boolean;
   /** The upstreams models run on, beside (not with) `upstreamUrl` and `anthropicUpstreamUrl` of one API. */
   deployments: DeploymentConfig[];
+  /**
+   * The log's level: `info` writes one line per request, `warn` and above leave them out.
+   * @default 'info' for `clawperf gateway`; 'warn' for `createGateway` (see {@link EMBEDDED_LOG_LEVEL})
+   */
+  logLevel: LogLevel;
+  /** JSON lines, or `pretty` text (needs the optional package pino-pretty). @default 'json' */
+  logFormat: LogFormat;
 }
 
 const SETTINGS: readonly Setting[] = [
@@ -404,6 +420,24 @@ const SETTINGS: readonly Setting[] = [
     help: 'upstream deployments per model, as JSON (in a file: a list; see docs/gateway.md)',
     defaultText: 'none',
   },
+  {
+    key: 'logLevel',
+    flag: 'log-level',
+    env: 'CLAWPERF_LOG_LEVEL',
+    kind: 'choice',
+    choices: LOG_LEVELS,
+    help: `log level: ${LOG_LEVELS.join(', ')} (info logs every request; warn leaves request lines out)`,
+    defaultText: DEFAULT_LOG_LEVEL,
+  },
+  {
+    key: 'logFormat',
+    flag: 'log-format',
+    env: 'CLAWPERF_LOG_FORMAT',
+    kind: 'choice',
+    choices: LOG_FORMATS,
+    help: 'log format: json lines, or pretty text (needs the optional package pino-pretty)',
+    defaultText: DEFAULT_LOG_FORMAT,
+  },
 ];
 
 const BY_FLAG = new Map(SETTINGS.map((s) => [s.flag, s]));
@@ -451,6 +485,8 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): GatewayConf
     promptCacheMaxSessions: DEFAULT_MAX_SESSIONS,
     promptCacheAutoBreakpoints: false,
     deployments: [],
+    logLevel: DEFAULT_LOG_LEVEL,
+    logFormat: DEFAULT_LOG_FORMAT,
   };
 }
 
@@ -613,7 +649,8 @@ function checkRedis(config: GatewayConfig): void {
 /** Validates a configuration given as an object (the programmatic counterpart of {@link loadConfig}). */
 export function resolveConfig(input: Partial<GatewayConfig> = {}): GatewayConfig {
   if (input === null || typeof input !== 'object') throw new ConfigError('config', 'must be an object');
-  const out: Record<string, unknown> = { ...defaultConfig() };
+  // From code the request lines are asked for (a logLevel, or a logger), as Fastify's own logger is.
+  const out: Record<string, unknown> = { ...defaultConfig(), logLevel: EMBEDDED_LOG_LEVEL };
   for (const [key, value] of Object.entries(input)) {
     if (value === undefined) continue;
     const setting = BY_KEY.get(key);

@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { RateLimitResult } from '../concurrency/index.ts';
+import type { TokenUsage } from '../tracing/index.ts';
 import type { RequestSteps } from './request-steps.ts';
 import type { Api, Operation } from './upstream-interface.ts';
 
@@ -43,6 +44,16 @@ export interface RequestState {
   cache: CacheState;
   limit: RateLimitResult | undefined;
   cacheKey: string | undefined;
+  /** The tenant of the request's API key, once known. */
+  tenant: string | undefined;
+  /** Whether a model route recorded how it answered (and so `cache` holds its outcome). */
+  recorded: boolean;
+  /** The answer a model route recorded, for the request log to read its usage from. */
+  answer: unknown;
+  /** A live stream's tap, whose usage is known once the stream has reported it. */
+  streamed: { readonly usage: TokenUsage | undefined } | undefined;
+  /** The gateway's own time until the answer's headers (`x-clawperf-overhead-ms`), ms. */
+  overheadMs: number | undefined;
 }
 
 declare module 'fastify' {

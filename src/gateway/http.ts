@@ -1,13 +1,15 @@
 /**
- * The gateway's Fastify instance before its routes: body parsing, the request span, the per-request state
- * and response headers (`x-clawperf-cache`, `x-clawperf-overhead-ms`, rate-limit headers), request metrics,
- * and errors answered in the shape of the API a path speaks (Anthropic's under `/v1/messages`, else OpenAI's).
+ * The gateway's Fastify instance before its routes: body parsing, the request id (`x-request-id`) and the
+ * request log, the request span, the per-request state and response headers (`x-clawperf-cache`,
+ * `x-clawperf-overhead-ms`, rate-limit headers), request metrics, and errors answered in the shape of the
+ * API a path speaks (Anthropic's under `/v1/messages`, else OpenAI's).
  *
  * @module
  */
 import { type ServerResponse, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
 import type { RateLimitResult } from '../concurrency/index.ts';
 import type { MetricsCollector } from '../metrics/index.ts';
 import { fastifyTracing, requestSpan, type Tracer } from '../tracing/index.ts';
@@ -16,6 +18,7 @@ import { CACHE_HEADER, type GatewayCounts, type RequestState } from './context.t
 import type { DashboardFeed } from './dashboard.ts';
 import { clientErrorAnswer, errorAnswer, requestErrorAnswer, sendErrorFor } from './error-answers.ts';
 import { apiError } from './openai.ts';
+import { REQUEST_ID_HEADER, RequestLog, requestId } from './request-log.ts';
 
 /** What the hooks record into. */
 export interface HttpAppOptions {
@@ -24,17 +27,21 @@ export interface HttpAppOptions {
   collector: MetricsCollector;
   feed: DashboardFeed;
   tracer: Tracer;
+  /** Fastify's logger: one line per request at `info` (see request-log.ts). */
+  logger: Logger;
 }
 
 /** Builds the Fastify instance with the gateway's hooks and error handling; routes are added by the caller. */
 export async function createHttpApp(options: HttpAppOptions): Promise<FastifyInstance> {
-  const { config, counts, collector, feed, tracer } = options;
+  const { config, counts, collector, feed, tracer, logger } = options;
   const app = Fastify({
     bodyLimit: config.bodyLimitBytes,
     forceCloseConnections: 'idle',
     // Fastify's own 503 while closing has its own body; the onRequest hook answers in OpenAI's shape instead.
     return503OnClosing: false,
-    logger: false,
+    loggerInstance: logger as FastifyBaseLogger,
+    logController: new RequestLog(logger),
+    genReqId: requestId,
     clientErrorHandler: answerClientError,
     frameworkErrors: (error, request, reply) => {
       sendErrorFor(
@@ -70,12 +77,18 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     // onResponse runs only once a response finished, not when the client left first (an aborted request, a
     // dashboard connection, a stream cut short); the response's 'close' comes once for every request.
     reply.raw.once('close', leftFlight);
+    reply.header(REQUEST_ID_HEADER, request.id);
     request.clawperf = {
       start: performance.now(),
       upstreamMs: 0,
       cache: 'bypass',
       limit: undefined,
       cacheKey: undefined,
+      tenant: undefined,
+      recorded: false,
+      answer: undefined,
+      streamed: undefined,
+      overheadMs: undefined,
     };
     // A request still arriving on an open connection while the gateway drains: the client should go elsewhere.
     if (closing) {
@@ -95,10 +108,8 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     const s = request.clawperf;
     if (s !== null && s !== undefined) {
       reply.header(CACHE_HEADER, s.cache);
-      reply.header(
-        'x-clawperf-overhead-ms',
-        Math.max(0, performance.now() - s.start - s.upstreamMs).toFixed(3),
-      );
+      s.overheadMs = Math.max(0, performance.now() - s.start - s.upstreamMs);
+      reply.header('x-clawperf-overhead-ms', s.overheadMs.toFixed(3));
       if (s.cacheKey !== undefined) reply.header('x-clawperf-cache-key', s.cacheKey);
       if (s.limit !== undefined) reply.headers(rateLimitHeaders(s.limit));
     }

@@ -116,7 +116,10 @@ export class RequestSteps {
   /** The tenant of the request's API key, or the error answer for a missing or wrong key. */
   tenantOf(request: FastifyRequest): string | ApiError {
     if (this.#keys.length === 0) {
-      if (LOOPBACK.test(request.socket.remoteAddress ?? '')) return 'default';
+      if (LOOPBACK.test(request.socket.remoteAddress ?? '')) {
+        request.clawperf.tenant = 'default';
+        return 'default';
+      }
       return apiError(
         401,
         'this gateway has no API keys configured and only serves clients on loopback; set GATEWAY_API_KEYS',
@@ -127,7 +130,12 @@ export class RequestSteps {
     const key = clientKey(request.headers);
     if (key !== undefined) {
       const d = digest(key);
-      for (const entry of this.#keys) if (timingSafeEqual(d, entry.digest)) return entry.tenant;
+      for (const entry of this.#keys) {
+        if (timingSafeEqual(d, entry.digest)) {
+          request.clawperf.tenant = entry.tenant;
+          return entry.tenant;
+        }
+      }
     }
     return apiError(
       401,
@@ -292,7 +300,10 @@ export class RequestSteps {
     answer?: unknown,
   ): void {
     const counts = this.counts;
-    request.clawperf.cache = state;
+    const s = request.clawperf;
+    s.cache = state;
+    s.recorded = true;
+    s.answer = answer;
     counts.servedItems += items;
     if (state === 'hit') counts.cacheHits++;
     else if (state === 'miss') counts.cacheMisses++;

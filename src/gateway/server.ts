@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
-import { type Logger, pino } from 'pino';
+import type { Logger } from 'pino';
 import { MultiLevelCache } from '../cache/index.ts';
 import type { OutboundLimiter } from '../concurrency/index.ts';
 import { releaseRedis, toRedis } from '../internal/redis.ts';
@@ -22,6 +22,7 @@ import { LOCAL_MODELS, LocalUpstream } from './local-upstream.ts';
 import { countTokensHandler, messagesHandler } from './messages.ts';
 import { registerModels } from './models.ts';
 import { registerOperations } from './operations.ts';
+import { createLogger } from './request-log.ts';
 import { RequestSteps } from './request-steps.ts';
 import { ResponseOwners } from './response-owners.ts';
 import { registerResponses } from './responses-route.ts';
@@ -31,7 +32,10 @@ export { LOCAL_PROVIDER } from './local-upstream.ts';
 
 /** What a gateway is built with besides its configuration. */
 export interface GatewayOptions {
-  /** Where structured events go. @default JSON lines on stderr */
+  /**
+   * Fastify's logger and where structured events go: one line per request when it logs at `info`.
+   * @default a logger of `config.logLevel` and `config.logFormat` on stderr
+   */
   logger?: Logger;
 }
 
@@ -75,8 +79,8 @@ export async function createGateway(
   options: GatewayOptions = {},
 ): Promise<Gateway> {
   const config = resolveConfig(input);
-  // Structured events (a prompt-cache break, a stalled breakpoint) as JSON lines on stderr.
-  const logger = options.logger ?? pino({ base: { service: 'clawperf-gateway' } }, pino.destination(2));
+  // Request lines and structured events (a prompt-cache break, a stalled breakpoint), on stderr.
+  const logger = options.logger ?? (await createLogger(config));
   const local = new LocalUpstream({ chatLatencyMs: config.localChatLatencyMs });
   const disk = config.cacheDir === false ? undefined : new WriteBehindDiskStore({ dir: config.cacheDir });
   // One client (a server's or a Cluster's) for the cache, its bus, the limits and the response owners.
@@ -176,7 +180,7 @@ export async function createGateway(
     batcherStats: () => batcher.stats(),
     stats,
   });
-  const app = await createHttpApp({ config, counts, collector, feed, tracer });
+  const app = await createHttpApp({ config, counts, collector, feed, tracer, logger });
 
   const tracked: [string, Trackable | undefined][] = [
     ['cache', cache],
