@@ -8,6 +8,7 @@ import { MetricsCollector, PrometheusExporter, type Trackable } from '../metrics
 import { createProfilingHandler } from '../profiling/index.ts';
 import { BackpressureController, MemoryManager } from '../resources/index.ts';
 import { Tracer } from '../tracing/index.ts';
+import { bannerLines } from './banner.ts';
 import { chatHandler } from './chat.ts';
 import { type GatewayConfig, resolveConfig } from './config.ts';
 import type { GatewayContext, GatewayCounts } from './context.ts';
@@ -18,7 +19,7 @@ import { createEmbeddingBatcher, embeddingsHandler } from './embeddings.ts';
 import { GuardedUpstream } from './guarded-upstream.ts';
 import { createHttpApp } from './http.ts';
 import { createLimiter } from './limits.ts';
-import { LOCAL_MODELS, LocalUpstream } from './local-upstream.ts';
+import { LocalUpstream } from './local-upstream.ts';
 import { countTokensHandler, messagesHandler } from './messages.ts';
 import { registerModels } from './models.ts';
 import { registerOperations } from './operations.ts';
@@ -310,29 +311,6 @@ export async function startGateway(
       process.removeListener('SIGINT', onSignal);
     });
   }
-  log(`clawperf gateway listening on ${address}`);
-  log(
-    config.upstreamUrl === undefined
-      ? `upstream: the built-in LOCAL models only (${LOCAL_MODELS.join(', ')}: simulations, not language models)`
-      : `upstream: ${config.upstreamUrl} (plus the built-in LOCAL models ${LOCAL_MODELS.join(', ')})`,
-  );
-  log(
-    config.anthropicUpstreamUrl === undefined
-      ? '/v1/messages: local-chat only (no --anthropic-upstream)'
-      : `/v1/messages: ${config.anthropicUpstreamUrl} (plus local-chat)`,
-  );
-  log(
-    `cache: memory${config.cacheDir === false ? '' : ` + disk (${config.cacheDir})`}${config.redisUrl === undefined ? '' : ' + Redis'}`,
-  );
-  log(config.limits === undefined ? 'limits: off' : `limits per tenant: ${JSON.stringify(config.limits)}`);
-  if (Object.keys(config.apiKeys).length === 0) {
-    log('auth: no API keys configured (GATEWAY_API_KEYS): open, to clients on loopback only');
-  }
-  log(
-    `admin and debug endpoints: ${config.adminToken === undefined ? 'disabled (no CLAWPERF_ADMIN_TOKEN)' : 'enabled'}`,
-  );
-  log(
-    `try: curl ${address}/v1/embeddings -H 'content-type: application/json' -d '{"model":"local-embed","input":"hello"}'`,
-  );
+  for (const line of bannerLines(config, address)) log(line);
   return { ...gateway, close, url: address, closed };
 }
