@@ -10,7 +10,8 @@ interface Command {
 
 const COMMANDS: Record<string, Command> = {
   gateway: {
-    summary: 'run the OpenAI-compatible performance gateway (clawperf gateway --help)',
+    summary:
+      'run the OpenAI-compatible performance gateway, or check its configuration (clawperf gateway --help, clawperf gateway check --help)',
     async run(args) {
       // Loaded on demand, so `clawperf --help` starts without Fastify, Redis or OpenTelemetry.
       const { runGateway } = await import('./gateway/cli.ts');

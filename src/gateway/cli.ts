@@ -1,6 +1,7 @@
 /**
  * `clawperf gateway [options]`: reads the configuration, starts the gateway and resolves with the exit
- * code once it has shut down (on SIGTERM or SIGINT).
+ * code once it has shut down (on SIGTERM or SIGINT). `clawperf gateway check [options] [--connect]` checks
+ * the configuration instead (config-check.ts).
  *
  * @module
  */
@@ -13,6 +14,10 @@ export async function runGateway(
   argv: readonly string[],
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number> {
+  if (argv[0] === 'check') {
+    const { runCheck } = await import('./config-check.ts');
+    return runCheck(argv.slice(1), env);
+  }
   let config: ReturnType<typeof loadConfig>;
   try {
     config = loadConfig(argv, env);

@@ -490,34 +490,58 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): GatewayConf
   };
 }
 
-/** Reads and validates a JSON or YAML config file whose keys are the setting names (`port`, `redisUrl`, ...). */
-export function readConfigFile(path: string): Partial<GatewayConfig> {
-  let text: string;
+/**
+ * Runs `step`. Without `problems` a {@link ConfigError} it throws goes to the caller; with them it is added
+ * to them, so a check can list every problem instead of stopping at the first.
+ */
+function judged(problems: ConfigError[] | undefined, step: () => void): void {
+  if (problems === undefined) {
+    step();
+    return;
+  }
   try {
-    text = readFileSync(path, 'utf8');
+    step();
   } catch (error) {
-    throw new ConfigError('config', `cannot read ${path}: ${(error as Error).message}`, { cause: error });
+    if (!(error instanceof ConfigError)) throw error;
+    problems.push(error);
   }
-  let data: unknown;
-  try {
-    data = parseYaml(text);
-  } catch (error) {
-    throw new ConfigError('config', `${path} is not valid JSON or YAML: ${(error as Error).message}`, {
-      cause: error,
-    });
-  }
-  if (data === null || data === undefined) return {};
-  if (typeof data !== 'object' || Array.isArray(data)) {
-    throw new ConfigError('config', `${path} must hold an object of settings`);
-  }
+}
+
+/**
+ * Reads and validates a JSON or YAML config file whose keys are the setting names (`port`, `redisUrl`, ...).
+ * With `problems`, every invalid setting is added to them and left out, instead of throwing at the first.
+ */
+export function readConfigFile(path: string, problems?: ConfigError[]): Partial<GatewayConfig> {
   const out: Record<string, unknown> = {};
-  for (const [key, value] of flatten(data as Record<string, unknown>)) {
-    const setting = BY_KEY.get(key);
-    if (setting === undefined) {
-      throw new ConfigError(key, `unknown setting in ${path}; known: ${[...BY_KEY.keys()].join(', ')}`);
+  judged(problems, () => {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (error) {
+      throw new ConfigError('config', `cannot read ${path}: ${(error as Error).message}`, { cause: error });
     }
-    out[key] = convert(setting, key, value);
-  }
+    let data: unknown;
+    try {
+      data = parseYaml(text);
+    } catch (error) {
+      throw new ConfigError('config', `${path} is not valid JSON or YAML: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    if (data === null || data === undefined) return;
+    if (typeof data !== 'object' || Array.isArray(data)) {
+      throw new ConfigError('config', `${path} must hold an object of settings`);
+    }
+    for (const [key, value, name] of flatten(data as Record<string, unknown>)) {
+      judged(problems, () => {
+        const setting = BY_KEY.get(key);
+        if (setting === undefined) {
+          throw new ConfigError(name, `unknown setting in ${path}; known: ${[...BY_KEY.keys()].join(', ')}`);
+        }
+        out[key] = convert(setting, key, value);
+      });
+    }
+  });
   return out as Partial<GatewayConfig>;
 }
 
@@ -525,17 +549,15 @@ export function readConfigFile(path: string): Partial<GatewayConfig> {
  * A file's settings as flat keys: a group the file writes as an object (`promptCache: { autoBreakpoints:
  * true }`) is the settings its name prefixes (`promptCacheAutoBreakpoints`).
  */
-function* flatten(data: Record<string, unknown>): Generator<[string, unknown]> {
+function* flatten(data: Record<string, unknown>): Generator<[key: string, value: unknown, name: string]> {
   for (const [key, value] of Object.entries(data)) {
     const group = value !== null && typeof value === 'object' && !Array.isArray(value) && !BY_KEY.has(key);
     if (!group) {
-      yield [key, value];
+      yield [key, value, key];
       continue;
     }
     for (const [sub, inner] of Object.entries(value as Record<string, unknown>)) {
-      const flat = `${key}${sub.charAt(0).toUpperCase()}${sub.slice(1)}`;
-      if (!BY_KEY.has(flat)) throw new ConfigError(`${key}.${sub}`, 'unknown setting');
-      yield [flat, inner];
+      yield [`${key}${sub.charAt(0).toUpperCase()}${sub.slice(1)}`, inner, `${key}.${sub}`];
     }
   }
 }
@@ -547,8 +569,8 @@ export interface ParsedArgs {
   values: Partial<GatewayConfig>;
 }
 
-/** Parses `--name value` and `--name=value` flags. */
-export function parseArgs(argv: readonly string[]): ParsedArgs {
+/** Parses `--name value` and `--name=value` flags; with `problems`, as {@link readConfigFile} does. */
+export function parseArgs(argv: readonly string[], problems?: ConfigError[]): ParsedArgs {
   const values: Record<string, unknown> = {};
   let help = false;
   let configFile: string | undefined;
@@ -558,34 +580,40 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
       help = true;
       continue;
     }
-    if (!arg.startsWith('--')) throw new ConfigError(arg, 'unexpected argument; flags start with --');
-    const eq = arg.indexOf('=');
-    const flag = arg.slice(2, eq === -1 ? undefined : eq);
-    let value: string | undefined = eq === -1 ? undefined : arg.slice(eq + 1);
-    if (value === undefined) {
-      value = argv[i + 1];
-      if (value === undefined || value.startsWith('--')) throw new ConfigError(`--${flag}`, 'needs a value');
-      i++;
-    }
-    if (flag === 'config') {
-      configFile = value;
-      continue;
-    }
-    const setting = BY_FLAG.get(flag);
-    if (setting === undefined) throw new ConfigError(`--${flag}`, 'unknown flag; see --help');
-    values[setting.key] = convert(setting, `--${flag}`, value);
+    judged(problems, () => {
+      if (!arg.startsWith('--')) throw new ConfigError(arg, 'unexpected argument; flags start with --');
+      const eq = arg.indexOf('=');
+      const flag = arg.slice(2, eq === -1 ? undefined : eq);
+      let value: string | undefined = eq === -1 ? undefined : arg.slice(eq + 1);
+      if (value === undefined) {
+        value = argv[i + 1];
+        if (value === undefined || value.startsWith('--'))
+          throw new ConfigError(`--${flag}`, 'needs a value');
+        i++;
+      }
+      if (flag === 'config') {
+        configFile = value;
+        return;
+      }
+      const setting = BY_FLAG.get(flag);
+      if (setting === undefined) throw new ConfigError(`--${flag}`, 'unknown flag; see --help');
+      values[setting.key] = convert(setting, `--${flag}`, value);
+    });
   }
   return { help, configFile, values: values as Partial<GatewayConfig> };
 }
 
-/** Settings from environment variables (an empty variable counts as unset). */
-export function readEnv(env: NodeJS.ProcessEnv): Partial<GatewayConfig> {
+/** Settings from environment variables (an empty variable counts as unset); `problems` as in {@link readConfigFile}. */
+export function readEnv(env: NodeJS.ProcessEnv, problems?: ConfigError[]): Partial<GatewayConfig> {
   const values: Record<string, unknown> = {};
   for (const setting of SETTINGS) {
-    if (setting.env === undefined) continue;
-    const raw = env[setting.env];
+    const name = setting.env;
+    if (name === undefined) continue;
+    const raw = env[name];
     if (raw === undefined || raw === '') continue;
-    values[setting.key] = convert(setting, setting.env, raw);
+    judged(problems, () => {
+      values[setting.key] = convert(setting, name, raw);
+    });
   }
   return values as Partial<GatewayConfig>;
 }
@@ -594,18 +622,28 @@ export function readEnv(env: NodeJS.ProcessEnv): Partial<GatewayConfig> {
  * The configuration from defaults, the config file (`--config` or `CLAWPERF_CONFIG`), the environment and
  * the flags, in that order of precedence (flags win).
  *
+ * With `problems`, every problem is added to them instead (an invalid setting keeps its default), so a check
+ * can list them all: `clawperf gateway check`.
+ *
  * @throws {ConfigError} naming the setting, for any invalid value, unknown flag or unreadable file.
  */
 export function loadConfig(
   argv: readonly string[] = [],
   env: NodeJS.ProcessEnv = process.env,
+  problems?: ConfigError[],
 ): GatewayConfig & { help: boolean } {
-  const args = parseArgs(argv);
+  const args = parseArgs(argv, problems);
   const file = args.configFile ?? (env.CLAWPERF_CONFIG || undefined);
-  const fromFile = file === undefined ? {} : readConfigFile(file);
-  const config = { ...defaultConfig(env), ...fromFile, ...readEnv(env), ...args.values, help: args.help };
-  checkApis(config);
-  checkRedis(config);
+  const fromFile = file === undefined ? {} : readConfigFile(file, problems);
+  const config = {
+    ...defaultConfig(env),
+    ...fromFile,
+    ...readEnv(env, problems),
+    ...args.values,
+    help: args.help,
+  };
+  checkApis(config, problems);
+  judged(problems, () => checkRedis(config));
   return config;
 }
 
@@ -613,16 +651,17 @@ export function loadConfig(
  * One API's models come either from its single upstream (`--upstream`, `--anthropic-upstream`) or from
  * `deployments`, not both: the single upstream serves every model, so the two would claim the same ones.
  */
-function checkApis(config: GatewayConfig): void {
+function checkApis(config: GatewayConfig, problems?: ConfigError[]): void {
   const single = { openai: config.upstreamUrl, anthropic: config.anthropicUpstreamUrl };
   config.deployments.forEach((d, i) => {
-    if (single[d.api] !== undefined) {
+    judged(problems, () => {
+      if (single[d.api] === undefined) return;
       const flag = d.api === 'openai' ? '--upstream' : '--anthropic-upstream';
       throw new ConfigError(
         `deployments[${i}]`,
         `${d.name} serves ${d.api} models, which ${flag} already serves; configure that upstream as a deployment instead`,
       );
-    }
+    });
   });
 }
 
@@ -675,6 +714,7 @@ export function helpText(): string {
   const w1 = Math.max(...rows.map((r) => r[1]!.length));
   return [
     'Usage: clawperf gateway [options]',
+    '       clawperf gateway check [options] [--connect]   (check the configuration; see check --help)',
     '',
     'An OpenAI-compatible performance gateway: cached, batched, rate-limited, backpressured, observable.',
     'Built-in LOCAL models (no provider needed): local-embed (feature-hashing embeddings) and',
