@@ -168,6 +168,11 @@ export function parseRateLimitHeaders(headers: HeadersLike, nowMs = Date.now()):
   return out;
 }
 
+/** A configured quota, when given: a whole number of at least 1. */
+function optionalCount(name: string, value: number | undefined): number | undefined {
+  return value === undefined ? undefined : check.integer(name, value, 1);
+}
+
 /** @default 60000 */
 export const DEFAULT_OUTBOUND_MAX_WAIT_MS = 60_000;
 /** Assumed time to the next reset when a provider gives none, ms. @default 1000 */
@@ -193,6 +198,25 @@ export interface OutboundLimiterOptions {
   cooldownJitterRatio?: number;
   /** Source of that jitter, a number in [0, 1). @default Math.random */
   random?: () => number;
+  /**
+   * Calls sent at once before the provider's first answer says what it allows (after each reset it is
+   * one). A function is read at each decision (an adaptive concurrency limit). @default 1
+   */
+  learningConcurrency?: number | (() => number);
+  /**
+   * What the provider allows, when known beforehand: requests and tokens per window. A configured quota
+   * is paced from the start, by its own window until the provider's headers report it; then the tighter
+   * of the two limits holds.
+   */
+  limits?: ConfiguredLimits;
+}
+
+/** Quotas known beforehand (a deployment's `providerLimits`). */
+export interface ConfiguredLimits {
+  requests?: number;
+  tokens?: number;
+  /** The quotas' window, ms. @default 60000 */
+  windowMs?: number;
 }
 
 export interface OutboundAcquireOptions {
@@ -210,11 +234,12 @@ export interface OutboundPermit {
 /**
  * What the limiter believes about one quota (requests or tokens), in units.
  *
- * After each reset (and at the start) the quota is "probing": one call goes, and its answer gives the
- * provider's real count for the new window, including calls of earlier windows that the provider counted
- * late. Calls of an earlier window that finish after the reset are charged to the new window, since the
- * provider may have counted them there. This keeps the estimate at or below the provider's figure however
- * late answers arrive.
+ * After each reset (and at the start) the quota is "probing": one call goes (at the start, up to the
+ * learning concurrency), and its answer gives the provider's real count for the new window, including
+ * calls of earlier windows that the provider counted late. Calls of an earlier window that finish after
+ * the reset are charged to the new window, since the provider may have counted them there. This keeps the
+ * estimate at or below the provider's figure however late answers arrive. A quota configured beforehand
+ * starts known and restarts by its own window until the provider's headers report it.
  */
 class Budget {
   /** `undefined` until the first answer; `false` when the provider does not report this quota. */
@@ -224,23 +249,43 @@ class Budget {
   resetAt = 0;
   gen = 0;
   probing = true;
-  probeInFlight = false;
+  probes = 0;
   /** Units of earlier windows finished while probing, charged when the probe answers. */
   lateDone = 0;
   inFlight = 0;
+  /** Whether the provider's headers ever reported this quota. */
+  heard = false;
+  readonly configured: number;
+  readonly windowMs: number;
+
+  constructor(configured: number | undefined, windowMs: number, now: number) {
+    this.configured = configured ?? 0;
+    this.windowMs = windowMs;
+    if (this.configured > 0) {
+      this.tracked = true;
+      this.limit = this.remaining = this.configured;
+      this.resetAt = now + windowMs;
+      this.probing = false;
+    }
+  }
 
   roll(now: number): void {
     if (this.tracked === true && !this.probing && now >= this.resetAt) {
       this.gen++;
-      this.probing = true;
-      this.probeInFlight = false;
       this.lateDone = 0;
+      if (this.heard) {
+        this.probing = true;
+        this.probes = 0;
+      } else {
+        this.remaining = this.limit;
+        this.resetAt = now + this.windowMs;
+      }
     }
   }
 
-  fits(units: number): boolean {
+  fits(units: number, learning: number): boolean {
     if (this.tracked === false) return true;
-    if (this.probing) return !this.probeInFlight;
+    if (this.probing) return this.probes < (this.tracked === undefined ? learning : 1);
     return this.remaining - this.inFlight >= Math.min(units, this.limit);
   }
 
@@ -256,34 +301,50 @@ class Budget {
     return this.resetAt;
   }
 
+  /** Holds `units`; returns the window's generation, negative for a probe. */
   take(units: number): number {
     this.inFlight += units;
-    if (this.probing && this.tracked !== false) this.probeInFlight = true;
+    if (this.probing && this.tracked !== false) {
+      this.probes++;
+      return -1 - this.gen;
+    }
     return this.gen;
   }
 
-  done(units: number, gen: number, q: ProviderQuota | undefined, now: number, fallbackMs: number): void {
+  /** Learns from an answer (`q`: its figures for this quota), or from a call that ended without one. */
+  done(
+    units: number,
+    taken: number,
+    q: ProviderQuota | undefined,
+    answered: boolean,
+    now: number,
+    fallbackMs: number,
+  ): void {
     this.inFlight -= units;
+    const gen = taken < 0 ? -1 - taken : taken;
     if (gen !== this.gen) {
       if (this.probing) this.lateDone += units;
       else this.remaining -= units;
       return;
     }
+    if (taken < 0) this.probes = Math.max(0, this.probes - 1);
     if (q === undefined) {
-      if (this.tracked === undefined) this.tracked = false;
+      // An answer without figures: the provider does not report this quota. A call that failed says nothing.
+      if (answered && this.tracked === undefined) this.tracked = false;
       // No figures: the provider may still have counted the call.
       if (!this.probing) this.remaining -= units;
-      this.probeInFlight = false;
       return;
     }
     this.tracked = true;
+    this.heard = true;
     if (q.limit !== undefined) this.limit = q.limit;
+    if (this.configured > 0 && (this.limit === 0 || this.configured < this.limit))
+      this.limit = this.configured;
     if (this.probing) {
-      this.remaining = (q.remaining ?? this.limit) - this.lateDone;
+      this.remaining = Math.min(q.remaining ?? this.limit, this.limit) - this.lateDone;
       this.resetAt = now + (q.resetMs ?? fallbackMs);
       this.lateDone = 0;
       this.probing = false;
-      this.probeInFlight = false;
       return;
     }
     if (q.remaining !== undefined) this.remaining = Math.min(this.remaining, q.remaining);
@@ -319,8 +380,9 @@ export class OutboundLimiter {
   readonly #clock: Clock;
   readonly #jitterRatio: number;
   readonly #random: () => number;
-  readonly #requests = new Budget();
-  readonly #tokens = new Budget();
+  readonly #learning: () => number;
+  readonly #requests: Budget;
+  readonly #tokens: Budget;
   /** Waiters, oldest first; one that stopped waiting stays until it reaches the front. */
   readonly #queue = new Ring<Waiter>();
   #waiting = 0;
@@ -348,6 +410,19 @@ export class OutboundLimiter {
       o.cooldownJitterRatio ?? DEFAULT_OUTBOUND_COOLDOWN_JITTER_RATIO,
     );
     this.#random = o.random === undefined ? Math.random : check.fn<() => number>('options.random', o.random);
+    const learning = o.learningConcurrency ?? 1;
+    this.#learning =
+      typeof learning === 'function'
+        ? learning
+        : (
+            (n) => () =>
+              n
+          )(check.integer('options.learningConcurrency', learning, 1));
+    const limits = o.limits === undefined ? {} : check.object<ConfiguredLimits>('options.limits', o.limits);
+    const windowMs = check.integer('options.limits.windowMs', limits.windowMs ?? 60_000, 1);
+    const now = this.#clock.now();
+    this.#requests = new Budget(optionalCount('options.limits.requests', limits.requests), windowMs, now);
+    this.#tokens = new Budget(optionalCount('options.limits.tokens', limits.tokens), windowMs, now);
   }
 
   /** Waits for budget (FIFO), then holds it until the permit's `done`. */
@@ -451,7 +526,9 @@ export class OutboundLimiter {
   }
 
   #fits(tokens: number, now: number): boolean {
-    return now >= this.#blockedUntil && this.#requests.fits(1) && this.#tokens.fits(tokens);
+    if (now < this.#blockedUntil) return false;
+    const learning = Math.max(1, Math.floor(this.#learning()));
+    return this.#requests.fits(1, learning) && this.#tokens.fits(tokens, learning);
   }
 
   /** Ms until budget for a call of `tokens` can come back by the clock (0: only an answer frees it). */
@@ -479,8 +556,9 @@ export class OutboundLimiter {
         open = false;
         const now = this.#clock.now();
         const limits = response?.headers === undefined ? {} : parseRateLimitHeaders(response.headers);
-        r.done(1, rGen, limits.requests, now, this.#defaultResetMs);
-        t.done(tokens, tGen, limits.tokens, now, this.#defaultResetMs);
+        const answered = response !== undefined;
+        r.done(1, rGen, limits.requests, answered, now, this.#defaultResetMs);
+        t.done(tokens, tGen, limits.tokens, answered, now, this.#defaultResetMs);
         if (response?.status === 429) {
           this.#limitedResponses++;
           const stated = limits.retryAfterMs ?? limits.requests?.resetMs ?? this.#defaultResetMs;

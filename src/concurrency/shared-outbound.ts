@@ -1,0 +1,416 @@
+/**
+ * Provider pacing shared by every node that calls a provider with one key: the budget the provider's
+ * headers report (and any configured limit) lives in Redis, and each decision is one script run there
+ * (see pacing-lua.ts), so N gateway nodes sharing a key never send more than the provider allows. Callers
+ * of one process wait in a local FIFO whose head alone asks Redis again: at the reset the budget's clock
+ * gives, or after a short poll while only answers (of any node) can free budget.
+ *
+ * Redis is a dependency, not a single point of failure: while it cannot answer, the process paces with
+ * its own {@link OutboundLimiter} from the same headers.
+ *
+ * @example
+ * const pacer = new SharedOutboundLimiter({ redis: 'redis://127.0.0.1:6379', key: 'openai-a/key-1' });
+ * const permit = await pacer.acquire({ tokens: 1200 });
+ * permit.done({ status: res.statusCode, headers: res.headers });
+ */
+import { createHash } from 'node:crypto';
+import { ClosedError, RateLimitedError } from '../errors.ts';
+import * as check from '../internal/options.ts';
+import {
+  hashTag,
+  type OwnedRedis,
+  REDIS_FIRST_CONNECTION_WAIT_MS,
+  type RedisInput,
+  RedisScript,
+  releaseRedis,
+  toRedis,
+  whenConnected,
+} from '../internal/redis.ts';
+import { Ring } from '../internal/ring.ts';
+import {
+  DEFAULT_OUTBOUND_COOLDOWN_JITTER_RATIO,
+  DEFAULT_OUTBOUND_MAX_QUEUE,
+  DEFAULT_OUTBOUND_MAX_WAIT_MS,
+  DEFAULT_OUTBOUND_RESET_MS,
+  type HeadersLike,
+  type OutboundAcquireOptions,
+  OutboundLimiter,
+  type OutboundLimiterOptions,
+  type OutboundPermit,
+  type ProviderLimits,
+  type ProviderQuota,
+  parseRateLimitHeaders,
+} from './provider-limits.ts';
+import { PACING_LUA } from './stores/pacing-lua.ts';
+
+const script = new RedisScript(PACING_LUA);
+
+/** Longest a call's budget is held for a node that never reports how it ended, ms. @default 120000 */
+export const DEFAULT_PACING_LEASE_MS = 120_000;
+/** How often the first waiting caller asks again while only answers can free budget, ms. @default 25 */
+export const DEFAULT_PACING_POLL_MS = 25;
+
+export interface SharedOutboundLimiterOptions extends OutboundLimiterOptions {
+  /** The Redis shared by the nodes: a client (left open) or a `redis://` URL (closed by `close()`). */
+  redis: RedisInput;
+  /**
+   * What the nodes call the provider key (the same on every node; hashed, so a secret may be given).
+   */
+  key: string;
+  /** @default 'clawperf:pace' */
+  keyPrefix?: string;
+  /** Longest a call's budget is held for a node that never reports how it ended, ms. @default 120000 */
+  leaseMs?: number;
+  /** How often the first waiting caller asks again while only answers can free budget, ms. @default 25 */
+  pollMs?: number;
+}
+
+interface Waiter {
+  tokens: number;
+  done: boolean;
+  resolve: (permit: OutboundPermit) => void;
+  reject: (error: unknown) => void;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** A decision of the script: a lease of budget, or how long to wait (0: until an answer frees some). */
+interface Decision {
+  lease: number;
+  waitMs: number;
+}
+
+/** A reported quota as the script's three arguments ('' where not reported). */
+function quotaArgs(q: ProviderQuota | undefined): (string | number)[] {
+  return [q?.limit ?? '', q?.remaining ?? '', q?.resetMs === undefined ? '' : Math.ceil(q.resetMs)];
+}
+
+/** One provider key's pacing, shared on Redis by every node that uses the key. */
+export class SharedOutboundLimiter {
+  readonly statsCounters: readonly string[] = [
+    'dispatched',
+    'waited',
+    'rejected',
+    'limitedResponses',
+    'redisFailures',
+  ];
+  readonly #redis: OwnedRedis;
+  readonly #keys: [string, string];
+  readonly #local: OutboundLimiter;
+  readonly #maxWaitMs: number;
+  readonly #defaultResetMs: number;
+  readonly #maxQueue: number;
+  readonly #jitterRatio: number;
+  readonly #random: () => number;
+  readonly #learning: () => number;
+  readonly #requestsLimit: number;
+  readonly #tokensLimit: number;
+  readonly #windowMs: number;
+  readonly #leaseMs: number;
+  readonly #pollMs: number;
+  readonly #queue = new Ring<Waiter>();
+  #waiting = 0;
+  #pumping = false;
+  #connecting: Promise<void> | undefined;
+  #wake: (() => void) | undefined;
+  #closed = false;
+  #inFlight = 0;
+  #lastWaitMs = 0;
+  #remainingRequests = -1;
+  #remainingTokens = -1;
+  #dispatched = 0;
+  #waited = 0;
+  #rejected = 0;
+  #limitedResponses = 0;
+  #redisFailures = 0;
+
+  constructor(options: SharedOutboundLimiterOptions) {
+    const o = check.object<SharedOutboundLimiterOptions>('options', options);
+    this.#redis = toRedis('options.redis', o.redis);
+    const id = check.string('options.key', o.key);
+    const prefix =
+      o.keyPrefix === undefined ? 'clawperf:pace' : check.string('options.keyPrefix', o.keyPrefix);
+    const tag = hashTag(createHash('sha256').update(id).digest('hex').slice(0, 24));
+    this.#keys = [`${prefix}:${tag}`, `${prefix}:${tag}:leases`];
+    this.#local = new OutboundLimiter(o);
+    this.#maxWaitMs = o.maxWaitMs ?? DEFAULT_OUTBOUND_MAX_WAIT_MS;
+    this.#defaultResetMs = o.defaultResetMs ?? DEFAULT_OUTBOUND_RESET_MS;
+    this.#maxQueue = o.maxQueue ?? DEFAULT_OUTBOUND_MAX_QUEUE;
+    this.#jitterRatio = o.cooldownJitterRatio ?? DEFAULT_OUTBOUND_COOLDOWN_JITTER_RATIO;
+    this.#random = o.random ?? Math.random;
+    const learning = o.learningConcurrency ?? 1;
+    this.#learning = typeof learning === 'function' ? learning : () => learning;
+    this.#requestsLimit = o.limits?.requests ?? 0;
+    this.#tokensLimit = o.limits?.tokens ?? 0;
+    this.#windowMs = o.limits?.windowMs ?? 60_000;
+    this.#leaseMs = check.integer('options.leaseMs', o.leaseMs ?? DEFAULT_PACING_LEASE_MS, 1);
+    this.#pollMs = check.integer('options.pollMs', o.pollMs ?? DEFAULT_PACING_POLL_MS, 1);
+  }
+
+  /** Waits for budget (FIFO within the process), then holds it until the permit's `done`. */
+  async acquire(options: OutboundAcquireOptions = {}): Promise<OutboundPermit> {
+    if (this.#closed) throw new ClosedError('SharedOutboundLimiter');
+    const tokens = options.tokens === undefined ? 0 : check.number('options.tokens', options.tokens);
+    const signal = options.signal;
+    signal?.throwIfAborted();
+    if (this.#waiting === 0) {
+      let first: Decision;
+      try {
+        first = await this.#decide(tokens);
+      } catch {
+        this.#redisFailures++;
+        return this.#local.acquire(options);
+      }
+      if (first.lease > 0) {
+        if (signal?.aborted) {
+          this.#cancel(first.lease);
+          throw signal.reason;
+        }
+        return this.#permit(first.lease);
+      }
+      if (first.waitMs > this.#maxWaitMs) throw this.#refusal(first.waitMs);
+    }
+    if (this.#waiting >= this.#maxQueue) throw this.#refusal(this.#lastWaitMs);
+    this.#waited++;
+    return new Promise<OutboundPermit>((resolve, reject) => {
+      const waiter: Waiter = {
+        tokens,
+        done: false,
+        resolve,
+        reject,
+        signal,
+        onAbort: undefined,
+        timer: undefined,
+      };
+      waiter.timer = setTimeout(() => {
+        this.#cleanup(waiter);
+        reject(this.#refusal(this.#lastWaitMs));
+      }, this.#maxWaitMs);
+      if (signal !== undefined) {
+        waiter.onAbort = () => {
+          this.#cleanup(waiter);
+          reject(signal.reason);
+        };
+        signal.addEventListener('abort', waiter.onAbort, { once: true });
+      }
+      this.#queue.push(waiter);
+      this.#waiting++;
+      void this.#pump();
+    });
+  }
+
+  /** Runs `call` under a permit and learns from its response, as {@link OutboundLimiter.run}. */
+  async run<R extends { status?: number; headers?: HeadersLike }>(
+    call: () => Promise<R>,
+    options: OutboundAcquireOptions = {},
+  ): Promise<R> {
+    const permit = await this.acquire(options);
+    let response: R;
+    try {
+      response = await call();
+    } catch (error) {
+      permit.done();
+      throw error;
+    }
+    permit.done(response);
+    return response;
+  }
+
+  stats() {
+    const local = this.#local.stats();
+    return {
+      dispatched: this.#dispatched + local.dispatched,
+      waited: this.#waited + local.waited,
+      rejected: this.#rejected + local.rejected,
+      limitedResponses: this.#limitedResponses + local.limitedResponses,
+      redisFailures: this.#redisFailures,
+      queued: this.#waiting + local.queued,
+      inFlight: this.#inFlight + local.inFlight,
+      /** What Redis last said is left of the key's quotas (every node's), -1 while unknown. */
+      remainingRequests: this.#remainingRequests,
+      remainingTokens: this.#remainingTokens,
+    };
+  }
+
+  /** Rejects every waiter with `ClosedError`; later acquires reject with it too. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (let w = this.#queue.shift(); w !== undefined; w = this.#queue.shift()) {
+      if (w.done) continue;
+      this.#cleanup(w);
+      w.reject(new ClosedError('SharedOutboundLimiter'));
+    }
+    this.#wake?.();
+    await this.#local.close();
+    await releaseRedis(this.#redis);
+  }
+
+  #refusal(waitMs: number): RateLimitedError {
+    this.#rejected++;
+    return new RateLimitedError({
+      key: 'outbound',
+      limit: Math.max(0, this.#remainingRequests),
+      retryAfterMs: Math.max(1, Math.ceil(waitMs || this.#pollMs)),
+    });
+  }
+
+  /** One script run, once the client is connected (at most a short wait for its first connection). */
+  async #run(args: (string | number)[]): Promise<number[]> {
+    const { client } = this.#redis;
+    if (client.status !== 'ready') {
+      // One wait shared by the calls made meanwhile.
+      this.#connecting ??= whenConnected(client, REDIS_FIRST_CONNECTION_WAIT_MS).finally(() => {
+        this.#connecting = undefined;
+      });
+      await this.#connecting;
+    }
+    return (await script.run(client, this.#keys, args)) as number[];
+  }
+
+  async #decide(tokens: number): Promise<Decision> {
+    const reply = await this.#run([
+      'a',
+      Math.ceil(tokens),
+      Math.max(1, Math.floor(this.#learning())),
+      this.#requestsLimit,
+      this.#tokensLimit,
+      this.#windowMs,
+      this.#leaseMs,
+      this.#defaultResetMs,
+    ]);
+    this.#remainingRequests = reply[3]!;
+    this.#remainingTokens = reply[4]!;
+    if (reply[0] === 1) return { lease: reply[1]!, waitMs: 0 };
+    this.#lastWaitMs = reply[2]!;
+    return { lease: 0, waitMs: reply[2]! };
+  }
+
+  #permit(lease: number): OutboundPermit {
+    this.#dispatched++;
+    this.#inFlight++;
+    let open = true;
+    return {
+      done: (response) => {
+        if (!open) return;
+        open = false;
+        this.#inFlight--;
+        const limits: ProviderLimits =
+          response?.headers === undefined ? {} : parseRateLimitHeaders(response.headers);
+        let block = 0;
+        if (response?.status === 429) {
+          this.#limitedResponses++;
+          const stated = limits.retryAfterMs ?? limits.requests?.resetMs ?? this.#defaultResetMs;
+          // Never sooner than the provider said; a little later at random, so nodes do not return together.
+          block = Math.ceil(stated * (1 + this.#jitterRatio * this.#random()));
+        }
+        this.#report(lease, response === undefined ? 0 : 1, limits, block);
+      },
+    };
+  }
+
+  /** Gives back a lease never used. */
+  #cancel(lease: number): void {
+    this.#report(lease, -1, {}, 0);
+  }
+
+  #report(lease: number, ended: number, limits: ProviderLimits, block: number): void {
+    this.#run([
+      'd',
+      lease,
+      ended,
+      ...quotaArgs(limits.requests),
+      ...quotaArgs(limits.tokens),
+      block,
+      this.#requestsLimit,
+      this.#tokensLimit,
+      this.#defaultResetMs,
+    ])
+      .then(
+        (r) => {
+          this.#remainingRequests = r[3]!;
+          this.#remainingTokens = r[4]!;
+        },
+        // The lease expires by itself; pacing goes on from what the other answers say.
+        () => {
+          this.#redisFailures++;
+        },
+      )
+      .finally(() => this.#wake?.());
+  }
+
+  /** Serves the waiters in order: only the first asks Redis, again when it may have room. */
+  async #pump(): Promise<void> {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      for (let head = this.#head(); head !== undefined; head = this.#head()) {
+        let d: Decision;
+        try {
+          d = await this.#decide(head.tokens);
+        } catch {
+          this.#redisFailures++;
+          this.#toLocal();
+          return;
+        }
+        if (head.done) {
+          if (d.lease > 0) this.#cancel(d.lease);
+          continue;
+        }
+        if (d.lease > 0) {
+          this.#queue.shift();
+          this.#cleanup(head);
+          head.resolve(this.#permit(d.lease));
+          continue;
+        }
+        await this.#sleep(d.waitMs > 0 ? d.waitMs : this.#pollMs * (0.5 + this.#random()));
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  /** While Redis cannot answer, the waiters are paced by this process alone. */
+  #toLocal(): void {
+    for (let w = this.#queue.shift(); w !== undefined; w = this.#queue.shift()) {
+      if (w.done) continue;
+      const { resolve, reject, tokens, signal } = w;
+      this.#cleanup(w);
+      this.#local.acquire({ tokens, signal }).then(resolve, reject);
+    }
+  }
+
+  /** Waits `ms`, or less when an answer of this process comes back or a waiter leaves. */
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#wake = undefined;
+        resolve();
+      }, Math.ceil(ms));
+      this.#wake = () => {
+        clearTimeout(timer);
+        this.#wake = undefined;
+        resolve();
+      };
+    });
+  }
+
+  #head(): Waiter | undefined {
+    if (this.#closed) return undefined;
+    for (let head = this.#queue.peek(); head !== undefined; head = this.#queue.peek()) {
+      if (!head.done) return head;
+      this.#queue.shift();
+    }
+    return undefined;
+  }
+
+  #cleanup(waiter: Waiter): void {
+    if (waiter.done) return;
+    waiter.done = true;
+    this.#waiting--;
+    if (waiter.timer !== undefined) clearTimeout(waiter.timer);
+    if (waiter.onAbort !== undefined) waiter.signal?.removeEventListener('abort', waiter.onAbort);
+    if (this.#waiting === 0) this.#wake?.();
+  }
+}

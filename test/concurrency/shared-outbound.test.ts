@@ -1,0 +1,241 @@
+/**
+ * Provider pacing shared on a real Redis by several limiters, each with its own connection as separate
+ * nodes would have, against a FAKE provider quota kept in this process (a fixed window per key, reported
+ * in OpenAI's headers, refusing with 429 beyond it). And the one-process `OutboundLimiter`'s learning
+ * concurrency, configured limits and failed calls.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { OutboundLimiter } from '../../src/concurrency/provider-limits.ts';
+import { SharedOutboundLimiter } from '../../src/concurrency/shared-outbound.ts';
+import { RateLimitedError } from '../../src/errors.ts';
+import { type RedisServer, startRedis } from '../helpers/redis.ts';
+import { freePort } from '../helpers/servers.ts';
+
+let redis: RedisServer;
+const limiters: { close(): Promise<void> }[] = [];
+let keys = 0;
+
+before(async () => {
+  redis = await startRedis();
+});
+after(async () => {
+  await Promise.all(limiters.map((l) => l.close()));
+  await redis.stop();
+});
+
+/** `n` limiters of one fresh provider key, each on its own Redis connection (as `n` nodes). */
+function nodes(n: number, options: Partial<ConstructorParameters<typeof SharedOutboundLimiter>[0]> = {}) {
+  const key = `key-${++keys}`;
+  return Array.from({ length: n }, () => {
+    const l = new SharedOutboundLimiter({ redis: redis.url, key, maxWaitMs: 5_000, ...options });
+    limiters.push(l);
+    return l;
+  });
+}
+
+/** A fake provider quota: `limit` requests per fixed `windowMs` window, as OpenAI reports it. */
+function fakeQuota(limit: number, windowMs: number) {
+  let start = 0;
+  let used = 0;
+  const stats = { accepted: 0, refused: 0, perWindow: [] as number[] };
+  return {
+    stats,
+    call() {
+      const now = Date.now();
+      if (now >= start + windowMs) {
+        if (start > 0) stats.perWindow.push(used);
+        start = now;
+        used = 0;
+      }
+      const reset = `${start + windowMs - now}ms`;
+      if (used >= limit) {
+        stats.refused++;
+        return {
+          status: 429,
+          headers: {
+            'x-ratelimit-limit-requests': String(limit),
+            'x-ratelimit-remaining-requests': '0',
+            'x-ratelimit-reset-requests': reset,
+            'retry-after-ms': String(start + windowMs - now),
+          },
+        };
+      }
+      used++;
+      stats.accepted++;
+      return {
+        status: 200,
+        headers: {
+          'x-ratelimit-limit-requests': String(limit),
+          'x-ratelimit-remaining-requests': String(limit - used),
+          'x-ratelimit-reset-requests': reset,
+        },
+      };
+    },
+    close() {
+      stats.perWindow.push(used);
+    },
+  };
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+describe('SharedOutboundLimiter: one budget for every node', () => {
+  it('three nodes sending 60 calls for one key stay within the provider limit of each window', async () => {
+    const quota = fakeQuota(20, 1_000);
+    const three = nodes(3, { learningConcurrency: 4 });
+    const calls = Array.from({ length: 60 }, (_, i) =>
+      three[i % 3]!.run(async () => {
+        await tick();
+        return quota.call();
+      }),
+    );
+    const answers = await Promise.all(calls);
+    quota.close();
+    assert.equal(answers.filter((a) => a.status === 200).length, 60, 'every call waited for budget');
+    assert.equal(quota.stats.refused, 0);
+    for (const n of quota.stats.perWindow) assert.ok(n <= 20, `a window took ${n}`);
+    assert.ok(quota.stats.perWindow.length >= 3, 'spread over at least three windows');
+  });
+
+  it('before the first answer, the nodes send at most the learning concurrency at once', async () => {
+    const three = nodes(3, { learningConcurrency: 2 });
+    let inFlight = 0;
+    let most = 0;
+    const release: (() => void)[] = [];
+    const calls = Array.from({ length: 9 }, (_, i) =>
+      three[i % 3]!.run(async () => {
+        inFlight++;
+        most = Math.max(most, inFlight);
+        await new Promise<void>((r) => release.push(r));
+        inFlight--;
+        return { status: 200, headers: {} };
+      }),
+    );
+    // Let every node ask Redis (several polls) while the first two calls hang.
+    for (let i = 0; i < 20 && release.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(most, 2);
+    // An answer without figures: this provider reports no quota, so the rest go at once.
+    while (release.length > 0) release.shift()!();
+    for (let i = 0; i < 200 && release.length + inFlight < 7; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    while (release.length > 0 || inFlight > 0) {
+      release.shift()?.();
+      await tick();
+    }
+    await Promise.all(calls);
+  });
+
+  it("a 429 cools the key down on every node until the provider's stated time", async () => {
+    const [a, b] = nodes(2, { maxWaitMs: 200, random: () => 0 });
+    await a!.run(async () => ({ status: 429, headers: { 'retry-after': '3' } }));
+    await assert.rejects(b!.acquire(), (error: unknown) => {
+      assert.ok(error instanceof RateLimitedError);
+      assert.ok(error.retryAfterMs > 2_500 && error.retryAfterMs <= 3_000, String(error.retryAfterMs));
+      return true;
+    });
+  });
+
+  it('a configured limit paces from the first call, before any header', async () => {
+    const [a, b] = nodes(2, {
+      maxWaitMs: 100,
+      learningConcurrency: 10,
+      limits: { requests: 3, windowMs: 60_000 },
+    });
+    const permits = [await a!.acquire(), await b!.acquire(), await a!.acquire()];
+    await assert.rejects(b!.acquire(), RateLimitedError);
+    for (const p of permits) p.done({ status: 200, headers: {} });
+  });
+
+  it('a node that never reports how its calls ended holds their budget only until their lease ends', async () => {
+    const [gone, alive] = nodes(2, { maxWaitMs: 2_000, leaseMs: 300, learningConcurrency: 1 });
+    await gone!.acquire(); // the probe of an unknown quota, never reported
+    const start = Date.now();
+    const permit = await alive!.acquire();
+    assert.ok(Date.now() - start >= 250, 'waited for the lease to end');
+    permit.done({ status: 200, headers: {} });
+  });
+
+  it('keeps pacing in the process while Redis cannot answer', async () => {
+    // A client of a port nothing listens on, that never retries.
+    const client = new Redis(await freePort(), '127.0.0.1', {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      retryStrategy: () => null,
+    });
+    client.on('error', () => {});
+    const l = new SharedOutboundLimiter({ redis: client, key: `key-${++keys}`, maxWaitMs: 100 });
+    try {
+      const permit = await l.acquire();
+      permit.done({ status: 429, headers: { 'retry-after': '5' } });
+      await assert.rejects(l.acquire(), RateLimitedError, 'the local limiter holds the cooldown');
+      assert.ok(l.stats().redisFailures >= 1);
+    } finally {
+      await l.close();
+      client.disconnect();
+    }
+  });
+});
+
+describe('OutboundLimiter: learning, configured limits, failed calls', () => {
+  it('sends up to the learning concurrency before the first answer, then one per probe', async () => {
+    const outbound = new OutboundLimiter({ learningConcurrency: 3, maxWaitMs: 1_000 });
+    const first = await Promise.all([outbound.acquire(), outbound.acquire(), outbound.acquire()]);
+    const fourth = outbound.acquire();
+    let served = false;
+    void fourth.then(() => {
+      served = true;
+    });
+    await tick();
+    assert.equal(served, false, 'the fourth waits for an answer');
+    first[0]!.done({
+      status: 200,
+      headers: {
+        'x-ratelimit-limit-requests': '100',
+        'x-ratelimit-remaining-requests': '99',
+        'x-ratelimit-reset-requests': '1s',
+      },
+    });
+    (await fourth).done();
+    for (const p of first.slice(1)) p.done();
+  });
+
+  it('a call that fails without an answer does not turn pacing off', async () => {
+    const outbound = new OutboundLimiter({ maxWaitMs: 1_000 });
+    (await outbound.acquire()).done(); // a connection error: nothing learned
+    const probe = await outbound.acquire();
+    let second = false;
+    const next = outbound.acquire().then((p) => {
+      second = true;
+      return p;
+    });
+    await tick();
+    assert.equal(second, false, 'still one call at a time until an answer says what is allowed');
+    probe.done({
+      status: 200,
+      headers: {
+        'x-ratelimit-limit-requests': '2',
+        'x-ratelimit-remaining-requests': '1',
+        'x-ratelimit-reset-requests': '10s',
+      },
+    });
+    (await next).done({ status: 200, headers: {} });
+    assert.equal(second, true);
+  });
+
+  it('a configured limit holds from the start and restarts with its window', async () => {
+    let now = 0;
+    const outbound = new OutboundLimiter({
+      maxWaitMs: 100,
+      limits: { requests: 2, windowMs: 1_000 },
+      clock: { now: () => now },
+    });
+    (await outbound.acquire()).done({ status: 200, headers: {} });
+    (await outbound.acquire()).done({ status: 200, headers: {} });
+    await assert.rejects(outbound.acquire(), RateLimitedError);
+    now = 1_000;
+    (await outbound.acquire()).done({ status: 200, headers: {} });
+  });
+});
