@@ -34,13 +34,14 @@ export interface HttpAppOptions {
 /** Builds the Fastify instance with the gateway's hooks and error handling; routes are added by the caller. */
 export async function createHttpApp(options: HttpAppOptions): Promise<FastifyInstance> {
   const { config, counts, collector, feed, tracer, logger } = options;
+  const requestLog = new RequestLog(logger);
   const app = Fastify({
     bodyLimit: config.bodyLimitBytes,
     forceCloseConnections: 'idle',
     // Fastify's own 503 while closing has its own body; the onRequest hook answers in OpenAI's shape instead.
     return503OnClosing: false,
     loggerInstance: logger as FastifyBaseLogger,
-    logController: new RequestLog(logger),
+    logController: requestLog,
     genReqId: requestId,
     clientErrorHandler: answerClientError,
     frameworkErrors: (error, request, reply) => {
@@ -76,7 +77,16 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     counts.inFlight++;
     // onResponse runs only once a response finished, not when the client left first (an aborted request, a
     // dashboard connection, a stream cut short); the response's 'close' comes once for every request.
-    reply.raw.once('close', leftFlight);
+    if (requestLog.on) {
+      // A response the client cut short never finishes, so Fastify never completes it: its line is written here.
+      reply.raw.once('close', () => {
+        leftFlight();
+        if (!reply.raw.writableFinished && reply.raw.errored === null)
+          requestLog.requestAborted(request, reply);
+      });
+    } else {
+      reply.raw.once('close', leftFlight);
+    }
     reply.header(REQUEST_ID_HEADER, request.id);
     request.clawperf = {
       start: performance.now(),

@@ -171,6 +171,8 @@ export interface RequestLine {
   durationMs: number;
   /** Why the response ended badly (a stream cut short), as a code, never a message. */
   error: string | undefined;
+  /** The client closed the connection before the response was complete (a dashboard or a stream left). */
+  aborted?: true;
 }
 
 /** A model name is the client's text: a longer one is cut, so a line stays a line. */
@@ -214,11 +216,12 @@ export function requestLine(request: FastifyRequest, reply: FastifyReply, error?
  * read once: below `info` nothing per request is built.
  */
 export class RequestLog extends LogController {
-  readonly #on: boolean;
+  /** Whether request lines are written. */
+  readonly on: boolean;
 
   constructor(logger: Logger) {
     super({ requestIdLogLabel: 'requestId' });
-    this.#on = logger.isLevelEnabled('info');
+    this.on = logger.isLevelEnabled('info');
   }
 
   override incomingRequest(): void {}
@@ -228,6 +231,14 @@ export class RequestLog extends LogController {
     request: FastifyRequest,
     reply: FastifyReply,
   ): void {
-    if (this.#on) reply.log.info(requestLine(request, reply, error), 'request');
+    if (this.on) reply.log.info(requestLine(request, reply, error), 'request');
+  }
+
+  /** The line of a request whose client left before its response was complete (Fastify completes none). */
+  requestAborted(request: FastifyRequest, reply: FastifyReply): void {
+    if (!this.on) return;
+    const line = requestLine(request, reply);
+    line.aborted = true;
+    reply.log.info(line, 'request');
   }
 }

@@ -108,8 +108,11 @@ const chat = (model: string, extra: Line = {}) => ({
 describe('a request line', () => {
   let gw: Gateway;
   let log: Capture;
+  /** The same gateway over real sockets, where a client can leave. */
+  let base: string;
   before(async () => {
     ({ gw, log } = await logged());
+    base = await gw.app.listen({ port: 0, host: '127.0.0.1' });
   });
 
   it('says who asked what, where it went, how the cache did, the tokens and the times', async () => {
@@ -217,6 +220,38 @@ describe('a request line', () => {
     const lost = await log.request('lost-1');
     assert.equal(lost.status, 404);
     assert.equal(lost.route, '/nowhere');
+  });
+
+  it('logs a request whose client left before its answer was complete', async () => {
+    openai.fail({ kind: 'slow', ms: 5_000 }, 1);
+    const called = openai.nextCall();
+    const abort = new AbortController();
+    const pending = request(`${base}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json', 'x-request-id': 'left-1' },
+      body: JSON.stringify(chat('gpt-test', { temperature: 1, stream: true })),
+      signal: abort.signal,
+    });
+    await called;
+    abort.abort();
+    await assert.rejects(pending);
+    const line = await log.request('left-1');
+    assert.equal(line.aborted, true);
+    assert.equal(line.tenant, 'team-a');
+    assert.equal(line.route, '/v1/chat/completions');
+    assert.equal(line.model, 'gpt-test');
+  });
+
+  it('logs the routes that take over their connection once they end', async () => {
+    const res = await request(`${base}/debug/eventloop`, {
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'x-request-id': 'debug-1' },
+    });
+    await res.body.dump();
+    assert.equal(res.statusCode, 200);
+    const line = await log.request('debug-1');
+    assert.equal(line.route, '/debug/eventloop');
+    assert.equal(line.status, 200);
+    assert.equal(line.aborted, undefined);
   });
 
   it('holds no prompt, no answer and no key, whatever the request', async () => {
