@@ -5,8 +5,8 @@
  *
  * Two paths: a cached answer (`/v1/embeddings`, one input asked again and again: an L1 hit, where the
  * gateway does least and a log line weighs most) and the miss path (distinct deterministic chat
- * completions through to an instant upstream in its own process, as bench/gateway.ts's CPU section). The
- * lines go to a file through pino's synchronous destination, as `2> gateway.log` would take them; after the
+ * completions through to an instant upstream in its own process, as bench/gateway.ts's CPU section). Each
+ * gateway logs as `clawperf gateway` does, to its stderr, which is a file here (`2> gateway.log`); after the
  * rounds the file must hold one line per request sent to the gateway that logs, and none from the other.
  *
  * Each gateway process reads its own `process.cpuUsage()` (fixtures/cpu-probe.mjs) and reports it over IPC.
@@ -15,6 +15,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
+import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -29,26 +30,18 @@ const WARMUP_ROUNDS = 2;
 const ROUNDS = 7;
 const CONNECTIONS = 16;
 
-/** `serve <logLevel> <upstream port> <log file>`: one gateway alone in its process. */
+/** `serve <logLevel> <upstream port>`: one gateway alone in its process, logging to its stderr. */
 async function serve(): Promise<void> {
-  const { pino } = await import('pino');
   const { createGateway, LISTEN_BACKLOG } = await import('../src/gateway/server.ts');
-  const { createLogger } = await import('../src/gateway/request-log.ts');
-  const [, , , level, upstreamPort, file] = process.argv;
-  const logger = await createLogger(
-    { logLevel: level as 'info' | 'warn', logFormat: 'json' },
-    { destination: pino.destination({ dest: file!, sync: true }) },
-  );
-  const g = await createGateway(
-    {
-      cacheDir: false,
-      limits: undefined,
-      redisUrl: undefined,
-      localChatLatencyMs: 0,
-      upstreamUrl: `http://127.0.0.1:${Number(upstreamPort)}/v1`,
-    },
-    { logger },
-  );
+  const [, , , level, upstreamPort] = process.argv;
+  const g = await createGateway({
+    cacheDir: false,
+    limits: undefined,
+    redisUrl: undefined,
+    localChatLatencyMs: 0,
+    upstreamUrl: `http://127.0.0.1:${Number(upstreamPort)}/v1`,
+    logLevel: level as 'info' | 'warn',
+  });
   await g.app.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG });
   process.send?.((g.app.server.address() as AddressInfo).port);
   process.once('disconnect', async () => {
@@ -72,10 +65,12 @@ async function main(): Promise<void> {
   const upstream = await startProcess('upstream', 0);
   const start = async (name: string, level: string): Promise<Gateway> => {
     const file = join(dir, `${level}.log`);
-    const child = fork(fileURLToPath(import.meta.url), ['serve', level, String(upstream.port), file], {
+    const stderr = openSync(file, 'w');
+    const child = fork(fileURLToPath(import.meta.url), ['serve', level, String(upstream.port)], {
       execArgv: ['--import', 'tsx', ...CPU_PROBE],
-      stdio: 'inherit',
+      stdio: ['ignore', 'inherit', stderr, 'ipc'],
     });
+    closeSync(stderr);
     const [port] = (await once(child, 'message')) as [number];
     return {
       name,
@@ -86,7 +81,7 @@ async function main(): Promise<void> {
     };
   };
   const gateways = [
-    await start('request log on (`--log-level info`, a JSON line per request to a file)', 'info'),
+    await start('request log on (`--log-level info`, a JSON line per request to stderr, a file)', 'info'),
     await start('request log off (`--log-level warn`)', 'warn'),
   ];
   let asked = 0;
