@@ -129,6 +129,36 @@ export class DeploymentRouter implements Upstream {
       },
     });
     new Gauge({
+      name: 'clawperf_gateway_deployment_pacing_remaining',
+      help: "What the provider's headers (or providerLimits) leave of each key's quota; -1 while unknown",
+      labelNames: ['deployment', 'key', 'quota'],
+      registers,
+      collect() {
+        for (const d of self.deployments) {
+          d.pacers.forEach((p, key) => {
+            const s = p.stats?.();
+            if (s === undefined) return;
+            const labels = { deployment: d.name, key: String(key) };
+            this.set({ ...labels, quota: 'requests' }, s.remainingRequests);
+            this.set({ ...labels, quota: 'tokens' }, s.remainingTokens);
+          });
+        }
+      },
+    });
+    new Gauge({
+      name: 'clawperf_gateway_deployment_pacing_queued',
+      help: "Calls waiting for budget of each deployment's keys",
+      labelNames: ['deployment'],
+      registers,
+      collect() {
+        for (const d of self.deployments) {
+          let queued = 0;
+          for (const p of d.pacers) queued += p.stats?.().queued ?? 0;
+          this.set({ deployment: d.name }, queued);
+        }
+      },
+    });
+    new Gauge({
       name: 'clawperf_gateway_deployment_circuit_open',
       help: "1 while a deployment's circuit refuses calls",
       labelNames: ['deployment'],

@@ -27,8 +27,8 @@ export interface DeploymentOptions {
   /** Callers waiting for one of its slots, and for how long. */
   maxQueueSize: number;
   queueTimeoutMs: number;
-  /** A pacer of each key, fed by the provider's rate-limit headers to it. */
-  pacer?: () => OutboundPacer;
+  /** The pacer of key `key` (its index), fed by the provider's rate-limit headers to it. */
+  pacer?: (deployment: Deployment, key: number) => OutboundPacer;
 }
 
 export class Deployment {
@@ -65,7 +65,6 @@ export class Deployment {
       breaker: { failureThreshold: options.failureThreshold, cooldownMs: options.cooldownMs },
     });
     this.#upstream = new HttpUpstream(this.client, config.api);
-    this.pacers = options.pacer === undefined ? [] : Array.from({ length: this.keys }, options.pacer);
     this.limit = new BackpressureController({
       maxConcurrency: config.maxConcurrency,
       // A 503 or Anthropic's 529 under load: an adaptive limit halves.
@@ -74,6 +73,8 @@ export class Deployment {
       queueTimeoutMs: options.queueTimeoutMs,
       name: `deployment ${config.name}`,
     });
+    const pacer = options.pacer;
+    this.pacers = pacer === undefined ? [] : Array.from({ length: this.keys }, (_, key) => pacer(this, key));
   }
 
   /** Whether it serves `model` in `api`. */

@@ -10,7 +10,13 @@
  * @module
  */
 import type { Registry } from 'prom-client';
-import { OutboundLimiter } from '../concurrency/index.ts';
+import {
+  type ConfiguredLimits,
+  OutboundLimiter,
+  type OutboundLimiterOptions,
+  SharedOutboundLimiter,
+} from '../concurrency/index.ts';
+import type { RedisClient } from '../internal/redis.ts';
 import type { GatewayConfig } from './config.ts';
 import { Deployment } from './deployment.ts';
 import { DeploymentRouter } from './deployment-router.ts';
@@ -23,14 +29,56 @@ export interface Deployments {
   /** The single upstream's deployment of each API, if configured. */
   defaults: Partial<Record<Api, Deployment>>;
   /** Every key's outbound pacer, of every deployment. */
-  outbounds: OutboundLimiter[];
+  outbounds: (OutboundLimiter | SharedOutboundLimiter)[];
   /** Model names the listed deployments serve, per API (the single upstreams list theirs themselves). */
   listed: Record<Api, string[]>;
 }
 
-export function buildDeployments(config: GatewayConfig, registry: Registry): Deployments {
-  const outbounds: OutboundLimiter[] = [];
+/** What a deployment's `providerLimits` says of the quotas a call is paced by, per minute. */
+function configuredLimits(d: DeploymentConfig): ConfiguredLimits | undefined {
+  const p = d.providerLimits;
+  if (p === undefined) return undefined;
+  // A call's estimate counts its input: the tighter of the total and the input quotas paces it.
+  const tokens = Math.min(p.tpm ?? Number.POSITIVE_INFINITY, p.itpm ?? Number.POSITIVE_INFINITY);
+  return {
+    ...(p.rpm === undefined ? {} : { requests: p.rpm }),
+    ...(tokens === Number.POSITIVE_INFINITY ? {} : { tokens }),
+    windowMs: 60_000,
+  };
+}
+
+/**
+ * Builds the deployments of `config` behind one router. With `redis`, each key's pacing budget is shared
+ * by every node using the same provider URL and key.
+ */
+export function buildDeployments(
+  config: GatewayConfig,
+  registry: Registry,
+  redis?: RedisClient,
+): Deployments {
+  const outbounds: (OutboundLimiter | SharedOutboundLimiter)[] = [];
   const defaults: Partial<Record<Api, Deployment>> = {};
+  const pacer = (deployment: Deployment, key: number) => {
+    const limits = configuredLimits(deployment.config);
+    const options: OutboundLimiterOptions = {
+      maxWaitMs: config.queueTimeoutMs,
+      // Before the key's first answer, at most the deployment's concurrency limit goes at once.
+      learningConcurrency: () => deployment.limit.limit,
+      ...(limits === undefined ? {} : { limits }),
+    };
+    const outbound =
+      redis === undefined
+        ? new OutboundLimiter(options)
+        : new SharedOutboundLimiter({
+            ...options,
+            redis,
+            // The provider's budget is the key's at that URL, whichever deployment or node uses it.
+            key: `${deployment.config.baseUrl}\n${deployment.config.apiKeys[key] ?? ''}`,
+            leaseMs: Math.max(60_000, 2 * config.upstreamTimeoutMs),
+          });
+    outbounds.push(outbound);
+    return outbound;
+  };
   const make = (d: DeploymentConfig, single: boolean) => {
     const deployment = new Deployment(d, {
       timeoutMs: config.upstreamTimeoutMs,
@@ -40,11 +88,7 @@ export function buildDeployments(config: GatewayConfig, registry: Registry): Dep
       cooldownMs: config.upstreamCooldownMs,
       maxQueueSize: config.maxQueueSize,
       queueTimeoutMs: config.queueTimeoutMs,
-      pacer: () => {
-        const outbound = new OutboundLimiter({ maxWaitMs: config.queueTimeoutMs });
-        outbounds.push(outbound);
-        return outbound;
-      },
+      pacer,
     });
     return deployment;
   };

@@ -61,9 +61,9 @@ export function errorAnswer(error: unknown): ApiError {
     }
     if (e.status === 429) {
       return apiError(
-        503,
+        429,
         'the upstream is rate limiting; retry later',
-        'server_error',
+        'requests',
         'upstream_rate_limited',
         null,
         {
@@ -89,9 +89,9 @@ export function errorAnswer(error: unknown): ApiError {
   }
   if (e instanceof RateLimitedError) {
     return apiError(
-      503,
+      429,
       `the upstream's rate limit is exhausted: ${e.message}`,
-      'server_error',
+      'requests',
       'upstream_rate_limited',
       null,
       {

@@ -2,7 +2,6 @@ import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { MultiLevelCache } from '../cache/index.ts';
-import type { OutboundLimiter } from '../concurrency/index.ts';
 import { releaseRedis, toRedis } from '../internal/redis.ts';
 import { MetricsCollector, PrometheusExporter, type Trackable } from '../metrics/index.ts';
 import { createProfilingHandler } from '../profiling/index.ts';
@@ -149,7 +148,7 @@ export async function createGateway(
     ...counts,
     upstreamCallsSaved: Math.max(0, counts.servedItems - counts.upstreamCalls),
   });
-  const deployments = buildDeployments(config, collector.registry);
+  const deployments = buildDeployments(config, collector.registry, redis?.client);
   const { router } = deployments;
   const client = deployments.defaults.openai?.client;
   const anthropic = deployments.defaults.anthropic?.client;
@@ -195,9 +194,9 @@ export async function createGateway(
     ['gateway', { stats, statsCounters: Object.keys(counts).filter((k) => k !== 'inFlight') }],
     ['limiter', limiter],
     ['upstream', client],
-    ['outbound', deployments.defaults.openai?.pacers[0] as OutboundLimiter | undefined],
+    ['outbound', deployments.defaults.openai?.pacers[0] as Trackable | undefined],
     ['anthropic_upstream', anthropic],
-    ['anthropic_outbound', deployments.defaults.anthropic?.pacers[0] as OutboundLimiter | undefined],
+    ['anthropic_outbound', deployments.defaults.anthropic?.pacers[0] as Trackable | undefined],
   ];
   for (const [name, component] of tracked) if (component !== undefined) collector.track(name, component);
 

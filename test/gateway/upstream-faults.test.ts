@@ -51,13 +51,14 @@ const chat = (content: string, extra: Json = {}) => ({
   ...extra,
 });
 
-describe('upstream failures map to 502/503/504 with OpenAI-style errors and cache nothing', () => {
+describe('upstream failures map to 429/502/504 with OpenAI-style errors and cache nothing', () => {
   const cases = [
     { name: 'a 500', fault: { kind: 'status', status: 500 } as const, status: 502 },
     {
       name: 'a 429 with Retry-After',
       fault: { kind: 'status', status: 429, retryAfter: '1' } as const,
-      status: 503,
+      status: 429,
+      type: 'requests',
     },
     { name: 'a reset connection', fault: { kind: 'reset' } as const, status: 502 },
     { name: 'invalid JSON', fault: { kind: 'invalid-json' } as const, status: 502 },
@@ -69,9 +70,9 @@ describe('upstream failures map to 502/503/504 with OpenAI-style errors and cach
       const failed = await post('/v1/chat/completions', chat(`fault ${c.name}`));
       assert.equal(failed.status, c.status, failed.text);
       assert.equal(typeof failed.body.error.message, 'string');
-      assert.equal(failed.body.error.type, 'server_error');
+      assert.equal(failed.body.error.type, 'type' in c ? c.type : 'server_error');
       assert.ok('param' in failed.body.error && 'code' in failed.body.error);
-      if (c.status === 503) assert.ok(Number(failed.headers['retry-after']) >= 1);
+      if (c.status === 429) assert.ok(Number(failed.headers['retry-after']) >= 1);
       fake.clear();
       const calls = fake.total('/v1/chat/completions');
       const ok = await post('/v1/chat/completions', chat(`fault ${c.name}`));
@@ -117,7 +118,7 @@ describe('upstream failures map to 502/503/504 with OpenAI-style errors and cach
           send('/v1/chat/completions', chat(`unhandled ${i}`, { stream: true })),
           send('/v1/embeddings', { model: 'fake-embed', input: [`u${i}a`, `u${i}b`] }),
         ]);
-        for (const r of results) assert.ok(r.status >= 500, `${r.status} ${r.text}`);
+        for (const r of results) assert.ok(r.status === 429 || r.status >= 500, `${r.status} ${r.text}`);
         fake.clear();
       }
       // Node reports a rejection nobody handled once the microtasks of its turn have run: two turns on.
