@@ -10,7 +10,7 @@ import { Redis } from 'ioredis';
 import { OutboundLimiter } from '../../src/concurrency/provider-limits.ts';
 import { SharedOutboundLimiter } from '../../src/concurrency/shared-outbound.ts';
 import { RateLimitedError } from '../../src/errors.ts';
-import { type RedisServer, startRedis } from '../helpers/redis.ts';
+import { type RedisServer, startRedis, startRedisCluster } from '../helpers/redis.ts';
 import { freePort } from '../helpers/servers.ts';
 
 let redis: RedisServer;
@@ -156,6 +156,33 @@ describe('SharedOutboundLimiter: one budget for every node', () => {
     const permit = await alive!.acquire();
     assert.ok(Date.now() - start >= 250, 'waited for the lease to end');
     permit.done({ status: 200, headers: {} });
+  });
+
+  it('holds on a Redis Cluster too: one slot per key, any seed', async () => {
+    const cluster = await startRedisCluster(3);
+    const three = Array.from(
+      { length: 3 },
+      () => new SharedOutboundLimiter({ redis: cluster.url, key: 'cluster-key', maxWaitMs: 5_000 }),
+    );
+    try {
+      const quota = fakeQuota(10, 1_000);
+      const answers = await Promise.all(
+        Array.from({ length: 30 }, (_, i) =>
+          three[i % 3]!.run(async () => {
+            await tick();
+            return quota.call();
+          }),
+        ),
+      );
+      quota.close();
+      assert.equal(answers.filter((a) => a.status === 200).length, 30);
+      assert.equal(quota.stats.refused, 0);
+      for (const n of quota.stats.perWindow) assert.ok(n <= 10, `a window took ${n}`);
+      assert.equal(three[0]!.stats().redisFailures, 0, 'every decision was made on the Cluster');
+    } finally {
+      await Promise.all(three.map((l) => l.close()));
+      await cluster.stop();
+    }
   });
 
   it('keeps pacing in the process while Redis cannot answer', async () => {

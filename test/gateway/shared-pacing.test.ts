@@ -109,8 +109,18 @@ after(async () => {
   await redis.stop();
 });
 
+/** The deployment of the paced provider's one key. */
+const paced = (provider: PacedProvider) => ({
+  name: 'paced',
+  api: 'openai',
+  baseUrl: provider.url,
+  apiKeys: ['sk-shared'],
+  models: ['fake-chat'],
+  maxConcurrency: CONCURRENCY,
+});
+
 /** Starts a gateway process over `deployments`, sharing the test's Redis; resolves with its base URL. */
-async function gateway(deployments: unknown[], queueTimeoutMs: number): Promise<string> {
+async function gateway(deployments: unknown[], queueTimeoutMs: number, shared = true): Promise<string> {
   const port = await freePort();
   const child = spawn(
     process.execPath,
@@ -122,8 +132,7 @@ async function gateway(deployments: unknown[], queueTimeoutMs: number): Promise<
       String(port),
       '--cache-dir',
       'off',
-      '--redis',
-      redis.url,
+      ...(shared ? ['--redis', redis.url] : []),
       '--queue-timeout-ms',
       String(queueTimeoutMs),
       '--deployments',
@@ -171,16 +180,7 @@ describe('provider pacing shared by three gateway processes on one Redis', () =>
   it('60 requests for one key within 2 s: at most 20 per window reach the provider, none refused', async () => {
     const provider = await startPacedProvider();
     try {
-      const deployments = [
-        {
-          name: 'paced',
-          api: 'openai',
-          baseUrl: provider.url,
-          apiKeys: ['sk-shared'],
-          models: ['fake-chat'],
-          maxConcurrency: CONCURRENCY,
-        },
-      ];
+      const deployments = [paced(provider)];
       const bases = await Promise.all([0, 1, 2].map(() => gateway(deployments, 1_000)));
       const outcomes = await burst(bases, 60);
       assert.deepEqual(
@@ -197,18 +197,29 @@ describe('provider pacing shared by three gateway processes on one Redis', () =>
     }
   });
 
+  it('without Redis, one gateway alone keeps within the provider limit the same way', async () => {
+    const provider = await startPacedProvider();
+    try {
+      const deployments = [paced(provider)];
+      const base = await gateway(deployments, 1_000, false);
+      const outcomes = await burst([base], 60);
+      assert.deepEqual(
+        outcomes.filter((o) => o.status !== 200),
+        [],
+      );
+      assert.equal(provider.refused, 0);
+      for (const n of provider.windows) assert.ok(n <= LIMIT, `a window took ${n}: ${provider.windows}`);
+    } finally {
+      await provider.close();
+      for (const c of children.splice(0)) c.kill('SIGTERM');
+    }
+  });
+
   it('with a second deployment, every request succeeds at once and the provider limit still holds', async () => {
     const provider = await startPacedProvider();
     try {
       const deployments = [
-        {
-          name: 'paced',
-          api: 'openai',
-          baseUrl: provider.url,
-          apiKeys: ['sk-shared'],
-          models: ['fake-chat'],
-          maxConcurrency: CONCURRENCY,
-        },
+        paced(provider),
         { name: 'spare', api: 'openai', baseUrl: spare.url, models: ['fake-chat'], priority: 1 },
       ];
       const bases = await Promise.all([0, 1, 2].map(() => gateway(deployments, 200)));
