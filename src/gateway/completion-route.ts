@@ -87,7 +87,7 @@ export function completionRoute<R extends ProtocolRequest>(ctx: GatewayContext, 
     if (cached !== undefined) {
       request.clawperf.cacheKey = key;
       ctx.settle(s.admitted, 0);
-      ctx.record(request, endpoint, req.model, 'hit', 1);
+      ctx.record(request, endpoint, req.model, 'hit', 1, cached);
       return reply.send(Readable.from(protocol.replay(cached, req)));
     }
     const abort = new AbortController();

@@ -152,6 +152,27 @@ describe('a request line', () => {
     assert.equal(line.deployment, undefined);
   });
 
+  it('says a streamed answer replayed from the cache was a hit, with its tokens', async () => {
+    const ask = (id: string) =>
+      post(
+        gw,
+        '/v1/chat/completions',
+        chat('local-chat', { stream: true, stream_options: { include_usage: true } }),
+        {
+          ...auth,
+          'x-request-id': id,
+        },
+      );
+    await ask('replay-1');
+    const first = await log.request('replay-1');
+    assert.equal(first.cache, 'miss');
+    assert.equal((await ask('replay-2')).headers['x-clawperf-cache'], 'hit');
+    const line = await log.request('replay-2');
+    assert.equal(line.cache, 'hit');
+    assert.equal(line.tokensIn, first.tokensIn);
+    assert.equal(line.tokensOut, first.tokensOut);
+  });
+
   it('gives a request without an id a new one, returned in x-request-id', async () => {
     const a = await post(gw, '/v1/embeddings', { model: 'local-embed', input: PROMPT });
     const b = await post(gw, '/v1/embeddings', { model: 'local-embed', input: PROMPT });
