@@ -496,6 +496,13 @@ export class OutboundLimiter {
     return response;
   }
 
+  /** Whether a call acquired now would wait (others wait, a 429's cooldown, or no budget left). */
+  wouldWait(tokens = 0): boolean {
+    const now = this.#clock.now();
+    this.#roll(now);
+    return this.#waiting > 0 || !this.#fits(tokens, now);
+  }
+
   stats() {
     return {
       dispatched: this.#dispatched,

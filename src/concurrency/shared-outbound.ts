@@ -117,6 +117,8 @@ export class SharedOutboundLimiter {
   #closed = false;
   #inFlight = 0;
   #lastWaitMs = 0;
+  /** Until when (performance.now()) the last refusal said to wait. */
+  #waitUntil = 0;
   #remainingRequests = -1;
   #remainingTokens = -1;
   #dispatched = 0;
@@ -217,6 +219,14 @@ export class SharedOutboundLimiter {
     return response;
   }
 
+  /**
+   * Whether a call acquired now would wait, as far as this process knows: callers wait here, or the last
+   * decision Redis made for it said to wait and that time has not passed.
+   */
+  wouldWait(): boolean {
+    return this.#waiting > 0 || performance.now() < this.#waitUntil || this.#local.wouldWait();
+  }
+
   stats() {
     const local = this.#local.stats();
     return {
@@ -282,8 +292,12 @@ export class SharedOutboundLimiter {
     ]);
     this.#remainingRequests = reply[3]!;
     this.#remainingTokens = reply[4]!;
-    if (reply[0] === 1) return { lease: reply[1]!, waitMs: 0 };
+    if (reply[0] === 1) {
+      this.#waitUntil = 0;
+      return { lease: reply[1]!, waitMs: 0 };
+    }
     this.#lastWaitMs = reply[2]!;
+    this.#waitUntil = performance.now() + Math.max(reply[2]!, this.#pollMs);
     return { lease: 0, waitMs: reply[2]! };
   }
 
@@ -304,6 +318,7 @@ export class SharedOutboundLimiter {
           const stated = limits.retryAfterMs ?? limits.requests?.resetMs ?? this.#defaultResetMs;
           // Never sooner than the provider said; a little later at random, so nodes do not return together.
           block = Math.ceil(stated * (1 + this.#jitterRatio * this.#random()));
+          this.#waitUntil = Math.max(this.#waitUntil, performance.now() + block);
         }
         this.#report(lease, response === undefined ? 0 : 1, limits, block);
       },

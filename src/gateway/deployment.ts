@@ -92,11 +92,19 @@ export class Deployment {
     return Math.max(1, this.config.apiKeys.length);
   }
 
-  /** The next key in turn. */
+  /** The next key in turn whose pacer would send a call now; the next in turn when every key would wait. */
   nextKey(): number {
-    const key = this.#nextKey;
-    this.#nextKey = (key + 1) % this.keys;
-    return key;
+    const n = this.keys;
+    const start = this.#nextKey;
+    for (let i = 0; i < n && this.pacers.length === n; i++) {
+      const key = (start + i) % n;
+      if (this.pacers[key]!.wouldWait?.() !== true) {
+        this.#nextKey = (key + 1) % n;
+        return key;
+      }
+    }
+    this.#nextKey = (start + 1) % n;
+    return start;
   }
 
   identity(): UpstreamIdentity {

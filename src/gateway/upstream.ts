@@ -23,6 +23,8 @@ export interface OutboundPacer {
   acquire(options: { tokens?: number; signal?: AbortSignal }): Promise<{
     done(response?: { status?: number; headers?: IncomingHttpHeaders }): void;
   }>;
+  /** Whether a call acquired now would wait for budget. */
+  wouldWait?(): boolean;
   /** Its state: callers waiting, and what is left of the key's quotas (-1 while unknown). */
   stats?(): { queued: number; remainingRequests: number; remainingTokens: number };
 }

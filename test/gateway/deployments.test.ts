@@ -151,6 +151,18 @@ describe('fallback before the first byte', () => {
     assert.deepEqual(a.keys, ['Bearer sk-1', 'Bearer sk-2']);
   });
 
+  it('skips a key cooling down after a 429 while another key has budget', async () => {
+    const { client } = await serve([{ name: 'pooled', baseUrl: a.url, apiKeys: ['sk-1', 'sk-2'] }]);
+    a.fail({ kind: 'status', status: 429, retryAfter: '5' }, 1);
+    for (let i = 0; i < 4; i++) {
+      await client.chat.completions.create({
+        model: 'fake-chat',
+        messages: [{ role: 'user', content: `k${i}` }],
+      });
+    }
+    assert.deepEqual(a.keys, ['Bearer sk-1', 'Bearer sk-2', 'Bearer sk-2', 'Bearer sk-2', 'Bearer sk-2']);
+  });
+
   it('reaches an upstream that is down, then its fallback', async () => {
     const down = `http://127.0.0.1:${await freePort()}/v1`;
     const { client } = await serve([
