@@ -9,6 +9,7 @@ import { ConfigError } from '../errors.ts';
 import type { GatewayConfig, GatewayLimits } from './config.ts';
 import { baseUrl, integer, redisUrl, text, url } from './config-checks.ts';
 import { parseDeployments } from './deployments-config.ts';
+import { parsePrices } from './prices.ts';
 
 /** What kind of value a setting holds, which decides how a raw value is read. */
 export type Kind =
@@ -21,6 +22,7 @@ export type Kind =
   | 'keys'
   | 'limits'
   | 'deployments'
+  | 'prices'
   | 'choice';
 
 /** One setting: its key, flag, environment variable, kind, lower bound, help and default as text. */
@@ -96,6 +98,16 @@ export function convert(setting: Setting, name: string, raw: unknown): unknown {
       } catch (error) {
         if (error instanceof ConfigError) throw error;
         throw new ConfigError(name, `must be a JSON list of deployments: ${(error as Error).message}`);
+      }
+    }
+    case 'prices': {
+      if (!fromText) return parsePrices(name, raw);
+      if (raw.trim() === 'off') return undefined;
+      try {
+        return parsePrices(name, JSON.parse(raw));
+      } catch (error) {
+        if (error instanceof ConfigError) throw error;
+        throw new ConfigError(name, `must be a JSON object of prices per model: ${(error as Error).message}`);
       }
     }
     case 'choice': {

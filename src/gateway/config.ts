@@ -17,6 +17,7 @@ import { ConfigError } from '../errors.ts';
 import { parseRedisUrl } from '../internal/redis.ts';
 import { convert, type Setting } from './config-values.ts';
 import type { DeploymentConfig } from './deployments-config.ts';
+import type { Prices } from './prices.ts';
 import { DEFAULT_MAX_SESSIONS } from './prompt-sessions.ts';
 import {
   DEFAULT_LOG_FORMAT,
@@ -133,6 +134,11 @@ export interface GatewayConfig {
   promptCacheAutoBreakpoints: boolean;
   /** The upstreams models run on, beside (not with) `upstreamUrl` and `anthropicUpstreamUrl` of one API. */
   deployments: DeploymentConfig[];
+  /**
+   * Prices per million tokens by model (see prices.ts): with them `/metrics` and the dashboard count spend
+   * and savings per tenant and model. No price list is built in.
+   */
+  prices: Prices | undefined;
   /**
    * The log's level: `info` writes one line per request, `warn` and above leave them out.
    * @default 'info' for `clawperf gateway`; 'warn' for `createGateway` (see {@link EMBEDDED_LOG_LEVEL})
@@ -421,6 +427,14 @@ const SETTINGS: readonly Setting[] = [
     defaultText: 'none',
   },
   {
+    key: 'prices',
+    flag: 'prices',
+    env: 'CLAWPERF_PRICES',
+    kind: 'prices',
+    help: 'prices per million tokens by model, as JSON: {"<model>":{"input":..,"cachedInput":..,"cacheWrite":..,"output":..}}; spend and savings are counted with them',
+    defaultText: 'none (tokens only)',
+  },
+  {
     key: 'logLevel',
     flag: 'log-level',
     env: 'CLAWPERF_LOG_LEVEL',
@@ -485,6 +499,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): GatewayConf
     promptCacheMaxSessions: DEFAULT_MAX_SESSIONS,
     promptCacheAutoBreakpoints: false,
     deployments: [],
+    prices: undefined,
     logLevel: DEFAULT_LOG_LEVEL,
     logFormat: DEFAULT_LOG_FORMAT,
   };
