@@ -137,7 +137,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
       status,
       durationMs: ms,
     });
-    if (request.url.startsWith('/v1/')) feed.record(ms, status);
+    if (request.url.startsWith('/v1/')) feed.record(request, reply);
     done();
   });
 

@@ -11,7 +11,7 @@ import type { PrometheusExporter } from '../metrics/index.ts';
 import type { createProfilingHandler } from '../profiling/index.ts';
 import type { GatewayConfig } from './config.ts';
 import { bearer, CACHE_HEADER, digest } from './context.ts';
-import { type DashboardFeed, dashboardPage } from './dashboard.ts';
+import { type DashboardFeed, registerDashboard } from './dashboard.ts';
 import type { DeploymentRouter } from './deployment-router.ts';
 import { sendError } from './error-answers.ts';
 import { type ApiError, apiError } from './openai.ts';
@@ -117,11 +117,5 @@ export function registerOperations(app: FastifyInstance, options: OperationsOpti
   app.get('/debug/pprof/heap', debug);
   app.get('/debug/eventloop', debug);
 
-  app.get('/', (_request, reply) => reply.type('text/html; charset=utf-8').send(dashboardPage()));
-  app.get('/dashboard/uplot.js', (_request, reply) => reply.type('text/javascript').send(feed.asset('js')));
-  app.get('/dashboard/uplot.css', (_request, reply) => reply.type('text/css').send(feed.asset('css')));
-  app.get('/dashboard/events', (request, reply) => {
-    reply.hijack();
-    feed.subscribe(request.raw, reply.raw);
-  });
+  registerDashboard(app, feed);
 }

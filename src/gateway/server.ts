@@ -174,11 +174,13 @@ export async function createGateway(
   });
   const batcher = createEmbeddingBatcher(ctx);
   const feed = new DashboardFeed({
-    cache,
+    counts,
     backpressure,
-    limiter,
     batcherStats: () => batcher.stats(),
-    stats,
+    deployments: router.deployments,
+    registry: collector.registry,
+    limits: config.limits,
+    prices: config.prices,
   });
   const app = await createHttpApp({ config, counts, collector, feed, tracer, logger });
 
