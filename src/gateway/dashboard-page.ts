@@ -74,7 +74,10 @@ function fmt(v) {
   if (a >= 100) return Math.round(v).toLocaleString('en-US');
   return (Math.round(v * 100) / 100).toLocaleString('en-US', { maximumFractionDigits: 2 });
 }
-function money(v) { return v.toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: v < 1 ? 4 : 2 }); }
+function money(v) {
+  if (v === 0) return '0';
+  return v < 1 ? Number(v.toPrecision(3)).toString() : v.toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+}
 const pct = (n, d) => (d > 0 ? (Math.round((1000 * n) / d) / 10) + ' %' : '-');
 const COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b'];
 const charts = [
