@@ -1,6 +1,7 @@
 /**
  * docs/alerts.yaml: valid rules (`promtool check rules`), alerts that fire and stay quiet when they should
- * (`promtool test rules docs/alerts.test.yaml`), and only metric names the gateway exports.
+ * (`promtool test rules docs/alerts.test.yaml`, with a firing case for every alert), and only metric names
+ * the gateway exports.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -30,9 +31,20 @@ describe('docs/alerts.yaml', () => {
     assert.ok(result.ok, result.output);
   });
 
+  it('has a unit test that fires each alert', () => {
+    const rules = readFileSync(join(DOCS, 'alerts.yaml'), 'utf8');
+    const tests = readFileSync(join(DOCS, 'alerts.test.yaml'), 'utf8');
+    const alerts = [...rules.matchAll(/^\s*- alert: (\w+)$/gm)].map((m) => m[1]!);
+    assert.ok(alerts.length >= 9, `alerts: ${alerts}`);
+    for (const alert of alerts) {
+      // A test of the alert that expects it to fire: its alertname followed by a non-empty exp_alerts.
+      assert.match(tests, new RegExp(`alertname: ${alert}\\n\\s+exp_alerts:\\n\\s+- exp_labels`), alert);
+    }
+  });
+
   it('names only metrics the gateway exports', async () => {
     const rules = readFileSync(join(DOCS, 'alerts.yaml'), 'utf8');
-    const names = new Set(rules.match(/\bclawperf_[a-z_]+/g));
+    const names = new Set(rules.match(/\bclawperf_[a-z0-9_]+/g));
     assert.ok(names.size > 0);
     const gw = await createGateway({ cacheDir: false });
     try {
