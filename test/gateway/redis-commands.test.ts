@@ -4,9 +4,12 @@
  * stats` (`total_net_input_bytes`, `total_net_output_bytes`), read before and after each path with the
  * readings' own traffic taken out. The gateways reach Redis through a counting TCP relay, which counts the
  * commands they send (one round trip each) and the bytes each way; the bytes Redis counts must equal the
- * relay's. Each group of gateways has a Redis of its own, so only its commands and bus deliveries count;
- * requests go one at a time, so no two share a batched command (hits of one tick share an `MGET` and limit
- * checks an `EVALSHA`: under concurrency a request costs at most these figures).
+ * relay's. On a Cluster of three masters the clients reach each master as the Cluster announces it, past
+ * any relay: there Redis's counts, summed over the masters, are all there is, and they are read once the
+ * path's last command ran and two readings in a row agree. Each group of gateways has a Redis (or Cluster)
+ * of its own, so only its commands and bus deliveries count; requests go one at a time, so no two share a
+ * batched command (hits of one tick share an `MGET` and limit checks an `EVALSHA`: under concurrency a
+ * request costs at most these figures).
  *
  * Commands are exact: a path sends a fixed set, and the ones sent after the answer (the cache write and its
  * bus message, a limit's settlement, a pacing report) are waited for before Redis is read. Bytes depend on
@@ -23,7 +26,13 @@ import { request } from 'undici';
 import type { GatewayConfig } from '../../src/gateway/config.ts';
 import type { Gateway } from '../../src/gateway/server.ts';
 import { serveGateway } from '../helpers/gateway.ts';
-import { type RedisServer, startRedis, TEST_COMMAND_TIMEOUT_MS } from '../helpers/redis.ts';
+import {
+  type RedisCluster,
+  type RedisServer,
+  startRedis,
+  startRedisCluster,
+  TEST_COMMAND_TIMEOUT_MS,
+} from '../helpers/redis.ts';
 import { waitFor } from '../helpers/servers.ts';
 import { type FakeUpstream, startFakeUpstream } from './fake-upstream.ts';
 
@@ -141,57 +150,97 @@ function commandBytes(args: readonly string[]): number {
 }
 
 /**
- * Reads a Redis server's counters over a connection of its own (not through the relay), leaving its own
- * `INFO` calls out: each adds its command to the bytes in (counted by the reading it asks for) and its
- * reply to the bytes out (counted by the next one). Redis is quiet when every byte the relay passed has
- * been counted by Redis too: it has read and run every command sent, and its replies have arrived.
+ * Reads one Redis server's counters over a connection of its own, leaving its own `INFO` calls out: each
+ * adds its command to the bytes in (counted by the reading it asks for) and its reply to the bytes out
+ * (counted by the next one). Byte counts start from the reading `start()` takes.
  */
-class RedisMeter {
-  readonly relay: CountingRelay;
+class InfoReader {
   readonly #client: Redis;
   #ownIn = 0;
   #ownOut = 0;
-  /** Redis's byte counts when the relay had passed nothing. */
-  #base: { bytesIn: number; bytesOut: number } | undefined;
+  #readings = 0;
+  #base = { bytesIn: 0, bytesOut: 0 };
 
-  constructor(server: RedisServer) {
-    this.relay = new CountingRelay(server);
-    this.#client = new Redis(server.url, { lazyConnect: true, enableReadyCheck: false });
+  constructor(url: string) {
+    this.#client = new Redis(url, { lazyConnect: true, enableReadyCheck: false });
   }
 
-  /** Takes the baseline; call before any client uses the relay. */
-  async start(): Promise<string> {
+  async start(): Promise<void> {
     await this.#client.connect();
     // The first reading counts what the connection sent before it; replies to that arrive after it.
-    await this.#read();
-    const first = await this.#read();
+    await this.read();
+    const first = await this.read();
     this.#base = { bytesIn: first.bytesIn, bytesOut: first.bytesOut };
-    return this.relay.listen();
   }
 
-  async #read(): Promise<Reading> {
+  async read(): Promise<Reading> {
     const text = (await this.#client.call(INFO[0]!, ...INFO.slice(1))) as string;
     this.#ownIn += commandBytes(INFO);
-    const base = this.#base ?? { bytesIn: 0, bytesOut: 0 };
     const reading: Reading = {
       ran: new Map(),
-      bytesIn: Number(/total_net_input_bytes:(\d+)/.exec(text)?.[1]) - this.#ownIn - base.bytesIn,
-      bytesOut: Number(/total_net_output_bytes:(\d+)/.exec(text)?.[1]) - this.#ownOut - base.bytesOut,
+      bytesIn: Number(/total_net_input_bytes:(\d+)/.exec(text)?.[1]) - this.#ownIn - this.#base.bytesIn,
+      bytesOut: Number(/total_net_output_bytes:(\d+)/.exec(text)?.[1]) - this.#ownOut - this.#base.bytesOut,
     };
     const size = Buffer.byteLength(text);
     this.#ownOut += `$${size}\r\n`.length + size + 2;
+    this.#readings++;
     for (const m of text.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
-      if (m[1] !== 'info') reading.ran.set(m[1]!, { calls: Number(m[2]), usec: Number(m[3]) });
+      // This reader's own INFO calls are left out; anyone else's count.
+      const calls = Number(m[2]) - (m[1] === 'info' ? this.#readings : 0);
+      reading.ran.set(m[1]!, { calls, usec: m[1] === 'info' ? 0 : Number(m[3]) });
     }
     return reading;
   }
 
+  close(): void {
+    this.#client.disconnect();
+  }
+}
+
+/** What Redis ran and moved from one reading to another. */
+function between(from: Reading, to: Reading): Usage {
+  const usage: Usage = {
+    sent: {},
+    ran: {},
+    bytesIn: to.bytesIn - from.bytesIn,
+    bytesOut: to.bytesOut - from.bytesOut,
+    usec: 0,
+  };
+  for (const [name, now] of to.ran) {
+    const was = from.ran.get(name) ?? { calls: 0, usec: 0 };
+    if (now.calls === was.calls) continue;
+    usage.ran[name] = now.calls - was.calls;
+    usage.usec += now.usec - was.usec;
+  }
+  return usage;
+}
+
+/**
+ * Redis's counters, and a relay in front of it counting what the gateways send. Redis is quiet when every
+ * byte the relay passed has been counted by Redis too: it has read and run every command sent, and its
+ * replies have arrived.
+ */
+class RedisMeter {
+  readonly relay: CountingRelay;
+  readonly #reader: InfoReader;
+
+  constructor(server: RedisServer) {
+    this.relay = new CountingRelay(server);
+    this.#reader = new InfoReader(server.url);
+  }
+
+  /** Takes the baseline and opens the relay; resolves with the URL the gateways use. */
+  async start(): Promise<string> {
+    await this.#reader.start();
+    return this.relay.listen();
+  }
+
   /** A reading once Redis has counted every byte the relay passed, either way. */
   async #quiet(): Promise<Reading> {
-    let reading = await this.#read();
+    let reading = await this.#reader.read();
     await waitFor(
       async () => {
-        reading = await this.#read();
+        reading = await this.#reader.read();
         return reading.bytesIn === this.relay.bytesIn && reading.bytesOut === this.relay.bytesOut;
       },
       {
@@ -226,25 +275,74 @@ class RedisMeter {
       describe: () => JSON.stringify(sent()),
     });
     const to = await this.#quiet();
-    const usage: Usage = {
-      sent: sent(),
-      ran: {},
-      bytesIn: to.bytesIn - from.bytesIn,
-      bytesOut: to.bytesOut - from.bytesOut,
-      usec: 0,
-    };
-    for (const [name, now] of to.ran) {
-      const was = from.ran.get(name) ?? { calls: 0, usec: 0 };
-      if (now.calls === was.calls) continue;
-      usage.ran[name] = now.calls - was.calls;
-      usage.usec += now.usec - was.usec;
-    }
-    return usage;
+    return { ...between(from, to), sent: sent() };
   }
 
   close(): void {
-    this.#client.disconnect();
+    this.#reader.close();
     this.relay.close();
+  }
+}
+
+/**
+ * The counters of every master of a Cluster, summed. Cluster clients connect to each node as the Cluster
+ * announces it, so no relay sees what they send: Redis's counts alone are read, and Redis is quiet once two
+ * readings in a row are alike after the path's last command ran.
+ */
+class ClusterMeter {
+  readonly #readers: InfoReader[];
+
+  constructor(urls: readonly string[]) {
+    this.#readers = urls.map((url) => new InfoReader(url));
+  }
+
+  async start(): Promise<void> {
+    await Promise.all(this.#readers.map((r) => r.start()));
+  }
+
+  async #read(): Promise<Reading> {
+    const sum: Reading = { ran: new Map(), bytesIn: 0, bytesOut: 0 };
+    for (const reading of await Promise.all(this.#readers.map((r) => r.read()))) {
+      sum.bytesIn += reading.bytesIn;
+      sum.bytesOut += reading.bytesOut;
+      for (const [name, n] of reading.ran) {
+        const was = sum.ran.get(name) ?? { calls: 0, usec: 0 };
+        sum.ran.set(name, { calls: was.calls + n.calls, usec: was.usec + n.usec });
+      }
+    }
+    return sum;
+  }
+
+  /** Runs `fn`, waits until what Redis ran satisfies `done` and nothing more arrives, and returns it. */
+  async measure(fn: () => Promise<void>, done: (ran: Commands) => boolean): Promise<Usage> {
+    const from = await this.#read();
+    await fn();
+    let last = from;
+    await waitFor(
+      async () => {
+        last = await this.#read();
+        return done(between(from, last).ran);
+      },
+      {
+        what: 'the path to reach Redis',
+        intervalMs: 1,
+        describe: () => JSON.stringify(between(from, last).ran),
+      },
+    );
+    await waitFor(
+      async () => {
+        const next = await this.#read();
+        const alike = [...next.ran].every(([name, n]) => last.ran.get(name)?.calls === n.calls);
+        last = next;
+        return alike;
+      },
+      { what: 'Redis to be quiet', intervalMs: 1 },
+    );
+    return between(from, last);
+  }
+
+  close(): void {
+    for (const r of this.#readers) r.close();
   }
 }
 
@@ -282,15 +380,16 @@ function spell(commands: Commands): string {
 /** The table rows, printed once every path was measured. */
 const rows: string[] = [];
 
-function report(path: string, usage: Usage, answerBytes: number | undefined): void {
+function report(path: string, usage: Usage, answerBytes: number | undefined, relayed = true): void {
   rows.push(
-    `| ${path} | ${spell(usage.sent)} | ${total(usage.ran) / ROUNDS} (${spell(usage.ran)}) | ${Math.round(usage.bytesIn / ROUNDS)} | ${Math.round(usage.bytesOut / ROUNDS)} | ${(usage.usec / ROUNDS).toFixed(1)} | ${answerBytes ?? ''} |`,
+    `| ${path} | ${relayed ? spell(usage.sent) : 'not seen (no relay)'} | ${total(usage.ran) / ROUNDS} (${spell(usage.ran)}) | ${Math.round(usage.bytesIn / ROUNDS)} | ${Math.round(usage.bytesOut / ROUNDS)} | ${(usage.usec / ROUNDS).toFixed(1)} | ${answerBytes ?? ''} |`,
   );
 }
 
 const gateways: Gateway[] = [];
 const servers: RedisServer[] = [];
-const meters: RedisMeter[] = [];
+const clusters: RedisCluster[] = [];
+const meters: { close(): void }[] = [];
 let fake: FakeUpstream;
 
 before(async () => {
@@ -299,7 +398,7 @@ before(async () => {
 after(async () => {
   await Promise.all(gateways.map((g) => g.close()));
   for (const m of meters) m.close();
-  await Promise.all([...servers.map((s) => s.stop()), fake.close()]);
+  await Promise.all([...servers.map((s) => s.stop()), ...clusters.map((c) => c.stop()), fake.close()]);
   console.log(
     [
       '# Redis per request, counted by INFO commandstats and INFO stats (one request at a time)',
@@ -593,5 +692,71 @@ describe('provider pacing, for a deployment key shared on Redis', () => {
     });
     assert.deepEqual(perRequest(usage.sent), expected);
     report(`miss sent to a provider${leases(base) ? ', with a lease' : ''}, 1 node`, usage, bytes);
+  });
+});
+
+describe('the cache on a Redis Cluster of three masters', () => {
+  let cluster: RedisCluster;
+  let meter: ClusterMeter;
+  let a: string;
+  let b: string;
+  /** A miss has reached Redis once its bus message went out and, with a lease, the lease was given back. */
+  const missDone = (ran: Commands) => (ran.spublish ?? 0) >= 1 && (!leases(a) || (ran.del ?? 0) >= 1);
+
+  before(async () => {
+    cluster = await startRedisCluster(3);
+    clusters.push(cluster);
+    meter = new ClusterMeter(cluster.nodes.map((n) => n.url));
+    meters.push(meter);
+    await meter.start();
+    a = await node(cluster.url);
+    b = await node(cluster.url);
+    // Each master loads a script at its first run there (NOSCRIPT, then EVAL); an entry's master depends on
+    // its key, so enough misses that every master has run them all.
+    // A Cluster client connects to a master when it first sends it a command: the other node reads them all.
+    for (let i = 0; i < 30; i++) {
+      await meter.measure(async () => assert.equal((await ask(a, `warm-up ${i}`)).cache, 'miss'), missDone);
+      await meter.measure(
+        async () => assert.equal((await ask(b, `warm-up ${i}`)).cache, 'hit'),
+        (ran) => (ran.get ?? 0) >= 1,
+      );
+    }
+  });
+
+  it('a miss: its lookup, one script per tag, the write script and one SPUBLISH', async () => {
+    const usage = none();
+    let bytes = 0;
+    for (let i = 0; i < ROUNDS; i++) {
+      const round = await meter.measure(async () => {
+        const answer = await ask(a, `question ${i}`);
+        assert.equal(answer.cache, 'miss');
+        bytes = answer.bytes;
+      }, missDone);
+      add(usage, round);
+    }
+    const { evalsha, spublish, eval: loads } = perRequest(usage.ran);
+    assert.deepEqual(
+      { evalsha, spublish, loads },
+      { evalsha: leases(a) ? 4 : 3, spublish: 1, loads: undefined },
+    );
+    report(`Cluster: miss${leases(a) ? ', with a lease' : ''}, 2 nodes on the bus`, usage, bytes, false);
+  });
+
+  it('a hit in L2 on the other node: one GET', async () => {
+    const usage = none();
+    let bytes = 0;
+    for (let i = 0; i < ROUNDS; i++) {
+      const round = await meter.measure(
+        async () => {
+          const answer = await ask(b, `question ${i}`);
+          assert.equal(answer.cache, 'hit');
+          bytes = answer.bytes;
+        },
+        (ran) => (ran.get ?? 0) >= 1,
+      );
+      add(usage, round);
+    }
+    assert.deepEqual(perRequest(usage.ran), { get: 1 });
+    report('Cluster: hit in L2', usage, bytes, false);
   });
 });
