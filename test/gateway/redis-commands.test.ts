@@ -577,6 +577,54 @@ describe('the cache paths, on gateways sharing one Redis', () => {
     assert.deepEqual(again, none(), 'the L2 hit filled L1');
   });
 
+  it('embeddings of 4 inputs: one MGET for them all; each missed input its own write and bus message', async () => {
+    const INPUTS = 4;
+    const embed = async (base: string, i: number) => {
+      const res = await request(`${base}/v1/embeddings`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          model: 'local-embed',
+          input: Array.from({ length: INPUTS }, (_, j) => `text ${i} ${j}`),
+        }),
+      });
+      const text = await res.body.text();
+      return { cache: String(res.headers['x-clawperf-cache']), bytes: Buffer.byteLength(text) };
+    };
+    let bytes = 0;
+    const perInput = missOf(a);
+    const lookups = leases(a) ? 2 : 1;
+    const sends = INPUTS * (total(perInput) - (perInput.get ?? 0)) + lookups;
+    const miss = await rounds(meter, sends, async (i) => {
+      const answer = await embed(a, i);
+      assert.equal(answer.cache, 'miss');
+      bytes = answer.bytes;
+    });
+    // The lookups of one tick are one MGET; with a lease, the second lookups once each lease is held too.
+    const { get = 0, mget = 0, ...writes } = perRequest(miss.sent);
+    assert.ok(
+      mget >= 1 && mget <= lookups && get + mget * INPUTS >= lookups * INPUTS,
+      JSON.stringify(miss.sent),
+    );
+    const { get: _, ...perInputWrites } = perInput;
+    assert.deepEqual(
+      writes,
+      Object.fromEntries(Object.entries(perInputWrites).map(([name, n]) => [name, n * INPUTS])),
+    );
+    report(
+      `embeddings, ${INPUTS} inputs: miss${leases(a) ? ', with a lease' : ''}, 2 nodes on the bus`,
+      miss,
+      bytes,
+    );
+    const hit = await rounds(meter, 1, async (i) => {
+      const answer = await embed(b, i);
+      assert.equal(answer.cache, 'hit');
+      bytes = answer.bytes;
+    });
+    assert.deepEqual(perRequest(hit.sent), { mget: 1 });
+    report(`embeddings, ${INPUTS} inputs: hit in L2`, hit, bytes);
+  });
+
   it('an invalidation by key: one tombstone script and one PUBLISH; each further node one more delivery', async () => {
     let key = '';
     const produce = (prefix: string) => ({
