@@ -218,6 +218,8 @@ source.onmessage = (event) => {
   const m = JSON.parse(event.data);
   addPoint(m.point, true);
   tables(m);
+  snapshot.processes = m.processes;
+  status.textContent = 'live, a point a second' + since();
 };
 </script></body></html>`;
 }

@@ -53,6 +53,14 @@ export interface DashboardFeedOptions {
   prices: Prices | undefined;
   /** @default DASHBOARD_INTERVAL_MS */
   intervalMs?: number;
+  /** Wall-clock time in ms, for the points' times and the intervals they measure. @default Date */
+  clock?: { now(): number };
+  /**
+   * The whole gateway's snapshot when this process is one of several serving the port (their snapshots
+   * merged with {@link mergeSnapshots}): the page and its stream show it instead of this process's.
+   * @default this process's {@link DashboardFeed.snapshot}
+   */
+  gateway?: () => Promise<DashboardSnapshot>;
 }
 
 const num = (o: object, key: string): number => {
@@ -120,6 +128,7 @@ function emptyCounts(): UsageCounts {
 export class DashboardFeed {
   readonly #o: DashboardFeedOptions;
   readonly #intervalMs: number;
+  readonly #clock: { now(): number };
   readonly #overhead = createHistogram();
   readonly #upstream = createHistogram();
   readonly #loop = monitorEventLoopDelay({ resolution: 20 });
@@ -132,7 +141,7 @@ export class DashboardFeed {
   readonly #minutes: Map<string, [number, number]>[] = [];
   #minute: TenantMinute[] = [];
   #deployments: DeploymentRow[] = [];
-  #lastAt = performance.now();
+  #lastAt: number;
   #lastUpstreamCalls = 0;
   #lastRejections = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -142,6 +151,8 @@ export class DashboardFeed {
   constructor(options: DashboardFeedOptions) {
     this.#o = options;
     this.#intervalMs = options.intervalMs ?? DASHBOARD_INTERVAL_MS;
+    this.#clock = options.clock ?? Date;
+    this.#lastAt = this.#clock.now();
     this.#lastUpstreamCalls = options.counts.upstreamCalls;
     this.#lastRejections = options.counts.rateLimited;
     this.#registerMetrics(options.registry);
@@ -238,6 +249,11 @@ export class DashboardFeed {
     };
   }
 
+  /** The whole gateway's snapshot: the `gateway` option's, else this process's. */
+  async gatewaySnapshot(): Promise<DashboardSnapshot> {
+    return (await this.#o.gateway?.().catch(() => undefined)) ?? this.snapshot();
+  }
+
   /** Takes the next point now (the timer does it every interval). */
   async tick(): Promise<void> {
     await this.#tick();
@@ -251,7 +267,7 @@ export class DashboardFeed {
     } finally {
       this.#ticking = false;
     }
-    const at = performance.now();
+    const at = this.#clock.now();
     const seconds = Math.max(1e-3, (at - this.#lastAt) / 1000);
     this.#lastAt = at;
     const totals = this.#totals;
@@ -261,7 +277,7 @@ export class DashboardFeed {
     const ms = (h: ReturnType<typeof createHistogram>, p: number) =>
       h.count === 0 ? 0 : h.percentile(p) / 1000;
     const point: DashboardPoint = {
-      t: Math.round(Date.now() / 1000),
+      t: Math.round(at / 1000),
       reqChat: rate(T.reqChat),
       reqEmbeddings: rate(T.reqEmbeddings),
       reqMessages: rate(T.reqMessages),
@@ -298,11 +314,13 @@ export class DashboardFeed {
     if (this.#points.length > DASHBOARD_HISTORY) this.#points.shift();
     this.#minute = this.#tenantMinutes();
     if (this.#clients.size === 0) return;
+    const whole = this.#o.gateway === undefined ? undefined : await this.#o.gateway().catch(() => undefined);
     const line = `data: ${JSON.stringify({
-      point,
-      usage: [...this.#rows.values()],
-      minute: this.#minute,
-      deployments: this.#deployments,
+      point: whole?.points.at(-1) ?? point,
+      usage: whole?.usage ?? [...this.#rows.values()],
+      minute: whole?.minute ?? this.#minute,
+      deployments: whole?.deployments ?? this.#deployments,
+      processes: whole?.processes ?? 1,
     })}\n\n`;
     for (const res of this.#clients) res.write(line);
   }
@@ -499,19 +517,15 @@ function smallest(a: number, b: number): number {
 }
 
 /**
- * The dashboard's routes: the page (with the snapshot `snapshot` gives, this process's by default), uPlot's
- * script and stylesheet, the favicon, and the stream of points.
+ * The dashboard's routes: the page (with the whole gateway's snapshot), uPlot's script and stylesheet, the
+ * favicon, and the stream of points.
  */
-export function registerDashboard(
-  app: FastifyInstance,
-  feed: DashboardFeed,
-  snapshot: () => DashboardSnapshot | Promise<DashboardSnapshot> = () => feed.snapshot(),
-): void {
+export function registerDashboard(app: FastifyInstance, feed: DashboardFeed): void {
   app.get('/', async (_request, reply) =>
     reply
       .type('text/html; charset=utf-8')
       .header('cache-control', 'no-store')
-      .send(dashboardPage(await snapshot())),
+      .send(dashboardPage(await feed.gatewaySnapshot())),
   );
   app.get('/dashboard/uplot.js', (_request, reply) => reply.type('text/javascript').send(feed.asset('js')));
   app.get('/dashboard/uplot.css', (_request, reply) => reply.type('text/css').send(feed.asset('css')));
