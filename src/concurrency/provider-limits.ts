@@ -234,25 +234,32 @@ export interface OutboundPermit {
 /**
  * What the limiter believes about one quota (requests or tokens), in units.
  *
- * After each reset (and at the start) the quota is "probing": one call goes (at the start, up to the
- * learning concurrency), and its answer gives the provider's real count for the new window, including
- * calls of earlier windows that the provider counted late. Calls of an earlier window that finish after
- * the reset are charged to the new window, since the provider may have counted them there. This keeps the
- * estimate at or below the provider's figure however late answers arrive. A quota configured beforehand
- * starts known and restarts by its own window until the provider's headers report it.
+ * Until the provider first reports the quota, at most the learning concurrency of calls go at once (the
+ * first answer gives its figures). Then calls go while the reported remaining, less the units in flight,
+ * covers them. At the reported reset the whole limit is assumed back, less the units still in flight
+ * (each is charged to the new window when it ends) and less the calls already over that the provider may
+ * have counted in the new window: those answered after the earliest moment its reset can have come (a
+ * call sent at `t` whose answer says "resets in r" puts the reset at `t + r` or later). The window's next
+ * answer says when it resets. A quota configured beforehand starts known and restarts by its own window
+ * until the provider's headers report it.
  */
 class Budget {
   /** `undefined` until the first answer; `false` when the provider does not report this quota. */
   tracked: boolean | undefined = undefined;
   limit = 0;
   remaining = 0;
+  /** When the window resets, at the latest; `Infinity` from a reset until the new window's first answer. */
   resetAt = 0;
+  /** The earliest the provider's reset can come: calls sent since may count in its next window. */
+  resetFrom = 0;
   gen = 0;
-  probing = true;
-  probes = 0;
-  /** Units of earlier windows finished while probing, charged when the probe answers. */
-  lateDone = 0;
+  /** Before the provider's first figures. */
+  learning = true;
+  /** Calls in flight while learning. */
+  learners = 0;
   inFlight = 0;
+  /** Calls of this window answered at or after `resetFrom`: [answered at, units]. */
+  tail: [number, number][] = [];
   /** Whether the provider's headers ever reported this quota. */
   heard = false;
   readonly configured: number;
@@ -265,35 +272,34 @@ class Budget {
       this.tracked = true;
       this.limit = this.remaining = this.configured;
       this.resetAt = now + windowMs;
-      this.probing = false;
+      this.learning = false;
     }
   }
 
   roll(now: number): void {
-    if (this.tracked === true && !this.probing && now >= this.resetAt) {
+    if (this.tracked === true && !this.learning && now >= this.resetAt) {
       this.gen++;
-      this.lateDone = 0;
-      if (this.heard) {
-        this.probing = true;
-        this.probes = 0;
-      } else {
-        this.remaining = this.limit;
-        this.resetAt = now + this.windowMs;
-      }
+      let late = 0;
+      for (const [at, units] of this.tail) if (at >= this.resetFrom) late += units;
+      this.tail = [];
+      this.remaining = this.limit - late;
+      this.resetAt = this.heard ? Number.POSITIVE_INFINITY : now + this.windowMs;
+      this.resetFrom = now;
     }
   }
 
   fits(units: number, learning: number): boolean {
     if (this.tracked === false) return true;
-    if (this.probing) return this.probes < (this.tracked === undefined ? learning : 1);
+    if (this.learning) return this.learners < learning;
     return this.remaining - this.inFlight >= Math.min(units, this.limit);
   }
 
-  /** Ms until the clock alone can make room (0 when only an answer can). */
+  /** When the clock alone can make room (`now` when only an answer can). */
   waitUntil(now: number, units: number): number {
     if (
       this.tracked !== true ||
-      this.probing ||
+      this.learning ||
+      this.resetAt === Number.POSITIVE_INFINITY ||
       this.remaining - this.inFlight >= Math.min(units, this.limit)
     ) {
       return now;
@@ -301,38 +307,46 @@ class Budget {
     return this.resetAt;
   }
 
-  /** Holds `units`; returns the window's generation, negative for a probe. */
+  /** Holds `units`; returns the window's generation, negative for a call sent while learning. */
   take(units: number): number {
     this.inFlight += units;
-    if (this.probing && this.tracked !== false) {
-      this.probes++;
+    if (this.learning && this.tracked !== false) {
+      this.learners++;
       return -1 - this.gen;
     }
     return this.gen;
   }
 
-  /** Learns from an answer (`q`: its figures for this quota), or from a call that ended without one. */
+  /**
+   * Learns from an answer (`q`: its figures for this quota), or from a call that ended without one;
+   * `sentAt` is when the call was sent.
+   */
   done(
     units: number,
     taken: number,
+    sentAt: number,
     q: ProviderQuota | undefined,
     answered: boolean,
     now: number,
     fallbackMs: number,
   ): void {
     this.inFlight -= units;
+    if (taken < 0) this.learners = Math.max(0, this.learners - 1);
     const gen = taken < 0 ? -1 - taken : taken;
     if (gen !== this.gen) {
-      if (this.probing) this.lateDone += units;
-      else this.remaining -= units;
+      // A call of an earlier window: the provider may have counted it in this one.
+      if (!this.learning) this.remaining -= units;
       return;
     }
-    if (taken < 0) this.probes = Math.max(0, this.probes - 1);
     if (q === undefined) {
       // An answer without figures: the provider does not report this quota. A call that failed says nothing.
       if (answered && this.tracked === undefined) this.tracked = false;
-      // No figures: the provider may still have counted the call.
-      if (!this.probing) this.remaining -= units;
+      if (!this.learning) {
+        // No figures: the provider may still have counted the call.
+        this.remaining -= units;
+        if (this.resetAt === Number.POSITIVE_INFINITY) this.resetAt = now + fallbackMs;
+        this.#over(now, units);
+      }
       return;
     }
     this.tracked = true;
@@ -340,16 +354,34 @@ class Budget {
     if (q.limit !== undefined) this.limit = q.limit;
     if (this.configured > 0 && (this.limit === 0 || this.configured < this.limit))
       this.limit = this.configured;
-    if (this.probing) {
-      this.remaining = Math.min(q.remaining ?? this.limit, this.limit) - this.lateDone;
-      this.resetAt = now + (q.resetMs ?? fallbackMs);
-      this.lateDone = 0;
-      this.probing = false;
+    const resetMs = q.resetMs ?? fallbackMs;
+    if (q.resetMs !== undefined) this.resetFrom = Math.max(this.resetFrom, sentAt + q.resetMs);
+    if (this.learning) {
+      this.learning = false;
+      this.remaining = Math.min(q.remaining ?? this.limit, this.limit);
+      this.resetAt = now + resetMs;
+      this.#over(now, units);
       return;
     }
     if (q.remaining !== undefined) this.remaining = Math.min(this.remaining, q.remaining);
-    // Answers of one window name the same reset; the latest-arriving is the safest estimate.
-    if (q.resetMs !== undefined) this.resetAt = Math.max(this.resetAt, now + q.resetMs);
+    // The window's first answer says when it resets; answers of one window name the same reset, and the
+    // latest-arriving is the safest estimate.
+    if (this.resetAt === Number.POSITIVE_INFINITY) this.resetAt = now + resetMs;
+    else if (q.resetMs !== undefined) this.resetAt = Math.max(this.resetAt, now + q.resetMs);
+    this.#over(now, units);
+  }
+
+  /**
+   * Keeps a call answered at `at` while the provider may have counted it in its next window (it counted
+   * the call between sending and answering it: an answer before the earliest reset was counted in this one).
+   */
+  #over(at: number, units: number): void {
+    // A window of the configured limit alone is this limiter's own: nothing in it counts elsewhere.
+    if (units === 0 || !this.heard || at < this.resetFrom) return;
+    this.tail.push([at, units]);
+    // Calls sent before the earliest reset count in this window: they no longer matter.
+    if (this.tail.length > 64 && this.tail[0]![0] < this.resetFrom)
+      this.tail = this.tail.filter(([at]) => at >= this.resetFrom);
   }
 }
 
@@ -365,12 +397,12 @@ interface Waiter {
 }
 
 /**
- * Paces calls to a provider from the limits it reports. Until the first answer, and again after each
- * reported reset, one call goes at a time (a probe) and its answer gives the provider's count; in
- * between, calls go while the reported remaining quota, less what is already in flight, covers them;
- * when it does not, callers wait (FIFO, bounded by `maxWaitMs` and their `signal`) until the reported
- * reset. A 429 stops every call until its `Retry-After` (plus up to a tenth of it at random). Conservative by design: a call in flight is
- * counted against the budget even when the provider's figure may already include it.
+ * Paces calls to a provider from the limits it reports. Until the first answer, at most the learning
+ * concurrency of calls go at once; then calls go while the reported remaining quota, less what is already
+ * in flight, covers them; when it does not, callers wait (FIFO, bounded by `maxWaitMs` and their `signal`)
+ * until the reported reset, where the whole limit is back less the calls still in flight. A 429 stops
+ * every call until its `Retry-After` (plus up to a tenth of it at random). Conservative by design: a call
+ * in flight is counted against the budget even when the provider's figure may already include it.
  */
 export class OutboundLimiter {
   readonly statsCounters: readonly string[] = ['dispatched', 'waited', 'rejected', 'limitedResponses'];
@@ -511,8 +543,8 @@ export class OutboundLimiter {
       limitedResponses: this.#limitedResponses,
       queued: this.#waiting,
       inFlight: this.#requests.inFlight,
-      remainingRequests: this.#requests.tracked && !this.#requests.probing ? this.#requests.remaining : -1,
-      remainingTokens: this.#tokens.tracked && !this.#tokens.probing ? this.#tokens.remaining : -1,
+      remainingRequests: this.#requests.tracked && !this.#requests.learning ? this.#requests.remaining : -1,
+      remainingTokens: this.#tokens.tracked && !this.#tokens.learning ? this.#tokens.remaining : -1,
     };
   }
 
@@ -556,6 +588,7 @@ export class OutboundLimiter {
     const t = this.#tokens;
     const rGen = r.take(1);
     const tGen = t.take(tokens);
+    const sentAt = this.#clock.now();
     let open = true;
     return {
       done: (response) => {
@@ -564,8 +597,8 @@ export class OutboundLimiter {
         const now = this.#clock.now();
         const limits = response?.headers === undefined ? {} : parseRateLimitHeaders(response.headers);
         const answered = response !== undefined;
-        r.done(1, rGen, limits.requests, answered, now, this.#defaultResetMs);
-        t.done(tokens, tGen, limits.tokens, answered, now, this.#defaultResetMs);
+        r.done(1, rGen, sentAt, limits.requests, answered, now, this.#defaultResetMs);
+        t.done(tokens, tGen, sentAt, limits.tokens, answered, now, this.#defaultResetMs);
         if (response?.status === 429) {
           this.#limitedResponses++;
           const stated = limits.retryAfterMs ?? limits.requests?.resetMs ?? this.#defaultResetMs;

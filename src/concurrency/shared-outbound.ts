@@ -96,7 +96,7 @@ export class SharedOutboundLimiter {
     'redisFailures',
   ];
   readonly #redis: OwnedRedis;
-  readonly #keys: [string, string];
+  readonly #keys: [string, string, string, string];
   readonly #local: OutboundLimiter;
   readonly #maxWaitMs: number;
   readonly #defaultResetMs: number;
@@ -134,7 +134,12 @@ export class SharedOutboundLimiter {
     const prefix =
       o.keyPrefix === undefined ? 'clawperf:pace' : check.string('options.keyPrefix', o.keyPrefix);
     const tag = hashTag(createHash('sha256').update(id).digest('hex').slice(0, 24));
-    this.#keys = [`${prefix}:${tag}`, `${prefix}:${tag}:leases`];
+    this.#keys = [
+      `${prefix}:${tag}`,
+      `${prefix}:${tag}:leases`,
+      `${prefix}:${tag}:rtail`,
+      `${prefix}:${tag}:ttail`,
+    ];
     this.#local = new OutboundLimiter(o);
     this.#maxWaitMs = o.maxWaitMs ?? DEFAULT_OUTBOUND_MAX_WAIT_MS;
     this.#defaultResetMs = o.defaultResetMs ?? DEFAULT_OUTBOUND_RESET_MS;

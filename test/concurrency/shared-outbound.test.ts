@@ -103,12 +103,13 @@ describe('SharedOutboundLimiter: one budget for every node', () => {
     const three = nodes(3, { learningConcurrency: 2 });
     let inFlight = 0;
     let most = 0;
+    let hold = true;
     const release: (() => void)[] = [];
     const calls = Array.from({ length: 9 }, (_, i) =>
       three[i % 3]!.run(async () => {
         inFlight++;
         most = Math.max(most, inFlight);
-        await new Promise<void>((r) => release.push(r));
+        if (hold) await new Promise<void>((r) => release.push(r));
         inFlight--;
         return { status: 200, headers: {} };
       }),
@@ -117,14 +118,9 @@ describe('SharedOutboundLimiter: one budget for every node', () => {
     for (let i = 0; i < 20 && release.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(most, 2);
-    // An answer without figures: this provider reports no quota, so the rest go at once.
-    while (release.length > 0) release.shift()!();
-    for (let i = 0; i < 200 && release.length + inFlight < 7; i++)
-      await new Promise((r) => setTimeout(r, 10));
-    while (release.length > 0 || inFlight > 0) {
-      release.shift()?.();
-      await tick();
-    }
+    // Answers without figures: this provider reports no quota, so the rest go.
+    hold = false;
+    for (const r of release) r();
     await Promise.all(calls);
   });
 
@@ -227,6 +223,34 @@ describe('OutboundLimiter: learning, configured limits, failed calls', () => {
     });
     (await fourth).done();
     for (const p of first.slice(1)) p.done();
+  });
+
+  it('after a reset the whole limit goes at once, less the calls the provider may count in the new window', async () => {
+    let now = 0;
+    const outbound = new OutboundLimiter({ maxWaitMs: 50, clock: { now: () => now } });
+    const figures = (remaining: number, resetMs: number) => ({
+      status: 200,
+      headers: {
+        'x-ratelimit-limit-requests': '10',
+        'x-ratelimit-remaining-requests': String(remaining),
+        'x-ratelimit-reset-requests': `${resetMs}ms`,
+      },
+    });
+    // Sent at 0, answered at 5: the reset is at 100 at the earliest, 105 at the latest.
+    const first = await outbound.acquire();
+    now = 5;
+    first.done(figures(9, 100));
+    // Answered at 102: the provider may have counted it after its reset.
+    now = 90;
+    const late = await outbound.acquire();
+    now = 102;
+    late.done(figures(8, 3));
+    now = 106;
+    // Slow answers: nothing comes back while the new window's calls go out.
+    const permits = await Promise.all(Array.from({ length: 9 }, () => outbound.acquire()));
+    assert.equal(permits.length, 9, 'nine go at once, not one at a time');
+    await assert.rejects(outbound.acquire(), RateLimitedError, 'the tenth may be over the limit');
+    for (const p of permits) p.done(figures(1, 90));
   });
 
   it('a call that fails without an answer does not turn pacing off', async () => {

@@ -5,16 +5,18 @@
  * KEYS[1] is a hash holding the budget of the key's two quotas (requests, tokens: fields prefixed `r` and
  * `t`), the cooldown of a 429 (`b`, until when) and a lease counter (`n`); KEYS[2] is a sorted set of the
  * calls in flight (leases, scored by when they expire), whose details (`L<id>`: tokens, generations, whether
- * each was a probe) sit in the hash. Both share the key's `{hash tag}`. A node that dies with calls in flight
- * holds their budget only until their leases expire.
+ * each was sent while learning, when it was sent) sit in the hash; KEYS[3] and KEYS[4] hold, per quota, the
+ * calls of the window answered after the earliest moment the provider's reset can have come ("id:units",
+ * scored by when). All share the key's `{hash tag}`. A node that dies with calls in flight holds their
+ * budget only until their leases expire.
  *
  * Per quota (the same rules as the one-process `OutboundLimiter`): `k` tracked (-1 unknown until an answer,
  * 0 when the provider does not report it, 1 tracked), `l` limit, `m` remaining in this window, `z` when the
- * window resets, `g` its generation, `p` probing (after each reset calls go one at a time, and before the
- * first answer at most the learning concurrency, until an answer gives the provider's count), `q` probes in
- * flight, `x` units of earlier windows finished while probing (charged to the new window), `f` units in
- * flight, `h` whether the provider's headers were ever seen (a configured limit alone restarts its window
- * by the clock).
+ * window resets (-1 from a reset until the new window's first answer), `o` the earliest the provider's
+ * reset can come, `g` the window's generation, `p` learning (before the first answer, at most the learning
+ * concurrency goes at once), `q` calls in flight while learning, `f` units in flight, `h` whether the
+ * provider's headers were ever seen (a configured limit alone restarts its window by the clock). At a
+ * reset the whole limit is back, less the units in flight and the calls answered since `o`.
  *
  * Acquire: ARGV = 'a', tokens, learning concurrency, configured requests, configured tokens, configured
  * window ms, lease ms, default reset ms. Returns { 1, lease id, 0, remaining requests, remaining tokens } or
@@ -27,9 +29,10 @@
 
 export const PACING_LUA = `
 local h, leases = KEYS[1], KEYS[2]
+local tails = {r = KEYS[3], t = KEYS[4]}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local FIELDS = {'k', 'l', 'm', 'z', 'g', 'p', 'q', 'x', 'f', 'h'}
+local FIELDS = {'k', 'l', 'm', 'z', 'o', 'g', 'p', 'q', 'f', 'h'}
 local names = {'b', 'n'}
 for _, d in ipairs({'r', 't'}) do
   for _, f in ipairs(FIELDS) do names[#names + 1] = d .. f end
@@ -49,32 +52,34 @@ local function opt(v) if v == nil or v == '' then return nil end return tonumber
 local function configure(d, cfg, window)
   if cfg > 0 and s[d .. 'k'] == -1 then
     s[d .. 'k'] = 1; s[d .. 'l'] = cfg; s[d .. 'm'] = cfg; s[d .. 'z'] = now + window; s[d .. 'p'] = 0
+    s[d .. 'o'] = now
   end
 end
 
 local function roll(d, window)
-  if s[d .. 'k'] == 1 and s[d .. 'p'] == 0 and now >= s[d .. 'z'] then
+  local z = s[d .. 'z']
+  if s[d .. 'k'] == 1 and s[d .. 'p'] == 0 and z ~= -1 and now >= z then
     s[d .. 'g'] = s[d .. 'g'] + 1
-    s[d .. 'x'] = 0
-    if s[d .. 'h'] == 0 then
-      s[d .. 'm'] = s[d .. 'l']; s[d .. 'z'] = now + window
-    else
-      s[d .. 'p'] = 1; s[d .. 'q'] = 0
+    local late = 0
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', tails[d], s[d .. 'o'], '+inf')) do
+      late = late + tonumber(string.match(member, ':(.+)$'))
     end
+    redis.call('DEL', tails[d])
+    s[d .. 'm'] = s[d .. 'l'] - late
+    s[d .. 'z'] = (s[d .. 'h'] == 0) and (now + window) or -1
+    s[d .. 'o'] = now
   end
 end
 
 local function fits(d, units, cap)
   if s[d .. 'k'] == 0 then return true end
-  if s[d .. 'p'] == 1 then
-    if s[d .. 'k'] == -1 then return s[d .. 'q'] < cap end
-    return s[d .. 'q'] < 1
-  end
+  if s[d .. 'p'] == 1 then return s[d .. 'q'] < cap end
   return s[d .. 'm'] - s[d .. 'f'] >= math.min(units, s[d .. 'l'])
 end
 
 local function wait_until(d, units)
-  if s[d .. 'k'] ~= 1 or s[d .. 'p'] == 1 or s[d .. 'm'] - s[d .. 'f'] >= math.min(units, s[d .. 'l']) then
+  if s[d .. 'k'] ~= 1 or s[d .. 'p'] == 1 or s[d .. 'z'] == -1
+    or s[d .. 'm'] - s[d .. 'f'] >= math.min(units, s[d .. 'l']) then
     return now
   end
   return s[d .. 'z']
@@ -85,36 +90,52 @@ local function remaining(d)
   return -1
 end
 
--- Undoes a lease's hold on quota d: its units in flight, and its probe while its window lasts.
-local function release(d, units, gen, probe)
+-- Undoes a lease's hold on quota d: its units in flight, and its place among the learning calls.
+local function release(d, units, gen, learner)
   s[d .. 'f'] = math.max(0, s[d .. 'f'] - units)
-  if probe == 1 and gen == s[d .. 'g'] then s[d .. 'q'] = math.max(0, s[d .. 'q'] - 1) end
+  if learner == 1 and gen == s[d .. 'g'] then s[d .. 'q'] = math.max(0, s[d .. 'q'] - 1) end
 end
 
-local function learn(d, units, gen, ended, lim, rem, reset, cfg, fallback)
+-- A call answered now may have been counted in the provider's next window: kept until the reset.
+local function over(d, units, id)
+  if units > 0 and s[d .. 'h'] == 1 and now >= s[d .. 'o'] then
+    redis.call('ZADD', tails[d], now, id .. ':' .. units)
+    redis.call('ZREMRANGEBYSCORE', tails[d], '-inf', '(' .. s[d .. 'o'])
+  end
+end
+
+local function learn(d, units, gen, sent, id, ended, lim, rem, reset, cfg, fallback)
+  if ended < 0 then return end
   if gen ~= s[d .. 'g'] then
-    if ended < 0 then return end
-    if s[d .. 'p'] == 1 then s[d .. 'x'] = s[d .. 'x'] + units else s[d .. 'm'] = s[d .. 'm'] - units end
+    -- A call of an earlier window: the provider may have counted it in this one.
+    if s[d .. 'p'] == 0 then s[d .. 'm'] = s[d .. 'm'] - units end
     return
   end
-  if ended < 0 then return end
   if lim == nil and rem == nil and reset == nil then
     if ended == 1 and s[d .. 'k'] == -1 then s[d .. 'k'] = 0 end
-    -- No figures: the provider may still have counted the call.
-    if s[d .. 'p'] == 0 then s[d .. 'm'] = s[d .. 'm'] - units end
+    if s[d .. 'p'] == 0 then
+      -- No figures: the provider may still have counted the call.
+      s[d .. 'm'] = s[d .. 'm'] - units
+      if s[d .. 'z'] == -1 then s[d .. 'z'] = now + fallback end
+      over(d, units, id)
+    end
     return
   end
   s[d .. 'k'] = 1; s[d .. 'h'] = 1
   if lim ~= nil then s[d .. 'l'] = lim end
   if cfg > 0 and (s[d .. 'l'] == 0 or cfg < s[d .. 'l']) then s[d .. 'l'] = cfg end
+  if reset ~= nil then s[d .. 'o'] = math.max(s[d .. 'o'], sent + reset) end
   if s[d .. 'p'] == 1 then
-    s[d .. 'm'] = math.min(rem or s[d .. 'l'], s[d .. 'l']) - s[d .. 'x']
+    s[d .. 'p'] = 0
+    s[d .. 'm'] = math.min(rem or s[d .. 'l'], s[d .. 'l'])
     s[d .. 'z'] = now + (reset or fallback)
-    s[d .. 'x'] = 0; s[d .. 'p'] = 0
+    over(d, units, id)
     return
   end
   if rem ~= nil then s[d .. 'm'] = math.min(s[d .. 'm'], rem) end
-  if reset ~= nil then s[d .. 'z'] = math.max(s[d .. 'z'], now + reset) end
+  if s[d .. 'z'] == -1 then s[d .. 'z'] = now + (reset or fallback)
+  elseif reset ~= nil then s[d .. 'z'] = math.max(s[d .. 'z'], now + reset) end
+  over(d, units, id)
 end
 
 local function split(rec)
@@ -149,7 +170,7 @@ if ARGV[1] == 'a' then
     s.rf = s.rf + 1; s.tf = s.tf + tokens
     s.rq = s.rq + rp; s.tq = s.tq + tp
     s.n = s.n + 1
-    redis.call('HSET', h, 'L' .. s.n, tokens .. ',' .. s.rg .. ',' .. s.tg .. ',' .. rp .. ',' .. tp)
+    redis.call('HSET', h, 'L' .. s.n, tokens .. ',' .. s.rg .. ',' .. s.tg .. ',' .. rp .. ',' .. tp .. ',' .. now)
     redis.call('ZADD', leases, now + lease, s.n)
     reply = {1, s.n, 0, remaining('r'), remaining('t')}
   else
@@ -165,8 +186,8 @@ else
     redis.call('HDEL', h, 'L' .. id)
     redis.call('ZREM', leases, id)
     release('r', 1, v[2], v[4]); release('t', v[1], v[3], v[5])
-    learn('r', 1, v[2], ended, opt(ARGV[4]), opt(ARGV[5]), opt(ARGV[6]), tonumber(ARGV[11]), fallback)
-    learn('t', v[1], v[3], ended, opt(ARGV[7]), opt(ARGV[8]), opt(ARGV[9]), tonumber(ARGV[12]), fallback)
+    learn('r', 1, v[2], v[6], id, ended, opt(ARGV[4]), opt(ARGV[5]), opt(ARGV[6]), tonumber(ARGV[11]), fallback)
+    learn('t', v[1], v[3], v[6], id, ended, opt(ARGV[7]), opt(ARGV[8]), opt(ARGV[9]), tonumber(ARGV[12]), fallback)
   end
   if block > 0 then s.b = math.max(s.b, now + block) end
   reply = {1, 0, 0, remaining('r'), remaining('t')}
@@ -179,5 +200,7 @@ end
 redis.call('HSET', h, unpack(flat))
 redis.call('PEXPIRE', h, 600000)
 redis.call('PEXPIRE', leases, 600000)
+redis.call('PEXPIRE', tails.r, 600000)
+redis.call('PEXPIRE', tails.t, 600000)
 return reply
 `;
