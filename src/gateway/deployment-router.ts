@@ -211,6 +211,9 @@ export class DeploymentRouter implements Upstream {
           (failure === undefined ? this.#choose(servers, tried, true) : undefined);
         if (next === undefined) {
           // Every deployment was tried: the best again, after a backoff or the upstream's Retry-After.
+          // Every key's pacing budget is spent beyond the wait a call may take: the client hears when it
+          // comes back (a 429 with Retry-After) instead of holding its place here.
+          if (failure instanceof RateLimitedError) break;
           tried.clear();
           keysTried.clear();
           next = this.#choose(servers, tried);

@@ -189,6 +189,10 @@ describe('provider pacing shared by three gateway processes on one Redis', () =>
         'every request answered in the end',
       );
       assert.equal(provider.accepted, 60);
+      assert.ok(
+        outcomes.some((o) => o.retries > 0),
+        'past the queue timeout the gateway answered 429 with a Retry-After that a retry met',
+      );
       assert.equal(provider.refused, 0, 'no request the provider had to refuse');
       for (const n of provider.windows) assert.ok(n <= LIMIT, `a window took ${n}: ${provider.windows}`);
     } finally {
