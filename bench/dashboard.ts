@@ -1,14 +1,19 @@
 /**
- * What an open dashboard costs the request path: the same gateway twice, each alone in its own process,
- * one with a dashboard open on it (its page loaded, and its stream of points read, a point a second with
- * the tables) and one without, rounds interleaved. Both sample their point a second, as every gateway does
- * from startup (the history a page arrives with); what an open page adds is the stream.
+ * What an open dashboard costs the request path: two identical gateway processes, each alone in its own
+ * process, and in each round a dashboard open on one of them (its page loaded, and its stream of points read,
+ * a point a second with the tables), on the other the next round. Both sample their point a second, as every
+ * gateway does from startup (the history a page arrives with); what an open page adds is the stream.
+ *
+ * Two identical processes on a shared machine differ by more than the dashboard can cost (a run with no
+ * dashboard at all gave one 13 % fewer requests/s than the other), so each process is compared with itself:
+ * its rounds with the dashboard open against its rounds without, rounds interleaved, each process first in
+ * every other pair of rounds.
  *
  * Two paths, as bench/request-log.ts: a cached answer (`/v1/embeddings`, one input asked again: an L1 hit,
  * where the gateway does least) and the miss path (distinct deterministic chat completions through to an
  * instant upstream in its own process). Each gateway process reads its own `process.cpuUsage()`
- * (fixtures/cpu-probe.mjs) and reports it over IPC; each goes first in every other round. After the rounds the open page must have received a
- * point for each second it was open.
+ * (fixtures/cpu-probe.mjs) and reports it over IPC. The open page must receive a point for each second it
+ * was open.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
@@ -20,8 +25,11 @@ import { CPU_PROBE, cpuOf, startProcess } from './fixtures/processes.ts';
 /** Requests per round; warm-up rounds come first, interleaved like the timed ones. */
 const REQUESTS = 2_500;
 const WARMUP_ROUNDS = 2;
-const ROUNDS = 8;
+const ROUNDS = 12;
 const CONNECTIONS = 16;
+/** Idle spells of each kind, and their length, ms. */
+const IDLE_SPELLS = 4;
+const IDLE_MS = 4_000;
 
 /** `serve <upstream port>`: one gateway alone in its process. */
 async function serve(): Promise<void> {
@@ -81,8 +89,10 @@ async function main(): Promise<void> {
     const base = `http://127.0.0.1:${port}`;
     return { name, child, pool: new Pool(base, { connections: CONNECTIONS }), base };
   };
-  const gateways = [await start('a dashboard open'), await start('no dashboard open')];
-  const dashboard = await openDashboard(gateways[0]!.base);
+  const gateways = [await start('gateway A'), await start('gateway B')];
+  let received = 0;
+  /** Points the open pages must have had: one a second, less one per opening for the timer's phase. */
+  let due = 0;
   let asked = 0;
   const paths = [
     {
@@ -103,12 +113,12 @@ async function main(): Promise<void> {
     },
   ];
   console.log(
-    `\n### Requests/s and CPU per request of the gateway process, with and without a dashboard open: ${REQUESTS.toLocaleString('en')} ` +
+    `\n### Requests/s and CPU per request of each gateway process, its rounds with a dashboard open against its rounds without: ${REQUESTS.toLocaleString('en')} ` +
       `requests per round from ${CONNECTIONS} keep-alive connections, ${ROUNDS} rounds after ${WARMUP_ROUNDS} ` +
       'untimed ones, interleaved (median)\n',
   );
-  console.log('| path | gateway, in its own process | req/s | ÷ none open | CPU µs / request |');
-  console.log('|---|---|---:|---:|---:|');
+  console.log('| path | gateway, in its own process | dashboard | req/s | ÷ none open | CPU µs / request |');
+  console.log('|---|---|---|---:|---:|---:|');
   const send = async (g: Gateway, p: (typeof paths)[number]) => {
     const r = await g.pool.request({
       path: p.path,
@@ -134,11 +144,14 @@ async function main(): Promise<void> {
     };
     // The embedding is cached before any round, so every request of every round is a hit.
     if (p.cache === 'hit') for (const g of gateways) await send(g, p);
-    const us = gateways.map(() => [] as number[]);
-    const rps = gateways.map(() => [] as number[]);
+    // [gateway][open ? 1 : 0]: the rounds of each process with and without a dashboard open on it.
+    const us = gateways.map(() => [[], []] as number[][]);
+    const rps = gateways.map(() => [[], []] as number[][]);
     for (let round = 0; round < WARMUP_ROUNDS + ROUNDS; round++) {
-      // Each goes first in every other round, so neither always follows the other's burst.
-      for (const i of round % 2 === 0 ? [0, 1] : [1, 0]) {
+      const target = round % 2;
+      const dashboard = await openDashboard(gateways[target]!.base);
+      // Each goes first in every other pair of rounds, so neither always follows the other's burst.
+      for (const i of (round >> 1) % 2 === 0 ? [0, 1] : [1, 0]) {
         const g = gateways[i]!;
         const cpu0 = await cpuOf(g.child);
         const t0 = performance.now();
@@ -146,25 +159,61 @@ async function main(): Promise<void> {
         const ms = performance.now() - t0;
         const cpu1 = await cpuOf(g.child);
         if (round < WARMUP_ROUNDS) continue;
-        us[i]!.push((cpu1.user - cpu0.user + cpu1.system - cpu0.system) / REQUESTS);
-        rps[i]!.push((REQUESTS * 1000) / ms);
+        const open = i === target ? 1 : 0;
+        us[i]![open]!.push((cpu1.user - cpu0.user + cpu1.system - cpu0.system) / REQUESTS);
+        rps[i]![open]!.push((REQUESTS * 1000) / ms);
+      }
+      const seconds = (performance.now() - dashboard.openedAt) / 1000;
+      due += Math.max(0, Math.floor(seconds) - 1);
+      received += dashboard.points();
+      dashboard.close();
+    }
+    for (const [i, g] of gateways.entries()) {
+      const none = median(rps[i]![0]!);
+      for (const open of [1, 0]) {
+        const r = median(rps[i]![open]!);
+        console.log(
+          `| ${p.title} | ${g.name} | ${open ? 'open' : 'none'} | ${Math.round(r).toLocaleString('en')} | ${(r / none).toFixed(2)} | ${median(us[i]![open]!).toFixed(1)} |`,
+        );
       }
     }
-    const none = median(rps[1]!);
-    for (const [i, g] of gateways.entries()) {
-      const r = median(rps[i]!);
-      console.log(
-        `| ${p.title} | ${g.name} | ${Math.round(r).toLocaleString('en')} | ${(r / none).toFixed(2)} | ${median(us[i]!).toFixed(1)} |`,
-      );
+  }
+  // What an open dashboard itself costs, with no traffic to hide it: each process's CPU over idle spells of
+  // IDLE_MS with the page loaded and its stream read, against spells with none open, alternated.
+  const idle = gateways.map(() => [[], []] as number[][]);
+  for (let spell = 0; spell < 2 * IDLE_SPELLS; spell++) {
+    const open = spell % 2;
+    const cpu0 = await Promise.all(gateways.map((g) => cpuOf(g.child)));
+    const dashboards = open ? await Promise.all(gateways.map((g) => openDashboard(g.base))) : [];
+    await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
+    const cpu1 = await Promise.all(gateways.map((g) => cpuOf(g.child)));
+    for (const d of dashboards) {
+      received += d.points();
+      due += Math.max(0, Math.floor(IDLE_MS / 1000) - 1);
+      d.close();
+    }
+    for (const i of gateways.keys()) {
+      const used = cpu1[i]!.user - cpu0[i]!.user + cpu1[i]!.system - cpu0[i]!.system;
+      idle[i]![open]!.push(used / (IDLE_MS / 1000) / 1000);
     }
   }
-  // Proof the dashboard was open all along: about a point for each second since it opened.
-  const seconds = (performance.now() - dashboard.openedAt) / 1000;
-  const points = dashboard.points();
-  if (points < seconds - 3)
-    throw new Error(`the open dashboard received ${points} points in ${seconds.toFixed(0)} s`);
-  console.log(`\nThe open dashboard received ${points} points in ${seconds.toFixed(0)} s.`);
-  dashboard.close();
+  console.log(
+    `\n### CPU of an idle gateway process, ms per second: ${IDLE_SPELLS} spells of ${IDLE_MS / 1000} s with a dashboard open (its page loaded, its stream read) and ${IDLE_SPELLS} with none, alternated (median)\n`,
+  );
+  console.log('| gateway, in its own process | dashboard open | none open | the open page costs |');
+  console.log('|---|---:|---:|---:|');
+  for (const [i, g] of gateways.entries()) {
+    const on = median(idle[i]![1]!);
+    const off = median(idle[i]![0]!);
+    console.log(`| ${g.name} | ${on.toFixed(2)} | ${off.toFixed(2)} | ${(on - off).toFixed(2)} ms/s |`);
+  }
+  // Proof the dashboard was open: about a point for each second it was open (a round opens it anew).
+  if (received === 0 || received < due) {
+    throw new Error(`the open dashboards received ${received} points of ${due} due`);
+  }
+  console.log(
+    `\nThe open dashboards received ${received} points; one a second they were open makes at least ${due}.`,
+  );
   for (const g of gateways) {
     await g.pool.close();
     g.child.disconnect();
