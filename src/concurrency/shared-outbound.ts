@@ -13,7 +13,7 @@
  * const permit = await pacer.acquire({ tokens: 1200 });
  * permit.done({ status: res.statusCode, headers: res.headers });
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { ClosedError, RateLimitedError } from '../errors.ts';
 import * as check from '../internal/options.ts';
 import {
@@ -44,6 +44,9 @@ import {
 import { PACING_LUA } from './stores/pacing-lua.ts';
 
 const script = new RedisScript(PACING_LUA);
+/** This process's lease ids: unique across the nodes sharing a key, and the limiters of one process. */
+const LEASE_PREFIX = `${randomBytes(6).toString('hex')}-`;
+let leases = 0;
 
 /** Longest a call's budget is held for a node that never reports how it ended, ms. @default 120000 */
 export const DEFAULT_PACING_LEASE_MS = 120_000;
@@ -77,7 +80,7 @@ interface Waiter {
 
 /** A decision of the script: a lease of budget, or how long to wait (0: until an answer frees some). */
 interface Decision {
-  lease: number;
+  lease: string | undefined;
   waitMs: number;
 }
 
@@ -162,21 +165,22 @@ export class SharedOutboundLimiter {
     const signal = options.signal;
     signal?.throwIfAborted();
     if (this.#waiting === 0) {
-      let first: Decision;
+      let first: Decision | undefined;
       try {
         first = await this.#decide(tokens);
       } catch {
         this.#redisFailures++;
-        return this.#local.acquire(options);
+        // Down: this process paces alone. Slow: the caller waits for its turn like any other.
+        if (!this.#connected()) return this.#local.acquire(options);
       }
-      if (first.lease > 0) {
+      if (first?.lease !== undefined) {
         if (signal?.aborted) {
           this.#cancel(first.lease);
           throw signal.reason;
         }
         return this.#permit(first.lease);
       }
-      if (first.waitMs > this.#maxWaitMs) throw this.#refusal(first.waitMs);
+      if (first !== undefined && first.waitMs > this.#maxWaitMs) throw this.#refusal(first.waitMs);
     }
     if (this.#waiting >= this.#maxQueue) throw this.#refusal(this.#lastWaitMs);
     this.#waited++;
@@ -284,29 +288,43 @@ export class SharedOutboundLimiter {
     return (await script.run(client, this.#keys, args)) as number[];
   }
 
+  /** Whether the client is connected (a failed command was then slow, not refused). */
+  #connected(): boolean {
+    return this.#redis.client.status === 'ready';
+  }
+
   async #decide(tokens: number): Promise<Decision> {
-    const reply = await this.#run([
-      'a',
-      Math.ceil(tokens),
-      Math.max(1, Math.floor(this.#learning())),
-      this.#requestsLimit,
-      this.#tokensLimit,
-      this.#windowMs,
-      this.#leaseMs,
-      this.#defaultResetMs,
-    ]);
+    const lease = `${LEASE_PREFIX}${++leases}`;
+    let reply: number[];
+    try {
+      reply = await this.#run([
+        'a',
+        Math.ceil(tokens),
+        Math.max(1, Math.floor(this.#learning())),
+        this.#requestsLimit,
+        this.#tokensLimit,
+        this.#windowMs,
+        this.#leaseMs,
+        this.#defaultResetMs,
+        lease,
+      ]);
+    } catch (error) {
+      // The script may have run and its reply been lost: a lease it granted goes back now, not at its end.
+      this.#cancel(lease);
+      throw error;
+    }
     this.#remainingRequests = reply[3]!;
     this.#remainingTokens = reply[4]!;
     if (reply[0] === 1) {
       this.#waitUntil = 0;
-      return { lease: reply[1]!, waitMs: 0 };
+      return { lease, waitMs: 0 };
     }
     this.#lastWaitMs = reply[2]!;
     this.#waitUntil = performance.now() + Math.max(reply[2]!, this.#pollMs);
-    return { lease: 0, waitMs: reply[2]! };
+    return { lease: undefined, waitMs: reply[2]! };
   }
 
-  #permit(lease: number): OutboundPermit {
+  #permit(lease: string): OutboundPermit {
     this.#dispatched++;
     this.#inFlight++;
     let open = true;
@@ -331,11 +349,11 @@ export class SharedOutboundLimiter {
   }
 
   /** Gives back a lease never used. */
-  #cancel(lease: number): void {
+  #cancel(lease: string): void {
     this.#report(lease, -1, {}, 0);
   }
 
-  #report(lease: number, ended: number, limits: ProviderLimits, block: number): void {
+  #report(lease: string, ended: number, limits: ProviderLimits, block: number): void {
     this.#run([
       'd',
       lease,
@@ -371,14 +389,18 @@ export class SharedOutboundLimiter {
           d = await this.#decide(head.tokens);
         } catch {
           this.#redisFailures++;
-          this.#toLocal();
-          return;
+          if (!this.#connected()) {
+            this.#toLocal();
+            return;
+          }
+          // Slow, not down: ask again shortly.
+          d = { lease: undefined, waitMs: 0 };
         }
         if (head.done) {
-          if (d.lease > 0) this.#cancel(d.lease);
+          if (d.lease !== undefined) this.#cancel(d.lease);
           continue;
         }
-        if (d.lease > 0) {
+        if (d.lease !== undefined) {
           this.#queue.shift();
           this.#cleanup(head);
           head.resolve(this.#permit(d.lease));

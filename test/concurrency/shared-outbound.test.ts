@@ -81,6 +81,12 @@ function fakeQuota(limit: number, windowMs: number) {
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
+/** Waits until Redis has taken a permit's report (the limiter sends it without being awaited). */
+async function waitForSpent(l: SharedOutboundLimiter): Promise<void> {
+  for (let i = 0; i < 100 && l.stats().remainingRequests !== 0; i++) await tick();
+  assert.equal(l.stats().remainingRequests, 0);
+}
+
 describe('SharedOutboundLimiter: one budget for every node', () => {
   it('three nodes sending 60 calls for one key stay within the provider limit of each window', async () => {
     const quota = fakeQuota(20, 1_000);
@@ -178,6 +184,35 @@ describe('SharedOutboundLimiter: one budget for every node', () => {
     } finally {
       await Promise.all(three.map((l) => l.close()));
       await cluster.stop();
+    }
+  });
+
+  it('waits its turn while Redis is slow, instead of pacing blind in the process', async () => {
+    const slow = await startRedis({ args: ['--enable-debug-command', 'yes'] });
+    const client = new Redis(slow.port, '127.0.0.1', { commandTimeout: 50, enableOfflineQueue: false });
+    client.on('error', () => {});
+    const l = new SharedOutboundLimiter({ redis: client, key: `key-${++keys}`, maxWaitMs: 300 });
+    try {
+      const permit = await l.acquire();
+      permit.done({
+        status: 200,
+        headers: {
+          'x-ratelimit-limit-requests': '1',
+          'x-ratelimit-remaining-requests': '0',
+          'x-ratelimit-reset-requests': '10s',
+        },
+      });
+      await waitForSpent(l);
+      // Redis answers nothing for 200 ms: every decision meanwhile times out.
+      const sleeper = new Redis(slow.port, '127.0.0.1');
+      await sleeper.ping();
+      void sleeper.call('DEBUG', 'SLEEP', '0.2').finally(() => sleeper.disconnect());
+      await assert.rejects(l.acquire(), RateLimitedError, 'the spent budget still holds');
+      assert.ok(l.stats().redisFailures >= 1, 'a decision timed out');
+    } finally {
+      await l.close();
+      client.disconnect();
+      await slow.stop();
     }
   });
 

@@ -3,7 +3,7 @@
  * provider key reads and changes one budget atomically, in Redis time (`TIME`).
  *
  * KEYS[1] is a hash holding the budget of the key's two quotas (requests, tokens: fields prefixed `r` and
- * `t`), the cooldown of a 429 (`b`, until when) and a lease counter (`n`); KEYS[2] is a sorted set of the
+ * `t`) and the cooldown of a 429 (`b`, until when); KEYS[2] is a sorted set of the
  * calls in flight (leases, scored by when they expire), whose details (`L<id>`: tokens, generations, whether
  * each was sent while learning, when it was sent) sit in the hash; KEYS[3] and KEYS[4] hold, per quota, the
  * calls of the window answered after the earliest moment the provider's reset can have come ("id:units",
@@ -19,8 +19,9 @@
  * reset the whole limit is back, less the units in flight and the calls answered since `o`.
  *
  * Acquire: ARGV = 'a', tokens, learning concurrency, configured requests, configured tokens, configured
- * window ms, lease ms, default reset ms. Returns { 1, lease id, 0, remaining requests, remaining tokens } or
- * { 0, 0, ms to wait (0: until an answer frees budget), ... }.
+ * window ms, lease ms, default reset ms, the lease id (the caller's, so a reply lost to a timeout can still
+ * be given back). Returns { 1, 0, 0, remaining requests, remaining tokens } or { 0, 0, ms to wait (0: until
+ * an answer frees budget), ... }.
  *
  * Done: ARGV = 'd', lease id, how it ended (1 answered, 0 failed without an answer, -1 never sent), then
  * per quota (requests, tokens) limit, remaining, reset ms ('' when not reported), then the cooldown ms of a
@@ -33,7 +34,7 @@ local tails = {r = KEYS[3], t = KEYS[4]}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local FIELDS = {'k', 'l', 'm', 'z', 'o', 'g', 'p', 'q', 'f', 'h'}
-local names = {'b', 'n'}
+local names = {'b'}
 for _, d in ipairs({'r', 't'}) do
   for _, f in ipairs(FIELDS) do names[#names + 1] = d .. f end
 end
@@ -169,10 +170,10 @@ if ARGV[1] == 'a' then
     local tp = (s.tp == 1 and s.tk ~= 0) and 1 or 0
     s.rf = s.rf + 1; s.tf = s.tf + tokens
     s.rq = s.rq + rp; s.tq = s.tq + tp
-    s.n = s.n + 1
-    redis.call('HSET', h, 'L' .. s.n, tokens .. ',' .. s.rg .. ',' .. s.tg .. ',' .. rp .. ',' .. tp .. ',' .. now)
-    redis.call('ZADD', leases, now + lease, s.n)
-    reply = {1, s.n, 0, remaining('r'), remaining('t')}
+    local id = ARGV[9]
+    redis.call('HSET', h, 'L' .. id, tokens .. ',' .. s.rg .. ',' .. s.tg .. ',' .. rp .. ',' .. tp .. ',' .. now)
+    redis.call('ZADD', leases, now + lease, id)
+    reply = {1, 0, 0, remaining('r'), remaining('t')}
   else
     local at = math.max(wait_until('r', 1), wait_until('t', tokens))
     reply = {0, 0, at - now, remaining('r'), remaining('t')}
