@@ -58,7 +58,9 @@ export function bannerLines(config: GatewayConfig, address: string): string[] {
               `${d.name} (${d.api}, ${shownUrl(d.baseUrl)}, ${Object.keys(d.models ?? {}).join(', ')}; priority ${d.priority}, weight ${d.weight}, ${d.apiKeys.length} key${d.apiKeys.length === 1 ? '' : 's'})`,
           )
           .join('; ')}`,
-    'workers: 1',
+    config.workers === 1
+      ? 'workers: 1'
+      : `workers: ${config.workers} on one port, sharing state on Redis${config.redisUrl?.startsWith('redis+unix://') ? ' (private)' : ''}`,
     Object.keys(config.apiKeys).length === 0
       ? 'auth: no API keys configured (GATEWAY_API_KEYS): open, to clients on loopback only'
       : `auth: ${Object.keys(config.apiKeys).length} API keys, ${new Set(Object.values(config.apiKeys)).size} tenants`,

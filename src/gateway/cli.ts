@@ -5,9 +5,11 @@
  *
  * @module
  */
+import cluster from 'node:cluster';
 import { ConfigError } from '../errors.ts';
 import { helpText, loadConfig } from './config.ts';
 import { startGateway } from './server.ts';
+import { isWorker, runPrimary, workerConfig, workerMetrics } from './workers.ts';
 
 /** Runs the gateway command with `argv` (the arguments after `gateway`). */
 export async function runGateway(
@@ -33,9 +35,27 @@ export async function runGateway(
     process.stdout.write(helpText());
     return 0;
   }
+  if (settings.workers > 1 && !isWorker()) {
+    try {
+      return await runPrimary(settings, (line) => process.stderr.write(`${line}\n`));
+    } catch (error) {
+      if (error instanceof ConfigError) {
+        process.stderr.write(`clawperf gateway: invalid setting ${error.message}\n`);
+        return 2;
+      }
+      process.stderr.write(`clawperf gateway: cannot start: ${(error as Error).message}\n`);
+      return 1;
+    }
+  }
   let gateway: Awaited<ReturnType<typeof startGateway>>;
   try {
-    gateway = await startGateway(settings);
+    gateway = isWorker()
+      ? await startGateway(workerConfig(settings), {
+          // One banner for the gateway, from its first worker.
+          banner: cluster.worker?.id === 1,
+          gateway: { clusterMetrics: workerMetrics },
+        })
+      : await startGateway(settings);
   } catch (error) {
     // A setting only the start can judge (a log format whose package is missing).
     if (error instanceof ConfigError) {
@@ -47,5 +67,7 @@ export async function runGateway(
   }
   await gateway.closed;
   process.stderr.write('clawperf gateway: stopped\n');
+  // A worker's channel to its primary would keep it running.
+  if (isWorker()) process.disconnect();
   return 0;
 }

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { availableParallelism } from 'node:os';
 import { ConfigError } from '../errors.ts';
 import type { GatewayConfig, GatewayLimits } from './config.ts';
 import { baseUrl, integer, redisUrl, text, url } from './config-checks.ts';
@@ -22,6 +23,7 @@ export type Kind =
   | 'keys'
   | 'limits'
   | 'deployments'
+  | 'workers'
   | 'prices'
   | 'choice';
 
@@ -91,6 +93,12 @@ export function convert(setting: Setting, name: string, raw: unknown): unknown {
       if (setting.key === 'upstreamUrl') return baseUrl(name, raw, 'openai');
       if (setting.key === 'anthropicUpstreamUrl') return baseUrl(name, raw, 'anthropic');
       return url(name, raw, ['http:', 'https:']);
+    case 'workers': {
+      // `auto`: one per core the process may use.
+      if (typeof raw === 'string' && raw.trim().toLowerCase() === 'auto') return availableParallelism();
+      const n = fromText && /^\d+$/.test(raw.trim()) ? Number(raw) : raw;
+      return integer(name, n, 1);
+    }
     case 'deployments': {
       if (!fromText) return parseDeployments(name, raw);
       try {

@@ -116,6 +116,8 @@ export interface GatewayConfig {
   bodyLimitBytes: number;
   drainTimeoutMs: number;
   maxConcurrency: number;
+  /** Processes serving the port (node:cluster); more than one share their state on Redis. */
+  workers: number;
   maxQueueSize: number;
   queueTimeoutMs: number;
   upstreamTimeoutMs: number;
@@ -307,6 +309,14 @@ const SETTINGS: readonly Setting[] = [
     defaultText: String(DEFAULT_MAX_CONCURRENCY),
   },
   {
+    key: 'workers',
+    flag: 'workers',
+    env: 'CLAWPERF_WORKERS',
+    kind: 'workers',
+    help: 'processes serving the port, or "auto" (one per core); they share state on Redis (a private redis-server without --redis)',
+    defaultText: '1',
+  },
+  {
     key: 'maxQueueSize',
     flag: 'max-queue-size',
     env: 'CLAWPERF_MAX_QUEUE_SIZE',
@@ -485,6 +495,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): GatewayConf
     bodyLimitBytes: DEFAULT_BODY_LIMIT_BYTES,
     drainTimeoutMs: DEFAULT_DRAIN_TIMEOUT_MS,
     maxConcurrency: DEFAULT_MAX_CONCURRENCY,
+    workers: 1,
     maxQueueSize: DEFAULT_MAX_QUEUE_SIZE,
     queueTimeoutMs: DEFAULT_QUEUE_TIMEOUT_MS,
     upstreamTimeoutMs: DEFAULT_UPSTREAM_TIMEOUT_MS,

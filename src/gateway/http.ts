@@ -6,6 +6,7 @@
  *
  * @module
  */
+import cluster from 'node:cluster';
 import { type ServerResponse, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
@@ -19,6 +20,9 @@ import type { DashboardFeed } from './dashboard.ts';
 import { clientErrorAnswer, errorAnswer, requestErrorAnswer, sendErrorFor } from './error-answers.ts';
 import { apiError } from './openai.ts';
 import { REQUEST_ID_HEADER, RequestLog, requestId } from './request-log.ts';
+
+/** The worker that answered (its process id), on every answer of a gateway with several workers. */
+export const WORKER_HEADER = 'x-clawperf-worker';
 
 /** What the hooks record into. */
 export interface HttpAppOptions {
@@ -67,6 +71,8 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   const leftFlight = () => {
     counts.inFlight--;
   };
+  // Which worker answered, when several serve the port.
+  const worker = cluster.worker === undefined ? undefined : String(process.pid);
   let closing = false;
   app.addHook('preClose', (done) => {
     closing = true;
@@ -88,6 +94,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
       reply.raw.once('close', leftFlight);
     }
     reply.header(REQUEST_ID_HEADER, request.id);
+    if (worker !== undefined) reply.header(WORKER_HEADER, worker);
     request.clawperf = {
       start: performance.now(),
       upstreamMs: 0,

@@ -31,6 +31,8 @@ export interface OperationsOptions {
   feed: DashboardFeed;
   /** True once the gateway is shutting down (`/readyz` answers 503). */
   isClosing: () => boolean;
+  /** The whole gateway's metrics when this process is one of several workers. */
+  clusterMetrics?: (() => Promise<string>) | undefined;
 }
 
 /** `/readyz`'s `upstream` field for each breaker state: half-open lets the next request probe. */
@@ -67,7 +69,15 @@ export function registerOperations(app: FastifyInstance, options: OperationsOpti
     return reply.code(ready ? 200 : 503).send(body);
   });
   const metricsRoute = prometheus.route();
-  app.get('/metrics', (request, reply) => metricsRoute.handler(request, reply));
+  const { clusterMetrics } = options;
+  app.get('/metrics', (request, reply) =>
+    clusterMetrics === undefined
+      ? metricsRoute.handler(request, reply)
+      : clusterMetrics().then(
+          (text) => reply.type('text/plain; version=0.0.4; charset=utf-8').send(text),
+          (error: Error) => reply.code(503).type('text/plain; charset=utf-8').send(`${error.message}\n`),
+        ),
+  );
 
   const adminToken = config.adminToken === undefined ? undefined : digest(config.adminToken);
   const adminCheck = (request: FastifyRequest): ApiError | undefined => {

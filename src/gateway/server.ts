@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import { MultiLevelCache } from '../cache/index.ts';
 import { releaseRedis, toRedis } from '../internal/redis.ts';
 import { MetricsCollector, PrometheusExporter, type Trackable } from '../metrics/index.ts';
@@ -37,6 +38,11 @@ export interface GatewayOptions {
    * @default a logger of `config.logLevel` and `config.logFormat` on stderr
    */
   logger?: Logger;
+  /**
+   * Set in each worker of a `--workers` gateway: makes the worker's `/metrics` serve the whole gateway's
+   * (given the worker's registry, returns what renders them).
+   */
+  clusterMetrics?: (registry: Registry) => () => Promise<string>;
 }
 
 /** A running gateway. */
@@ -104,6 +110,11 @@ export async function createGateway(
     commandTimeoutMs: config.redisCommandTimeoutMs,
     namespace: 'clawperf:gw',
     defaultTtlMs: config.cacheTtlMs,
+    // Identical requests at once on several nodes or workers make one upstream call: a Redis lease, held
+    // at most as long as an upstream call may take.
+    lock: redis !== undefined,
+    lockLeaseMs: config.upstreamTimeoutMs,
+    lockWaitMs: config.upstreamTimeoutMs,
   });
   // A store failure is counted in the cache's stats and never reaches a request.
   cache.on('error', () => {});
@@ -225,6 +236,7 @@ export async function createGateway(
     profiling,
     feed,
     isClosing: () => closing,
+    clusterMetrics: options.clusterMetrics?.(collector.registry),
   });
 
   await cache.ready();
@@ -273,6 +285,10 @@ export interface StartOptions {
   log?: (line: string) => void;
   /** Close on SIGTERM and SIGINT. @default true */
   handleSignals?: boolean;
+  /** Print what it serves once listening. @default true */
+  banner?: boolean;
+  /** What {@link createGateway} takes besides the configuration. */
+  gateway?: GatewayOptions;
 }
 
 /** Builds the gateway, listens on `config.host:config.port`, prints what it serves, and closes on SIGTERM/SIGINT. */
@@ -281,7 +297,7 @@ export async function startGateway(
   options: StartOptions = {},
 ): Promise<Gateway & { url: string; closed: Promise<void> }> {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const gateway = await createGateway(input);
+  const gateway = await createGateway(input, options.gateway);
   const { config } = gateway;
   let address: string;
   try {
@@ -312,6 +328,6 @@ export async function startGateway(
       process.removeListener('SIGINT', onSignal);
     });
   }
-  for (const line of bannerLines(config, address)) log(line);
+  if (options.banner !== false) for (const line of bannerLines(config, address)) log(line);
   return { ...gateway, close, url: address, closed };
 }

@@ -20,7 +20,7 @@ export type RedisInput = RedisClient | string;
 /** The default port of a host given without one. */
 const DEFAULT_REDIS_PORT = 6379;
 /** The URL forms clawperf accepts, as named in errors. */
-const URL_FORMS = 'a redis://, rediss://, redis+cluster:// or rediss+cluster:// URL';
+const URL_FORMS = 'a redis://, rediss://, redis+cluster://, rediss+cluster:// or redis+unix:// URL';
 
 /** A Redis URL taken apart. */
 export interface RedisUrl {
@@ -35,6 +35,8 @@ export interface RedisUrl {
   password: string | undefined;
   /** The database of one server (`/2`); a Cluster has database 0 only. */
   db: number;
+  /** A server's Unix socket (`redis+unix:///path/to/redis.sock`), instead of `nodes`. */
+  path?: string;
 }
 
 /** `url` with its password masked, for messages: the user part ends at the URL's last `@`. */
@@ -59,7 +61,7 @@ function parseHost(part: string): { host: string; port: number } | undefined {
  * Takes apart a Redis URL: `redis://[user:password@]host[:port][/db]` for one server, `rediss://` for one over
  * TLS, `redis+cluster://[user:password@]h1[:port],h2[:port],...` for a Cluster given by its seed nodes (any
  * few of its nodes: the client learns the rest from them), `rediss+cluster://` for one over TLS. The user
- * and password apply to every node.
+ * and password apply to every node. `redis+unix:///path/to/redis.sock` is a server on a Unix socket.
  *
  * @throws {TypeError} naming `name`, for anything else (the password masked in the message).
  */
@@ -67,6 +69,18 @@ export function parseRedisUrl(name: string, url: unknown): RedisUrl {
   const fail = (why: string): never =>
     check.invalid(name, `${URL_FORMS} (${why})`, typeof url === 'string' ? masked(url) : url);
   if (typeof url !== 'string') return fail('not a string');
+  const socket = /^redis\+unix:\/\/(\/[^?#]+)$/i.exec(url);
+  if (socket !== null) {
+    return {
+      cluster: false,
+      tls: false,
+      nodes: [],
+      username: undefined,
+      password: undefined,
+      db: 0,
+      path: socket[1]!,
+    };
+  }
   const scheme = /^(rediss?)(\+cluster)?:\/\//i.exec(url);
   if (scheme === null) return fail('unknown scheme');
   const cluster = scheme[2] !== undefined;
@@ -233,6 +247,7 @@ function clientFor(name: string, url: string, options: RedisUrlOptions): RedisCl
     ...(parsed.password === undefined ? {} : { password: parsed.password }),
     ...(tls === undefined ? {} : { tls }),
   };
+  if (parsed.path !== undefined) return new Redis({ path: parsed.path, ...base });
   if (!parsed.cluster) return new Redis({ ...parsed.nodes[0]!, db: parsed.db, ...login, ...base });
   const { enableAutoPipelining, enableOfflineQueue, retryStrategy, ...perNode } = base;
   return new Cluster(parsed.nodes, {
