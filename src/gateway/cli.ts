@@ -9,7 +9,7 @@ import cluster from 'node:cluster';
 import { ConfigError } from '../errors.ts';
 import { helpText, loadConfig } from './config.ts';
 import { startGateway } from './server.ts';
-import { isWorker, runPrimary, workerConfig, workerMetrics } from './workers.ts';
+import { isWorker, runPrimary, workerConfig, workerDashboard, workerMetrics } from './workers.ts';
 
 /** Runs the gateway command with `argv` (the arguments after `gateway`). */
 export async function runGateway(
@@ -53,7 +53,7 @@ export async function runGateway(
       ? await startGateway(workerConfig(settings), {
           // One banner for the gateway, from its first worker.
           banner: cluster.worker?.id === 1,
-          gateway: { clusterMetrics: workerMetrics },
+          gateway: { clusterMetrics: workerMetrics, clusterDashboard: workerDashboard },
         })
       : await startGateway(settings);
   } catch (error) {

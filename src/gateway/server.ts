@@ -12,7 +12,7 @@ import { bannerLines } from './banner.ts';
 import { chatHandler } from './chat.ts';
 import { type GatewayConfig, resolveConfig } from './config.ts';
 import type { GatewayContext, GatewayCounts } from './context.ts';
-import { DashboardFeed } from './dashboard.ts';
+import { DashboardFeed, type DashboardSnapshot } from './dashboard.ts';
 import { buildDeployments } from './deployments.ts';
 import { WriteBehindDiskStore } from './disk-writer.ts';
 import { createEmbeddingBatcher, embeddingsHandler } from './embeddings.ts';
@@ -43,6 +43,11 @@ export interface GatewayOptions {
    * (given the worker's registry, returns what renders them).
    */
   clusterMetrics?: (registry: Registry) => () => Promise<string>;
+  /**
+   * Set in each worker of a `--workers` gateway: makes the dashboard show the whole gateway (given the
+   * worker's own snapshot, returns the merged one).
+   */
+  clusterDashboard?: (own: () => DashboardSnapshot) => () => Promise<DashboardSnapshot>;
 }
 
 /** A running gateway. */
@@ -184,7 +189,7 @@ export async function createGateway(
     log: (event) => logger.warn(event, event.event),
   });
   const batcher = createEmbeddingBatcher(ctx);
-  const feed = new DashboardFeed({
+  const feed: DashboardFeed = new DashboardFeed({
     counts,
     backpressure,
     batcherStats: () => batcher.stats(),
@@ -192,6 +197,9 @@ export async function createGateway(
     registry: collector.registry,
     limits: config.limits,
     prices: config.prices,
+    ...(options.clusterDashboard === undefined
+      ? {}
+      : { gateway: options.clusterDashboard((): DashboardSnapshot => feed.snapshot()) }),
   });
   const app = await createHttpApp({ config, counts, collector, feed, tracer, logger });
 

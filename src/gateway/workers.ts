@@ -17,27 +17,59 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AggregatorRegistry, type Registry } from 'prom-client';
 import type { GatewayConfig } from './config.ts';
+import { type DashboardSnapshot, mergeSnapshots } from './dashboard-snapshot.ts';
 import { type PrivateRedis, startPrivateRedis } from './private-redis.ts';
 
 /** The environment variable that tells a worker the Redis URL of its primary's private server. */
 const PRIVATE_REDIS_ENV = 'CLAWPERF_PRIVATE_REDIS_URL';
-/** A worker's message asking for the whole gateway's metrics, and the primary's answer. */
-const METRICS_REQUEST = 'clawperf:metrics';
-/** Longest a worker waits for the primary's aggregated metrics, ms. */
-const METRICS_TIMEOUT_MS = 5_000;
+/** A worker's question to the primary about the whole gateway, and its answer. */
+const ASK = 'clawperf:ask';
+/** The primary's request for a worker's own dashboard snapshot, and the worker's answer. */
+const REPORT = 'clawperf:report';
+/** Longest a worker waits for the primary's answer, and the primary for the workers' reports, ms. */
+const ASK_TIMEOUT_MS = 5_000;
 /** A worker that dies this soon after starting, several times in a row, is not started again. */
 const CRASH_LOOP_MS = 5_000;
 const CRASH_LOOP_LIMIT = 5;
 
-interface MetricsMessage {
-  type: typeof METRICS_REQUEST;
+/** What a worker asks the primary for: the metrics page, or the dashboard snapshot. */
+type Topic = 'metrics' | 'dashboard';
+
+interface Message {
+  type: typeof ASK | typeof REPORT;
   id: number;
-  text?: string;
+  topic?: Topic;
+  value?: unknown;
   error?: string;
 }
 
-const isMetricsMessage = (m: unknown): m is MetricsMessage =>
-  typeof m === 'object' && m !== null && (m as { type?: unknown }).type === METRICS_REQUEST;
+const isMessage = (m: unknown, type: Message['type']): m is Message =>
+  typeof m === 'object' && m !== null && (m as { type?: unknown }).type === type;
+
+/** Answers of the other side, by id. */
+class Pending {
+  #ids = 0;
+  readonly #waiters = new Map<number, (m: Message | undefined) => void>();
+
+  /** Sends with a new id; resolves with the answer, `undefined` after `ASK_TIMEOUT_MS`. */
+  ask(send: (id: number) => void): Promise<Message | undefined> {
+    const id = ++this.#ids;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.settle(id, undefined), ASK_TIMEOUT_MS);
+      this.#waiters.set(id, (m) => {
+        clearTimeout(timer);
+        resolve(m);
+      });
+      send(id);
+    });
+  }
+
+  settle(id: number, m: Message | undefined): void {
+    const waiter = this.#waiters.get(id);
+    this.#waiters.delete(id);
+    waiter?.(m);
+  }
+}
 
 /** Whether this process is a worker of a `--workers` gateway. */
 export function isWorker(): boolean {
@@ -50,6 +82,24 @@ export function workerConfig(config: Partial<GatewayConfig>): Partial<GatewayCon
   return url === undefined || config.redisUrl !== undefined ? config : { ...config, redisUrl: url };
 }
 
+/** In a worker: the primary's answers to this worker's questions. */
+let answers: Pending | undefined;
+
+/** Asks the primary about the whole gateway. */
+async function askPrimary(topic: Topic): Promise<unknown> {
+  if (answers === undefined) {
+    const pending = new Pending();
+    answers = pending;
+    process.on('message', (m: unknown) => {
+      if (isMessage(m, ASK)) pending.settle(m.id, m);
+    });
+  }
+  const answer = await answers.ask((id) => process.send?.({ type: ASK, id, topic } satisfies Message));
+  if (answer === undefined) throw new Error(`the primary did not answer within ${ASK_TIMEOUT_MS} ms`);
+  if (answer.error !== undefined) throw new Error(answer.error);
+  return answer.value;
+}
+
 /**
  * In a worker: lets the primary read `registry`, and returns what the worker's `/metrics` serves, the
  * whole gateway's metrics in Prometheus' text format.
@@ -58,35 +108,18 @@ export function workerMetrics(registry: Registry): () => Promise<string> {
   // Constructing one installs prom-client's answer to the primary's requests.
   new AggregatorRegistry();
   AggregatorRegistry.setRegistries([registry]);
-  let ids = 0;
-  const pending = new Map<number, { resolve: (text: string) => void; reject: (e: Error) => void }>();
+  return async () => (await askPrimary('metrics')) as string;
+}
+
+/**
+ * In a worker: reports `own` (this worker's dashboard snapshot) to the primary when asked, and returns
+ * what the dashboard shows, the snapshots of every worker merged.
+ */
+export function workerDashboard(own: () => DashboardSnapshot): () => Promise<DashboardSnapshot> {
   process.on('message', (m: unknown) => {
-    if (!isMetricsMessage(m)) return;
-    const waiter = pending.get(m.id);
-    if (waiter === undefined) return;
-    pending.delete(m.id);
-    if (m.text !== undefined) waiter.resolve(m.text);
-    else waiter.reject(new Error(m.error ?? 'no metrics'));
+    if (isMessage(m, REPORT)) process.send?.({ type: REPORT, id: m.id, value: own() } satisfies Message);
   });
-  return () =>
-    new Promise<string>((resolve, reject) => {
-      const id = ++ids;
-      const timer = setTimeout(() => {
-        pending.delete(id);
-        reject(new Error(`the primary did not send metrics within ${METRICS_TIMEOUT_MS} ms`));
-      }, METRICS_TIMEOUT_MS);
-      pending.set(id, {
-        resolve: (text) => {
-          clearTimeout(timer);
-          resolve(text);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      process.send?.({ type: METRICS_REQUEST, id } satisfies MetricsMessage);
-    });
+  return async () => (await askPrimary('dashboard')) as DashboardSnapshot;
 }
 
 /**
@@ -107,12 +140,26 @@ export async function runPrimary(config: GatewayConfig, log: (line: string) => v
   let crashes = 0;
   const started = new Map<Worker, number>();
   const fork = () => started.set(cluster.fork(env), Date.now());
+  const reports = new Pending();
+  /** Every live worker's own snapshot, merged (a worker that does not answer in time is left out). */
+  const dashboard = async () => {
+    const workers = Object.values(cluster.workers ?? {}).filter((w) => w?.isConnected());
+    const snapshots = await Promise.all(
+      workers.map((w) => reports.ask((id) => w!.send({ type: REPORT, id } satisfies Message))),
+    );
+    return mergeSnapshots(snapshots.filter((m) => m !== undefined).map((m) => m.value as DashboardSnapshot));
+  };
   cluster.on('message', (worker, m: unknown) => {
-    if (!isMetricsMessage(m) || m.text !== undefined || m.error !== undefined) return;
-    aggregator.clusterMetrics().then(
-      (text) => worker.isConnected() && worker.send({ type: METRICS_REQUEST, id: m.id, text }),
+    if (isMessage(m, REPORT)) {
+      reports.settle(m.id, m);
+      return;
+    }
+    if (!isMessage(m, ASK)) return;
+    const answer = m.topic === 'metrics' ? aggregator.clusterMetrics() : dashboard();
+    answer.then(
+      (value) => worker.isConnected() && worker.send({ type: ASK, id: m.id, value } satisfies Message),
       (error: Error) =>
-        worker.isConnected() && worker.send({ type: METRICS_REQUEST, id: m.id, error: error.message }),
+        worker.isConnected() && worker.send({ type: ASK, id: m.id, error: error.message } satisfies Message),
     );
   });
   let allExited!: () => void;

@@ -108,7 +108,7 @@ describe('clawperf gateway --workers 2', () => {
       '--limits',
       'rpm=10',
       '--api-keys',
-      'k-default:default,k-limits:limits,k-cache:cache,k-same:same,k-crash:crash',
+      'k-default:default,k-limits:limits,k-cache:cache,k-same:same,k-crash:crash,k-dash:dash',
     ]);
     await waitFor(() => /2 workers listening/.test(g.output()), { timeoutMs: 30_000, what: 'two workers' });
   });
@@ -173,6 +173,24 @@ describe('clawperf gateway --workers 2', () => {
     // Each scrape goes to the next worker: both see all eight.
     assert.equal(count(await scrape()) - before, 8);
     assert.equal(count(await scrape()) - before, 8);
+  });
+
+  it('shows the whole gateway on the dashboard, whichever worker serves the page', async () => {
+    const page = async () => {
+      const html = await (await request(`${g.base}/`, { reset: true })).body.text();
+      const json = /<script id="snapshot" type="application\/json">(.*?)<\/script>/s.exec(html)![1]!;
+      const snapshot = JSON.parse(json) as { usage: { tenant: string; requests: number }[] };
+      return snapshot.usage.filter((u) => u.tenant === 'dash').reduce((n, u) => n + u.requests, 0);
+    };
+    const answers = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        post(g.base, '/v1/embeddings', { model: 'local-embed', input: `dash ${i}` }, 'k-dash'),
+      ),
+    );
+    assert.equal(new Set(answers.map((a) => a.worker)).size, 2, 'both workers answered');
+    // Each page load goes to the next worker: both show all six.
+    assert.equal(await page(), 6);
+    assert.equal(await page(), 6);
   });
 
   it('replaces a worker that dies; only its own requests in flight fail', async () => {
