@@ -22,6 +22,8 @@ import { type PrivateRedis, startPrivateRedis } from './private-redis.ts';
 
 /** The environment variable that tells a worker the Redis URL of its primary's private server. */
 const PRIVATE_REDIS_ENV = 'CLAWPERF_PRIVATE_REDIS_URL';
+/** The environment variable that gives a worker its slot (0 to N-1). */
+const WORKER_SLOT_ENV = 'CLAWPERF_WORKER_SLOT';
 /** A worker's question to the primary about the whole gateway, and its answer. */
 const ASK = 'clawperf:ask';
 /** The primary's request for a worker's own dashboard snapshot, and the worker's answer. */
@@ -76,10 +78,19 @@ export function isWorker(): boolean {
   return cluster.isWorker;
 }
 
-/** A worker's configuration: its primary's private Redis, when it runs one. */
+/**
+ * A worker's configuration: its primary's private Redis, when it runs one, and a disk cache directory of
+ * its own (one per slot, kept by the worker that replaces it): a disk cache belongs to one process, and
+ * the workers share answers through Redis.
+ */
 export function workerConfig(config: Partial<GatewayConfig>): Partial<GatewayConfig> {
   const url = process.env[PRIVATE_REDIS_ENV];
-  return url === undefined || config.redisUrl !== undefined ? config : { ...config, redisUrl: url };
+  const slot = process.env[WORKER_SLOT_ENV] ?? '0';
+  return {
+    ...config,
+    ...(url === undefined || config.redisUrl !== undefined ? {} : { redisUrl: url }),
+    ...(typeof config.cacheDir === 'string' ? { cacheDir: join(config.cacheDir, `worker-${slot}`) } : {}),
+  };
 }
 
 /** In a worker: the primary's answers to this worker's questions. */
@@ -138,8 +149,10 @@ export async function runPrimary(config: GatewayConfig, log: (line: string) => v
   const aggregator = new AggregatorRegistry();
   let stopping = false;
   let crashes = 0;
-  const started = new Map<Worker, number>();
-  const fork = () => started.set(cluster.fork(env), Date.now());
+  /** Each live worker's start time and slot (a replacement takes its predecessor's slot). */
+  const started = new Map<Worker, { at: number; slot: number }>();
+  const fork = (slot: number) =>
+    started.set(cluster.fork({ ...env, [WORKER_SLOT_ENV]: String(slot) }), { at: Date.now(), slot });
   const reports = new Pending();
   /** Every live worker's own snapshot, merged (a worker that does not answer in time is left out). */
   const dashboard = async () => {
@@ -171,7 +184,8 @@ export async function runPrimary(config: GatewayConfig, log: (line: string) => v
     stop = resolve;
   });
   cluster.on('exit', (worker, code, signal) => {
-    const since = Date.now() - (started.get(worker) ?? 0);
+    const { at, slot } = started.get(worker) ?? { at: 0, slot: 0 };
+    const since = Date.now() - at;
     started.delete(worker);
     if (stopping) {
       if (started.size === 0) allExited();
@@ -182,7 +196,7 @@ export async function runPrimary(config: GatewayConfig, log: (line: string) => v
       `clawperf gateway: worker ${worker.process.pid} exited (${signal ?? `code ${code}`}); ${crashes >= CRASH_LOOP_LIMIT ? 'it keeps failing: stopping' : 'starting another'}`,
     );
     if (crashes >= CRASH_LOOP_LIMIT) stop(1);
-    else fork();
+    else fork(slot);
   });
   const listening = new Promise<string>((resolve) => {
     let count = 0;
@@ -194,7 +208,7 @@ export async function runPrimary(config: GatewayConfig, log: (line: string) => v
       }
     });
   });
-  for (let i = 0; i < config.workers; i++) fork();
+  for (let slot = 0; slot < config.workers; slot++) fork(slot);
   const onSignal = (signal: string) => {
     log(`clawperf gateway: ${signal} received, draining ${started.size} workers`);
     stop(0);

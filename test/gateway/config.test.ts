@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { ConfigError } from '../../src/errors.ts';
@@ -136,6 +136,15 @@ describe('sources and precedence', () => {
       true,
     );
     assert.equal(loadConfig([], {}).promptCacheAutoBreakpoints, false);
+  });
+
+  it('takes a number of workers or auto (one per core), and refuses fewer than one', () => {
+    assert.equal(loadConfig([], {}).workers, 1);
+    assert.equal(loadConfig(['--workers', '3'], {}).workers, 3);
+    assert.equal(loadConfig(['--workers', 'auto'], {}).workers, availableParallelism());
+    assert.equal(loadConfig([], { CLAWPERF_WORKERS: 'AUTO' }).workers, availableParallelism());
+    assert.throws(() => loadConfig(['--workers', '0'], {}), /--workers/);
+    assert.throws(() => loadConfig(['--workers', 'many'], {}), /--workers/);
   });
 
   it('recognises --help', () => {

@@ -120,6 +120,10 @@ describe('clawperf gateway --workers 2', () => {
     assert.match(g.output(), /private Redis redis\+unix:\/\//);
     assert.ok(readdirSync(join(g.cacheDir, 'run')).some((f) => f.endsWith('.sock')));
     assert.equal(workerPids(g.child.pid!).length, 2);
+    assert.ok(
+      g.output().includes(`disk (${join(g.cacheDir, 'worker-0')})`),
+      'each worker has a disk cache of its own',
+    );
   });
 
   it('keeps a tenant limit exact across the workers', async () => {
