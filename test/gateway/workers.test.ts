@@ -108,7 +108,9 @@ describe('clawperf gateway --workers 2', () => {
       '--limits',
       'rpm=10',
       '--api-keys',
-      'k-default:default,k-limits:limits,k-cache:cache,k-same:same,k-crash:crash,k-dash:dash',
+      'k-default:default,k-limits:limits,k-cache:cache,k-same:same,k-crash:crash,k-dash:dash,k-inv:inv',
+      '--admin-token',
+      'admin-secret',
     ]);
     await waitFor(() => /2 workers listening/.test(g.output()), { timeoutMs: 30_000, what: 'two workers' });
   });
@@ -177,6 +179,32 @@ describe('clawperf gateway --workers 2', () => {
     // Each scrape goes to the next worker: both see all eight.
     assert.equal(count(await scrape()) - before, 8);
     assert.equal(count(await scrape()) - before, 8);
+  });
+
+  it('an invalidation on one worker reaches the other', async () => {
+    const idOf = (a: Awaited<ReturnType<typeof post>>) => (JSON.parse(a.text) as { id: string }).id;
+    const first = await post(g.base, '/v1/chat/completions', chat('to invalidate'), 'k-inv');
+    // Both workers hold the answer in memory.
+    await waitFor(async () => {
+      const again = await post(g.base, '/v1/chat/completions', chat('to invalidate'), 'k-inv');
+      return again.worker !== first.worker && idOf(again) === idOf(first);
+    });
+    const inv = await request(`${g.base}/admin/cache/invalidate`, {
+      method: 'POST',
+      reset: true,
+      headers: { authorization: 'Bearer admin-secret', 'content-type': 'application/json' },
+      body: JSON.stringify({ tag: 'tenant:inv' }),
+    });
+    assert.equal(inv.statusCode, 200, await inv.body.text());
+    // Once the bus message has arrived, neither worker serves the old answer.
+    await waitFor(
+      async () => {
+        const a = await post(g.base, '/v1/chat/completions', chat('to invalidate'), 'k-inv');
+        const b = await post(g.base, '/v1/chat/completions', chat('to invalidate'), 'k-inv');
+        return a.worker !== b.worker && idOf(a) !== idOf(first) && idOf(b) !== idOf(first);
+      },
+      { timeoutMs: 5_000, what: 'the invalidation to reach both workers' },
+    );
   });
 
   it('shows the whole gateway on the dashboard, whichever worker serves the page', async () => {
