@@ -115,9 +115,9 @@ export async function createGateway(
     commandTimeoutMs: config.redisCommandTimeoutMs,
     namespace: 'clawperf:gw',
     defaultTtlMs: config.cacheTtlMs,
-    // Identical requests at once on several nodes or workers make one upstream call: a Redis lease, held
-    // at most as long as an upstream call may take.
-    lock: redis !== undefined,
+    // Identical requests at once on several workers make one upstream call: a Redis lease, held at most as
+    // long as an upstream call may take (it costs a miss three more round trips to Redis).
+    lock: redis !== undefined && config.workers > 1,
     lockLeaseMs: config.upstreamTimeoutMs,
     lockWaitMs: config.upstreamTimeoutMs,
   });

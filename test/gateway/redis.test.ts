@@ -54,8 +54,11 @@ describe('three gateways on one Redis', () => {
     const first = await post(a!, '/v1/chat/completions', chat('shared'));
     assert.equal(first.headers['x-clawperf-cache'], 'miss');
     const key = String(first.headers['x-clawperf-cache-key']);
-    // The answer goes out before the cache's Redis write completes; wait for that write.
-    await waitFor(async () => redis.cli('--scan').includes('chat:'), { what: 'the answer to reach Redis' });
+    // The answer goes out before the cache's Redis write completes; wait for that write (its entry, not the
+    // lease taken while it was made).
+    await waitFor(async () => redis.cli('--scan', '--pattern', 'clawperf:gw:e:*').includes('chat:'), {
+      what: 'the answer to reach Redis',
+    });
     for (const gw of [b!, c!]) {
       const res = await post(gw, '/v1/chat/completions', chat('shared'));
       assert.equal(res.headers['x-clawperf-cache'], 'hit');

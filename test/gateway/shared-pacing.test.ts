@@ -132,7 +132,7 @@ async function gateway(deployments: unknown[], queueTimeoutMs: number, shared = 
       String(port),
       '--cache-dir',
       'off',
-      ...(shared ? ['--redis', redis.url] : []),
+      ...(shared ? ['--redis', redis.url, '--redis-command-timeout-ms', '2000'] : []),
       '--queue-timeout-ms',
       String(queueTimeoutMs),
       '--deployments',

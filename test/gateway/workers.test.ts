@@ -111,6 +111,9 @@ describe('clawperf gateway --workers 2', () => {
       'k-default:default,k-limits:limits,k-cache:cache,k-same:same,k-crash:crash,k-dash:dash,k-inv:inv',
       '--admin-token',
       'admin-secret',
+      // A loaded test machine can be slower than the production default: limits must not fall back.
+      '--redis-command-timeout-ms',
+      '2000',
     ]);
     await waitFor(() => /2 workers listening/.test(g.output()), { timeoutMs: 30_000, what: 'two workers' });
   });

@@ -145,7 +145,7 @@ describe('internal redis', () => {
   it('rejects anything but a client or a Redis URL, naming the option', () => {
     assert.throws(
       () => toRedis('options.redis', 'localhost:6379'),
-      /options\.redis must be a redis:\/\/, rediss:\/\/, redis\+cluster:\/\/ or rediss\+cluster:\/\/ URL/,
+      /options\.redis must be a redis:\/\/, rediss:\/\/, redis\+cluster:\/\/, rediss\+cluster:\/\/ or redis\+unix:\/\/ URL/,
     );
     assert.throws(
       () => toRedis('options.redis', 42),
