@@ -8,6 +8,10 @@
  *        [--rate 500] [--no-write]
  *
  * Prints a Markdown table; unless --no-write, also writes docs/simulation.md and docs/simulation.svg.
+ *
+ * `--trace-nodes N` replays the same trace across N simulated nodes sharing one L2 (`simulate-nodes.ts`).
+ * `--nodes N` instead measures cross-node staleness after writes with N caches on a real Redis (`--redis URL`,
+ * or one started for the run); it replays no trace, so it refuses the trace options.
  */
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -137,7 +141,7 @@ export function generateTrace(options: TraceOptions): Trace {
 }
 
 /** A value as the origin serves it: its version and when the origin moves past it. */
-interface OriginValue {
+export interface OriginValue {
   version: number;
   /** Time of the next change after this value was fetched; a read at or after it is stale. */
   until: number;
@@ -343,46 +347,100 @@ function escapeXml(s: string): string {
 interface Args {
   trace: TraceOptions;
   write: boolean;
+  /** `--nodes`: cross-node staleness with real Redis; 1 when not given. */
   nodes: number;
   redis: string | undefined;
+  /** `--trace-nodes`: the trace replayed across this many simulated nodes (`simulate-nodes.ts`). */
+  traceNodes: number | undefined;
+  assign: 'round-robin' | 'random';
+  busDelayMs: number | undefined;
+  /** Every option as given, for the report's command line (a `--redis` URL redacted: it may hold a password). */
+  given: string[];
 }
+
+const USAGE =
+  'usage: simulate [--requests N] [--keys N] [--seed N] [--rate N] [--no-write]' +
+  ' | --trace-nodes N [--assign round-robin|random] [--bus-delay-ms MS] [trace options]' +
+  ' | --nodes N [--redis URL] [--no-write]';
 
 function parseArgs(argv: readonly string[]): Args {
   const trace = { ...DEFAULT_TRACE };
-  let write = true;
-  let nodes = 1;
-  let redis: string | undefined;
+  const args: Args = {
+    trace,
+    write: true,
+    nodes: 1,
+    redis: undefined,
+    traceNodes: undefined,
+    assign: 'round-robin',
+    busDelayMs: undefined,
+    given: [],
+  };
   const flags: Record<string, keyof TraceOptions> = {
     '--requests': 'requests',
     '--keys': 'keys',
     '--seed': 'seed',
     '--rate': 'rate',
   };
+  const traceFlags: string[] = [];
+  const integer = (arg: string, value: string | undefined, min: number) => {
+    const n = Number(value);
+    if (value === undefined || !Number.isInteger(n) || n < min) {
+      throw new TypeError(`${arg} must be an integer >= ${min}, got ${value}; ${USAGE}`);
+    }
+    return n;
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
+    const value = argv[i + 1];
     if (arg === '--no-write') {
-      write = false;
+      args.write = false;
+      args.given.push(arg);
       continue;
     }
-    if (arg === '--redis' && argv[i + 1] !== undefined) {
-      redis = argv[++i];
-      continue;
-    }
-    if (arg === '--nodes' && Number.isInteger(Number(argv[i + 1])) && Number(argv[i + 1]) >= 2) {
-      nodes = Number(argv[++i]);
-      continue;
-    }
-    const field = flags[arg];
-    const value = Number(argv[i + 1]);
-    if (field === undefined || !Number.isInteger(value) || value < (field === 'seed' ? 0 : 1)) {
-      throw new TypeError(
-        `usage: simulate [--requests N] [--keys N] [--seed N] [--rate N] [--no-write]; got ${arg}`,
-      );
-    }
-    trace[field] = value;
     i++;
+    if (arg === '--redis' && value !== undefined) {
+      args.redis = value;
+      args.given.push(arg, '<url>');
+      continue;
+    }
+    args.given.push(arg, String(value));
+    if (arg === '--nodes') args.nodes = integer(arg, value, 2);
+    else if (arg === '--trace-nodes') args.traceNodes = integer(arg, value, 1);
+    else if (arg === '--bus-delay-ms') args.busDelayMs = integer(arg, value, 0);
+    else if (arg === '--assign') {
+      if (value !== 'round-robin' && value !== 'random') {
+        throw new TypeError(`--assign must be round-robin or random, got ${value}`);
+      }
+      args.assign = value;
+    } else if (flags[arg] !== undefined) {
+      trace[flags[arg]] = integer(arg, value, arg === '--seed' ? 0 : 1);
+      traceFlags.push(arg);
+    } else throw new TypeError(`unknown option ${arg} ${value ?? ''}; ${USAGE}`);
   }
-  return { trace, write, nodes, redis };
+  if (args.nodes > 1 && (args.traceNodes !== undefined || traceFlags.length > 0)) {
+    throw new TypeError(
+      `--nodes measures staleness after writes with real Redis and replays no trace, so it takes no ${[...traceFlags, ...(args.traceNodes === undefined ? [] : ['--trace-nodes'])].join(', ')}; to replay the trace across N nodes sharing one L2, use --trace-nodes N`,
+    );
+  }
+  if (args.traceNodes === undefined && (args.busDelayMs !== undefined || argv.includes('--assign'))) {
+    throw new TypeError(`--assign and --bus-delay-ms apply to --trace-nodes only; ${USAGE}`);
+  }
+  return args;
+}
+
+/** The command that reproduces this run: every option given, and the trace's values in the trace modes. */
+function commandLine(args: Args, withTrace: boolean): string {
+  const { requests, keys, seed, rate } = args.trace;
+  const parts = ['node --expose-gc --import tsx bench/simulate.ts'];
+  if (withTrace) parts.push(`--requests ${requests} --keys ${keys} --seed ${seed} --rate ${rate}`);
+  const traceFlags = new Set(['--requests', '--keys', '--seed', '--rate']);
+  for (let i = 0; i < args.given.length; i++) {
+    const arg = args.given[i]!;
+    if (arg === '--no-write') parts.push(arg);
+    else if (withTrace && traceFlags.has(arg)) i++;
+    else parts.push(arg, args.given[++i]!);
+  }
+  return parts.join(' ');
 }
 
 export interface NodesResult {
@@ -499,7 +557,7 @@ async function mainNodes(args: Args): Promise<void> {
       '',
       nodesTable(result),
       '',
-      `Command: \`node --expose-gc --import tsx bench/simulate.ts --nodes ${args.nodes}\` (${machine()}).`,
+      `Command: \`${commandLine(args, false)}\` (${machine()}).`,
       '',
     ].join('\n');
     console.log(report);
@@ -512,16 +570,30 @@ async function mainNodes(args: Args): Promise<void> {
   }
 }
 
+/** The trace in words, for a report. */
+export function describeTrace(options: TraceOptions): string {
+  return `${fmt(options.keys)} keys (Zipf s = ${options.zipfS}), ${fmt(options.requests)} requests at ${options.rate}/s (${fmt(options.requests / options.rate / 60, 1)} simulated minutes), ${options.fastShare * 100} % of keys change every ${options.fastMeanMs / 60_000} min on average and the rest every ${options.slowMeanMs / 3_600_000} h, seed ${options.seed}`;
+}
+
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   if (args.nodes > 1) return mainNodes(args);
+  if (args.traceNodes !== undefined) {
+    const { mainTraceNodes } = await import('./simulate-nodes.ts');
+    return mainTraceNodes(args.trace, {
+      nodes: args.traceNodes,
+      assign: args.assign,
+      busDelayMs: args.busDelayMs,
+      command: commandLine(args, true),
+    });
+  }
   const { trace: options, write } = args;
   const started = performance.now();
   const trace = generateTrace(options);
   const results = await simulate(trace);
   const wall = (performance.now() - started) / 1000;
-  const describe = `${fmt(options.keys)} keys (Zipf s = ${options.zipfS}), ${fmt(options.requests)} requests at ${options.rate}/s (${fmt(options.requests / options.rate / 60, 1)} simulated minutes), ${options.fastShare * 100} % of keys change every ${options.fastMeanMs / 60_000} min on average and the rest every ${options.slowMeanMs / 3_600_000} h, seed ${options.seed}`;
-  const command = `node --expose-gc --import tsx bench/simulate.ts --requests ${options.requests} --keys ${options.keys} --seed ${options.seed}`;
+  const describe = describeTrace(options);
+  const command = commandLine(args, true);
   const report = [
     '# TTL policy simulation',
     '',

@@ -13,6 +13,7 @@ import {
   type Trace,
   table,
 } from '../../bench/simulate.ts';
+import { runTraceNodes, traceNodesTable } from '../../bench/simulate-nodes.ts';
 import { type RedisServer, startRedis } from '../helpers/redis.ts';
 
 /** One key read every second for 10 s; its origin value changes once, at 3.5 s. */
@@ -121,5 +122,43 @@ describe('three nodes sharing one Redis', () => {
     assert.equal(result.visibleAfterMs.length, 20);
     assert.ok(result.staleAfterWriteMs.every((ms) => ms >= 0));
     assert.match(nodesTable(result), /\| bus latency/);
+  });
+});
+
+describe('the trace replayed across nodes sharing one L2', () => {
+  const changeAware = POLICIES.find((p) => p.name === 'change-aware')!;
+  const run = (nodes: number, assign: 'round-robin' | 'random' = 'round-robin') =>
+    runTraceNodes(generateTrace(small), changeAware, { nodes, assign, busDelayMs: 2, seed: small.seed });
+
+  it('one node gives the figures of the one-node replay', async () => {
+    const one = await runPolicy(generateTrace(small), changeAware);
+    const { total, busDeliveries } = await run(1);
+    assert.equal(total.l1Hits, one.hits);
+    assert.equal(total.sourceLoads, one.originCalls);
+    assert.equal(total.staleReads, one.staleReads);
+    assert.equal(total.l2Hits, 0);
+    assert.equal(busDeliveries, total.sourceLoads + total.deletes);
+  });
+
+  it('every L1 miss is answered by L2 or the source, and each write reaches every node', async () => {
+    const result = await run(3);
+    const { total } = result;
+    assert.equal(total.requests, small.requests);
+    assert.equal(total.redisReads, total.requests - total.l1Hits);
+    assert.equal(total.redisReads, total.l2Hits + total.sourceLoads);
+    assert.ok(total.l2Hits > 0);
+    assert.equal(result.busDeliveries, 3 * (total.sourceLoads + total.deletes));
+    assert.equal(total.invalidations, 2 * (total.sourceLoads + total.deletes));
+    assert.deepEqual(
+      result.perNode.map((c) => c.requests),
+      [6_667, 6_667, 6_666],
+    );
+    assert.match(traceNodesTable(result), /\| \*\*all\*\* \| 20,000 \|/);
+  });
+
+  it('a random assignment is deterministic by seed and spreads the requests', async () => {
+    const [a, b] = [await run(3, 'random'), await run(3, 'random')];
+    assert.deepEqual(a.perNode, b.perNode);
+    for (const c of a.perNode) assert.ok(Math.abs(c.requests - small.requests / 3) < 500, `${c.requests}`);
   });
 });
