@@ -79,6 +79,9 @@ export async function startPrivateRedis(dir: string): Promise<PrivateRedis> {
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
   const exited = once(child, 'exit');
+  // However the gateway's process ends (an uncaught error, a closed stderr), its Redis ends with it.
+  const orphaned = () => child.kill('SIGTERM');
+  process.once('exit', orphaned);
   const deadline = Date.now() + START_TIMEOUT_MS;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`redis-server exited with code ${child.exitCode}`);
@@ -94,6 +97,7 @@ export async function startPrivateRedis(dir: string): Promise<PrivateRedis> {
     url: `redis+unix://${path}`,
     stop() {
       stopped ??= (async () => {
+        process.removeListener('exit', orphaned);
         if (child.exitCode === null && child.signalCode === null) {
           child.kill('SIGTERM');
           await exited;

@@ -138,6 +138,8 @@ export function workerDashboard(own: () => DashboardSnapshot): () => Promise<Das
  * them running, and resolves with the exit code once a signal has drained them.
  */
 export async function runPrimary(config: GatewayConfig, log: (line: string) => void): Promise<number> {
+  // A log line that cannot be written (stderr closed) must not stop the primary before it drains the workers.
+  process.stderr.on('error', () => {});
   let redis: PrivateRedis | undefined;
   const env: Record<string, string> = {};
   if (config.redisUrl === undefined) {

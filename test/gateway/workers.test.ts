@@ -270,6 +270,29 @@ describe('clawperf gateway --workers 2', () => {
   });
 });
 
+describe('clawperf gateway --workers, its private Redis', () => {
+  it('ends with the primary even when the primary cannot write its log', async () => {
+    const g = await gateway(['--workers', '2']);
+    await waitFor(() => /2 workers listening/.test(g.output()), { timeoutMs: 30_000, what: 'two workers' });
+    const running = () => {
+      try {
+        return (
+          execFileSync('pgrep', ['-f', `redis-server unixsocket:${g.cacheDir}`])
+            .toString()
+            .trim() !== ''
+        );
+      } catch {
+        return false;
+      }
+    };
+    assert.ok(running());
+    g.child.stderr!.destroy();
+    g.child.kill('SIGTERM');
+    await g.exited;
+    await waitFor(() => !running(), { timeoutMs: 10_000, what: 'the private redis-server to stop' });
+  });
+});
+
 describe('clawperf gateway --workers without Redis', () => {
   it('refuses to start when redis-server is not installed, naming the package', async () => {
     // A PATH with a shell and nothing else.
