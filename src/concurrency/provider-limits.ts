@@ -11,6 +11,7 @@ import { ClosedError, RateLimitedError } from '../errors.ts';
 import { type Clock, systemClock } from '../internal/clock.ts';
 import * as check from '../internal/options.ts';
 import { Ring } from '../internal/ring.ts';
+import { endWait, type OutboundWaiter, outboundWaiter, runUnderPermit } from './outbound-waiter.ts';
 
 /** Headers as fetch (`Headers`), node:http / undici (a record) or anything with `get(name)` give them. */
 export type HeadersLike =
@@ -385,17 +386,6 @@ class Budget {
   }
 }
 
-interface Waiter {
-  tokens: number;
-  /** Served, timed out, aborted or closed: no longer waiting (it may still sit in the ring until it reaches the front). */
-  done: boolean;
-  resolve: (permit: OutboundPermit) => void;
-  reject: (error: unknown) => void;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
-  timer: NodeJS.Timeout | undefined;
-}
-
 /**
  * Paces calls to a provider from the limits it reports. Until the first answer, at most the learning
  * concurrency of calls go at once; then calls go while the reported remaining quota, less what is already
@@ -416,7 +406,7 @@ export class OutboundLimiter {
   readonly #requests: Budget;
   readonly #tokens: Budget;
   /** Waiters, oldest first; one that stopped waiting stays until it reaches the front. */
-  readonly #queue = new Ring<Waiter>();
+  readonly #queue = new Ring<OutboundWaiter>();
   #waiting = 0;
   #blockedUntil = 0;
   #wake: NodeJS.Timeout | undefined;
@@ -475,33 +465,22 @@ export class OutboundLimiter {
     }
     this.#waited++;
     return new Promise<OutboundPermit>((resolve, reject) => {
-      const waiter: Waiter = {
+      const waiter = outboundWaiter(
         tokens,
-        done: false,
-        resolve,
-        reject,
         signal,
-        onAbort: undefined,
-        timer: undefined,
-      };
-      waiter.timer = setTimeout(() => {
-        this.#remove(waiter);
-        this.#rejected++;
-        reject(
-          new RateLimitedError({
+        this.#maxWaitMs,
+        (w) => this.#remove(w),
+        () => {
+          this.#rejected++;
+          return new RateLimitedError({
             key: 'outbound',
             limit: this.#requests.limit,
             retryAfterMs: Math.ceil(this.#waitEstimate(this.#clock.now(), tokens)),
-          }),
-        );
-      }, this.#maxWaitMs);
-      if (signal !== undefined) {
-        waiter.onAbort = () => {
-          this.#remove(waiter);
-          reject(signal.reason);
-        };
-        signal.addEventListener('abort', waiter.onAbort, { once: true });
-      }
+          });
+        },
+        resolve,
+        reject,
+      );
       this.#queue.push(waiter);
       this.#waiting++;
       this.#schedule(now);
@@ -512,20 +491,11 @@ export class OutboundLimiter {
    * Runs `call` under a permit and learns from its response (anything with `status` and `headers`, like a
    * fetch `Response`). A call that throws releases its budget and rethrows.
    */
-  async run<R extends { status?: number; headers?: HeadersLike }>(
+  run<R extends { status?: number; headers?: HeadersLike }>(
     call: () => Promise<R>,
     options: OutboundAcquireOptions = {},
   ): Promise<R> {
-    const permit = await this.acquire(options);
-    let response: R;
-    try {
-      response = await call();
-    } catch (error) {
-      permit.done();
-      throw error;
-    }
-    permit.done(response);
-    return response;
+    return runUnderPermit(this.acquire(options), call);
   }
 
   /** Whether a call acquired now would wait (others wait, a 429's cooldown, or no budget left). */
@@ -623,7 +593,7 @@ export class OutboundLimiter {
   }
 
   /** The oldest caller still waiting, left in the queue (those that stopped waiting before it are dropped). */
-  #head(): Waiter | undefined {
+  #head(): OutboundWaiter | undefined {
     for (let head = this.#queue.peek(); head !== undefined; head = this.#queue.peek()) {
       if (!head.done) return head;
       this.#queue.shift();
@@ -649,7 +619,7 @@ export class OutboundLimiter {
   }
 
   /** A caller stops waiting (timeout or abort); its entry leaves the ring when it reaches the front. */
-  #remove(waiter: Waiter): void {
+  #remove(waiter: OutboundWaiter): void {
     this.#cleanup(waiter);
     if (this.#waiting > 0) return;
     while (this.#queue.shift() !== undefined);
@@ -661,11 +631,7 @@ export class OutboundLimiter {
   }
 
   /** Ends a wait: it no longer counts as waiting, and its timer and abort listener go. */
-  #cleanup(waiter: Waiter): void {
-    if (waiter.done) return;
-    waiter.done = true;
-    this.#waiting--;
-    if (waiter.timer !== undefined) clearTimeout(waiter.timer);
-    if (waiter.onAbort !== undefined) waiter.signal?.removeEventListener('abort', waiter.onAbort);
+  #cleanup(waiter: OutboundWaiter): void {
+    if (endWait(waiter)) this.#waiting--;
   }
 }

@@ -27,6 +27,7 @@ import {
   whenConnected,
 } from '../internal/redis.ts';
 import { Ring } from '../internal/ring.ts';
+import { endWait, type OutboundWaiter, outboundWaiter, runUnderPermit } from './outbound-waiter.ts';
 import {
   DEFAULT_OUTBOUND_COOLDOWN_JITTER_RATIO,
   DEFAULT_OUTBOUND_MAX_QUEUE,
@@ -68,16 +69,6 @@ export interface SharedOutboundLimiterOptions extends OutboundLimiterOptions {
   pollMs?: number;
 }
 
-interface Waiter {
-  tokens: number;
-  done: boolean;
-  resolve: (permit: OutboundPermit) => void;
-  reject: (error: unknown) => void;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
-  timer: NodeJS.Timeout | undefined;
-}
-
 /** A decision of the script: a lease of budget, or how long to wait (0: until an answer frees some). */
 interface Decision {
   lease: string | undefined;
@@ -112,7 +103,7 @@ export class SharedOutboundLimiter {
   readonly #windowMs: number;
   readonly #leaseMs: number;
   readonly #pollMs: number;
-  readonly #queue = new Ring<Waiter>();
+  readonly #queue = new Ring<OutboundWaiter>();
   #waiting = 0;
   #pumping = false;
   #connecting: Promise<void> | undefined;
@@ -185,26 +176,15 @@ export class SharedOutboundLimiter {
     if (this.#waiting >= this.#maxQueue) throw this.#refusal(this.#lastWaitMs);
     this.#waited++;
     return new Promise<OutboundPermit>((resolve, reject) => {
-      const waiter: Waiter = {
+      const waiter = outboundWaiter(
         tokens,
-        done: false,
+        signal,
+        this.#maxWaitMs,
+        (w) => this.#cleanup(w),
+        () => this.#refusal(this.#lastWaitMs),
         resolve,
         reject,
-        signal,
-        onAbort: undefined,
-        timer: undefined,
-      };
-      waiter.timer = setTimeout(() => {
-        this.#cleanup(waiter);
-        reject(this.#refusal(this.#lastWaitMs));
-      }, this.#maxWaitMs);
-      if (signal !== undefined) {
-        waiter.onAbort = () => {
-          this.#cleanup(waiter);
-          reject(signal.reason);
-        };
-        signal.addEventListener('abort', waiter.onAbort, { once: true });
-      }
+      );
       this.#queue.push(waiter);
       this.#waiting++;
       void this.#pump();
@@ -212,20 +192,11 @@ export class SharedOutboundLimiter {
   }
 
   /** Runs `call` under a permit and learns from its response, as {@link OutboundLimiter.run}. */
-  async run<R extends { status?: number; headers?: HeadersLike }>(
+  run<R extends { status?: number; headers?: HeadersLike }>(
     call: () => Promise<R>,
     options: OutboundAcquireOptions = {},
   ): Promise<R> {
-    const permit = await this.acquire(options);
-    let response: R;
-    try {
-      response = await call();
-    } catch (error) {
-      permit.done();
-      throw error;
-    }
-    permit.done(response);
-    return response;
+    return runUnderPermit(this.acquire(options), call);
   }
 
   /**
@@ -438,7 +409,7 @@ export class SharedOutboundLimiter {
     });
   }
 
-  #head(): Waiter | undefined {
+  #head(): OutboundWaiter | undefined {
     if (this.#closed) return undefined;
     for (let head = this.#queue.peek(); head !== undefined; head = this.#queue.peek()) {
       if (!head.done) return head;
@@ -447,12 +418,9 @@ export class SharedOutboundLimiter {
     return undefined;
   }
 
-  #cleanup(waiter: Waiter): void {
-    if (waiter.done) return;
-    waiter.done = true;
+  #cleanup(waiter: OutboundWaiter): void {
+    if (!endWait(waiter)) return;
     this.#waiting--;
-    if (waiter.timer !== undefined) clearTimeout(waiter.timer);
-    if (waiter.onAbort !== undefined) waiter.signal?.removeEventListener('abort', waiter.onAbort);
     if (this.#waiting === 0) this.#wake?.();
   }
 }
