@@ -7,17 +7,15 @@
  * a gateway 429 whose Retry-After a retry then meets. With a second deployment, every request succeeds.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
+import { type GatewayProcess, startGatewayProcess } from '../helpers/gateway-process.ts';
 import { type RedisServer, startRedis } from '../helpers/redis.ts';
-import { freePort, waitFor } from '../helpers/servers.ts';
 import { type FakeUpstream, startFakeUpstream } from './fake-upstream.ts';
 
-const root = new URL('../..', import.meta.url).pathname;
 const LIMIT = 20;
 const WINDOW_MS = 2_000;
 /** The primary deployment's concurrency: what a gateway sends at once before the provider's first answer. */
@@ -97,14 +95,14 @@ async function startPacedProvider(): Promise<PacedProvider> {
 
 let redis: RedisServer;
 let spare: FakeUpstream;
-const children: ChildProcess[] = [];
+const running: GatewayProcess[] = [];
 
 before(async () => {
   redis = await startRedis();
   spare = await startFakeUpstream();
 });
 after(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await stopAll();
   await spare.close();
   await redis.stop();
 });
@@ -121,30 +119,21 @@ const paced = (provider: PacedProvider) => ({
 
 /** Starts a gateway process over `deployments`, sharing the test's Redis; resolves with its base URL. */
 async function gateway(deployments: unknown[], queueTimeoutMs: number, shared = true): Promise<string> {
-  const port = await freePort();
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'src/gateway/main.ts',
-      '--port',
-      String(port),
-      '--cache-dir',
-      'off',
-      ...(shared ? ['--redis', redis.url, '--redis-command-timeout-ms', '2000'] : []),
-      '--queue-timeout-ms',
-      String(queueTimeoutMs),
-      '--deployments',
-      JSON.stringify(deployments),
-    ],
-    { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] },
-  );
-  children.push(child);
-  const base = `http://127.0.0.1:${port}`;
-  await waitFor(async () => (await request(`${base}/readyz`)).statusCode === 200, { timeoutMs: 20_000 });
-  return base;
+  const gw = await startGatewayProcess([
+    ...(shared ? ['--redis', redis.url, '--redis-command-timeout-ms', '2000'] : []),
+    '--queue-timeout-ms',
+    String(queueTimeoutMs),
+    '--log-level',
+    'warn',
+    '--deployments',
+    JSON.stringify(deployments),
+  ]);
+  running.push(gw);
+  return gw.base;
 }
+
+/** Stops the gateways of a case. */
+const stopAll = () => Promise.all(running.splice(0).map((gw) => gw.stop()));
 
 /** One chat completion, retried after the gateway's Retry-After while it answers 429. */
 async function ask(base: string, i: number) {
@@ -197,7 +186,7 @@ describe('provider pacing shared by three gateway processes on one Redis', () =>
       for (const n of provider.windows) assert.ok(n <= LIMIT, `a window took ${n}: ${provider.windows}`);
     } finally {
       await provider.close();
-      for (const c of children.splice(0)) c.kill('SIGTERM');
+      await stopAll();
     }
   });
 
@@ -215,7 +204,7 @@ describe('provider pacing shared by three gateway processes on one Redis', () =>
       for (const n of provider.windows) assert.ok(n <= LIMIT, `a window took ${n}: ${provider.windows}`);
     } finally {
       await provider.close();
-      for (const c of children.splice(0)) c.kill('SIGTERM');
+      await stopAll();
     }
   });
 
@@ -245,7 +234,7 @@ describe('provider pacing shared by three gateway processes on one Redis', () =>
       assert.ok(Number(remaining[1]) >= 0 && Number(remaining[1]) <= LIMIT, remaining[0]);
     } finally {
       await provider.close();
-      for (const c of children.splice(0)) c.kill('SIGTERM');
+      await stopAll();
     }
   });
 });
