@@ -53,6 +53,8 @@ let leases = 0;
 export const DEFAULT_PACING_LEASE_MS = 120_000;
 /** How often the first waiting caller asks again while only answers can free budget, ms. @default 25 */
 export const DEFAULT_PACING_POLL_MS = 25;
+/** How long calls to a provider that reports no quota go without asking Redis, ms (then one asks again). */
+const UNREPORTED_REFRESH_MS = 1_000;
 
 export interface SharedOutboundLimiterOptions extends OutboundLimiterOptions {
   /** The Redis shared by the nodes: a client (left open) or a `redis://` URL (closed by `close()`). */
@@ -111,6 +113,8 @@ export class SharedOutboundLimiter {
   #closed = false;
   #inFlight = 0;
   #lastWaitMs = 0;
+  /** Until when (performance.now()) calls go without asking Redis: the provider reports no quota. */
+  #unreportedUntil = 0;
   /** Until when (performance.now()) the last refusal said to wait. */
   #waitUntil = 0;
   #remainingRequests = -1;
@@ -155,6 +159,7 @@ export class SharedOutboundLimiter {
     const tokens = options.tokens === undefined ? 0 : check.number('options.tokens', options.tokens);
     const signal = options.signal;
     signal?.throwIfAborted();
+    if (this.#waiting === 0 && performance.now() < this.#unreportedUntil) return this.#unpaced();
     if (this.#waiting === 0) {
       let first: Decision | undefined;
       try {
@@ -288,6 +293,11 @@ export class SharedOutboundLimiter {
     this.#remainingTokens = reply[4]!;
     if (reply[0] === 1) {
       this.#waitUntil = 0;
+      // A provider that reports neither quota (and no configured limit) leaves nothing to share but a 429's
+      // cooldown: calls go without asking Redis, which is asked again now and then for that.
+      const unreported =
+        reply[5] === 0 && reply[6] === 0 && this.#requestsLimit === 0 && this.#tokensLimit === 0;
+      this.#unreportedUntil = unreported ? performance.now() + UNREPORTED_REFRESH_MS : 0;
       return { lease, waitMs: 0 };
     }
     this.#lastWaitMs = reply[2]!;
@@ -304,19 +314,48 @@ export class SharedOutboundLimiter {
         if (!open) return;
         open = false;
         this.#inFlight--;
-        const limits: ProviderLimits =
-          response?.headers === undefined ? {} : parseRateLimitHeaders(response.headers);
-        let block = 0;
-        if (response?.status === 429) {
-          this.#limitedResponses++;
-          const stated = limits.retryAfterMs ?? limits.requests?.resetMs ?? this.#defaultResetMs;
-          // Never sooner than the provider said; a little later at random, so nodes do not return together.
-          block = Math.ceil(stated * (1 + this.#jitterRatio * this.#random()));
-          this.#waitUntil = Math.max(this.#waitUntil, performance.now() + block);
-        }
-        this.#report(lease, response === undefined ? 0 : 1, limits, block);
+        const limits = this.#limitsOf(response);
+        this.#report(lease, response === undefined ? 0 : 1, limits, this.#cooldown(response, limits));
       },
     };
+  }
+
+  /**
+   * A permit taken without Redis while the provider reports no quota. An answer that reports one, or a 429,
+   * sends the next call to Redis again; a 429's cooldown is shared at once.
+   */
+  #unpaced(): OutboundPermit {
+    this.#dispatched++;
+    this.#inFlight++;
+    let open = true;
+    return {
+      done: (response) => {
+        if (!open) return;
+        open = false;
+        this.#inFlight--;
+        const limits = this.#limitsOf(response);
+        if (response?.status !== 429 && limits.requests === undefined && limits.tokens === undefined) return;
+        this.#unreportedUntil = 0;
+        const block = this.#cooldown(response, limits);
+        if (block > 0) this.#report('', 1, limits, block);
+      },
+    };
+  }
+
+  #limitsOf(response: Parameters<OutboundPermit['done']>[0]): ProviderLimits {
+    return response?.headers === undefined ? {} : parseRateLimitHeaders(response.headers);
+  }
+
+  /** A 429's cooldown, ms (0 for any other answer); this process holds its calls for it at once. */
+  #cooldown(response: Parameters<OutboundPermit['done']>[0], limits: ProviderLimits): number {
+    if (response?.status !== 429) return 0;
+    this.#limitedResponses++;
+    const stated = limits.retryAfterMs ?? limits.requests?.resetMs ?? this.#defaultResetMs;
+    // Never sooner than the provider said; a little later at random, so nodes do not return together.
+    const block = Math.ceil(stated * (1 + this.#jitterRatio * this.#random()));
+    this.#waitUntil = Math.max(this.#waitUntil, performance.now() + block);
+    this.#unreportedUntil = 0;
+    return block;
   }
 
   /** Gives back a lease never used. */

@@ -11,7 +11,7 @@ import { OutboundLimiter } from '../../src/concurrency/provider-limits.ts';
 import { SharedOutboundLimiter } from '../../src/concurrency/shared-outbound.ts';
 import { RateLimitedError } from '../../src/errors.ts';
 import { type RedisServer, startRedis, startRedisCluster } from '../helpers/redis.ts';
-import { freePort } from '../helpers/servers.ts';
+import { freePort, waitFor } from '../helpers/servers.ts';
 
 let redis: RedisServer;
 const limiters: { close(): Promise<void> }[] = [];
@@ -187,6 +187,26 @@ describe('SharedOutboundLimiter: one budget for every node', () => {
       await Promise.all(three.map((l) => l.close()));
       await cluster.stop();
     }
+  });
+
+  it('asks Redis only now and then while the provider reports no quota, and shares its 429 at once', async () => {
+    const [a, b] = nodes(2, { maxWaitMs: 200, random: () => 0 });
+    const scripts = () =>
+      Number(/cmdstat_evalsha:calls=(\d+)/.exec(redis.cli('INFO', 'commandstats'))?.[1] ?? 0);
+    const before = scripts();
+    for (let i = 0; i < 20; i++) await a!.run(async () => ({ status: 200, headers: {} }));
+    // The first call and its report, then a decision or two until the first answer has reached Redis.
+    assert.ok(scripts() - before <= 5, `${scripts() - before} scripts for 20 calls`);
+    // A 429 still cools the key down on every node, as soon as its report reaches Redis.
+    await a!.run(async () => ({ status: 429, headers: { 'retry-after': '3' } }));
+    await waitFor(async () => {
+      try {
+        (await b!.acquire()).done({ status: 200, headers: {} });
+        return false;
+      } catch (error) {
+        return error instanceof RateLimitedError;
+      }
+    });
   });
 
   it('waits its turn while Redis is slow, instead of pacing blind in the process', async () => {

@@ -20,8 +20,8 @@
  *
  * Acquire: ARGV = 'a', tokens, learning concurrency, configured requests, configured tokens, configured
  * window ms, lease ms, default reset ms, the lease id (the caller's, so a reply lost to a timeout can still
- * be given back). Returns { 1, 0, 0, remaining requests, remaining tokens } or { 0, 0, ms to wait (0: until
- * an answer frees budget), ... }.
+ * be given back). Returns { 1, 0, 0, remaining requests, remaining tokens, whether the provider reports
+ * each quota (-1 not yet known, 0 no, 1 yes) } or { 0, 0, ms to wait (0: until an answer frees budget), ... }.
  *
  * Done: ARGV = 'd', lease id, how it ended (1 answered, 0 failed without an answer, -1 never sent), then
  * per quota (requests, tokens) limit, remaining, reset ms ('' when not reported), then the cooldown ms of a
@@ -173,7 +173,7 @@ if ARGV[1] == 'a' then
     local id = ARGV[9]
     redis.call('HSET', h, 'L' .. id, tokens .. ',' .. s.rg .. ',' .. s.tg .. ',' .. rp .. ',' .. tp .. ',' .. now)
     redis.call('ZADD', leases, now + lease, id)
-    reply = {1, 0, 0, remaining('r'), remaining('t')}
+    reply = {1, 0, 0, remaining('r'), remaining('t'), s.rk, s.tk}
   else
     local at = math.max(wait_until('r', 1), wait_until('t', tokens))
     reply = {0, 0, at - now, remaining('r'), remaining('t')}
