@@ -4,7 +4,22 @@
  *
  * @module
  */
-import type { HeadersLike, OutboundPermit } from './provider-limits.ts';
+import type { HeadersLike, OutboundPermit, ProviderLimits } from './provider-limits.ts';
+
+/**
+ * How long a 429 holds calls, ms: the provider's stated wait (`retry-after`, else the requests quota's
+ * reset, else `defaultResetMs`), never less, plus up to `jitterRatio` of it at random, so limiters (keys,
+ * nodes) told the same time do not all call again at the same instant.
+ */
+export function cooldownMs(
+  limits: ProviderLimits,
+  defaultResetMs: number,
+  jitterRatio: number,
+  random: () => number,
+): number {
+  const stated = limits.retryAfterMs ?? limits.requests?.resetMs ?? defaultResetMs;
+  return stated * (1 + jitterRatio * random());
+}
 
 /** A caller waiting for budget. */
 export interface OutboundWaiter {

@@ -11,7 +11,13 @@ import { ClosedError, RateLimitedError } from '../errors.ts';
 import { type Clock, systemClock } from '../internal/clock.ts';
 import * as check from '../internal/options.ts';
 import { Ring } from '../internal/ring.ts';
-import { endWait, type OutboundWaiter, outboundWaiter, runUnderPermit } from './outbound-waiter.ts';
+import {
+  cooldownMs,
+  endWait,
+  type OutboundWaiter,
+  outboundWaiter,
+  runUnderPermit,
+} from './outbound-waiter.ts';
 
 /** Headers as fetch (`Headers`), node:http / undici (a record) or anything with `get(name)` give them. */
 export type HeadersLike =
@@ -571,9 +577,7 @@ export class OutboundLimiter {
         t.done(tokens, tGen, sentAt, limits.tokens, answered, now, this.#defaultResetMs);
         if (response?.status === 429) {
           this.#limitedResponses++;
-          const stated = limits.retryAfterMs ?? limits.requests?.resetMs ?? this.#defaultResetMs;
-          // Never sooner than the provider said; a little later at random, so callers do not return together.
-          const wait = stated * (1 + this.#jitterRatio * this.#random());
+          const wait = cooldownMs(limits, this.#defaultResetMs, this.#jitterRatio, this.#random);
           this.#blockedUntil = Math.max(this.#blockedUntil, now + wait);
         }
         this.#pump();

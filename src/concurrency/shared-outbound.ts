@@ -27,7 +27,13 @@ import {
   whenConnected,
 } from '../internal/redis.ts';
 import { Ring } from '../internal/ring.ts';
-import { endWait, type OutboundWaiter, outboundWaiter, runUnderPermit } from './outbound-waiter.ts';
+import {
+  cooldownMs,
+  endWait,
+  type OutboundWaiter,
+  outboundWaiter,
+  runUnderPermit,
+} from './outbound-waiter.ts';
 import {
   DEFAULT_OUTBOUND_COOLDOWN_JITTER_RATIO,
   DEFAULT_OUTBOUND_MAX_QUEUE,
@@ -70,6 +76,9 @@ export interface SharedOutboundLimiterOptions extends OutboundLimiterOptions {
   /** How often the first waiting caller asks again while only answers can free budget, ms. @default 25 */
   pollMs?: number;
 }
+
+/** What a permit's `done` is told: the call's answer, or nothing for a call that failed without one. */
+type Answer = Parameters<OutboundPermit['done']>[0];
 
 /** A decision of the script: a lease of budget, or how long to wait (0: until an answer frees some). */
 interface Decision {
@@ -305,19 +314,11 @@ export class SharedOutboundLimiter {
     return { lease: undefined, waitMs: reply[2]! };
   }
 
+  /** A lease of Redis budget: its answer is reported to Redis. */
   #permit(lease: string): OutboundPermit {
-    this.#dispatched++;
-    this.#inFlight++;
-    let open = true;
-    return {
-      done: (response) => {
-        if (!open) return;
-        open = false;
-        this.#inFlight--;
-        const limits = this.#limitsOf(response);
-        this.#report(lease, response === undefined ? 0 : 1, limits, this.#cooldown(response, limits));
-      },
-    };
+    return this.#issue((response, limits) =>
+      this.#report(lease, response === undefined ? 0 : 1, limits, this.#cooldown(response, limits)),
+    );
   }
 
   /**
@@ -325,6 +326,16 @@ export class SharedOutboundLimiter {
    * sends the next call to Redis again; a 429's cooldown is shared at once.
    */
   #unpaced(): OutboundPermit {
+    return this.#issue((response, limits) => {
+      if (response?.status !== 429 && limits.requests === undefined && limits.tokens === undefined) return;
+      this.#unreportedUntil = 0;
+      const block = this.#cooldown(response, limits);
+      if (block > 0) this.#report('', 1, limits, block);
+    });
+  }
+
+  /** A permit whose first `done` calls `ended` with the answer and the limits it reports. */
+  #issue(ended: (response: Answer, limits: ProviderLimits) => void): OutboundPermit {
     this.#dispatched++;
     this.#inFlight++;
     let open = true;
@@ -333,26 +344,16 @@ export class SharedOutboundLimiter {
         if (!open) return;
         open = false;
         this.#inFlight--;
-        const limits = this.#limitsOf(response);
-        if (response?.status !== 429 && limits.requests === undefined && limits.tokens === undefined) return;
-        this.#unreportedUntil = 0;
-        const block = this.#cooldown(response, limits);
-        if (block > 0) this.#report('', 1, limits, block);
+        ended(response, response?.headers === undefined ? {} : parseRateLimitHeaders(response.headers));
       },
     };
   }
 
-  #limitsOf(response: Parameters<OutboundPermit['done']>[0]): ProviderLimits {
-    return response?.headers === undefined ? {} : parseRateLimitHeaders(response.headers);
-  }
-
   /** A 429's cooldown, ms (0 for any other answer); this process holds its calls for it at once. */
-  #cooldown(response: Parameters<OutboundPermit['done']>[0], limits: ProviderLimits): number {
+  #cooldown(response: Answer, limits: ProviderLimits): number {
     if (response?.status !== 429) return 0;
     this.#limitedResponses++;
-    const stated = limits.retryAfterMs ?? limits.requests?.resetMs ?? this.#defaultResetMs;
-    // Never sooner than the provider said; a little later at random, so nodes do not return together.
-    const block = Math.ceil(stated * (1 + this.#jitterRatio * this.#random()));
+    const block = Math.ceil(cooldownMs(limits, this.#defaultResetMs, this.#jitterRatio, this.#random));
     this.#waitUntil = Math.max(this.#waitUntil, performance.now() + block);
     this.#unreportedUntil = 0;
     return block;
