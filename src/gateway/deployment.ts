@@ -95,6 +95,8 @@ export class Deployment {
   /** The next key in turn whose pacer would send a call now; the next in turn when every key would wait. */
   nextKey(): number {
     const n = this.keys;
+    // One key is the only choice: its pacer decides when the call goes.
+    if (n === 1) return 0;
     const start = this.#nextKey;
     for (let i = 0; i < n && this.pacers.length === n; i++) {
       const key = (start + i) % n;

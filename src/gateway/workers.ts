@@ -158,9 +158,9 @@ export async function runPrimary(config: GatewayConfig, log: (line: string) => v
   const reports = new Pending();
   /** Every live worker's own snapshot, merged (a worker that does not answer in time is left out). */
   const dashboard = async () => {
-    const workers = Object.values(cluster.workers ?? {}).filter((w) => w?.isConnected());
+    const workers = [...started.keys()].filter((w) => w.isConnected());
     const snapshots = await Promise.all(
-      workers.map((w) => reports.ask((id) => w!.send({ type: REPORT, id } satisfies Message))),
+      workers.map((w) => reports.ask((id) => w.send({ type: REPORT, id } satisfies Message))),
     );
     return mergeSnapshots(snapshots.filter((m) => m !== undefined).map((m) => m.value as DashboardSnapshot));
   };
