@@ -20,6 +20,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Pool, request } from 'undici';
+import { hitAndMissPaths } from './fixtures/gateway-paths.ts';
 import { CPU_PROBE, cpuOf, startProcess } from './fixtures/processes.ts';
 
 /** Requests per round; warm-up rounds come first, interleaved like the timed ones. */
@@ -93,25 +94,7 @@ async function main(): Promise<void> {
   let received = 0;
   /** Points the open pages must have had: one a second, less one per opening for the timer's phase. */
   let due = 0;
-  let asked = 0;
-  const paths = [
-    {
-      title: 'cached answer: `/v1/embeddings`, one input asked again (an L1 hit)',
-      path: '/v1/embeddings',
-      body: () => ({ model: 'local-embed', input: 'the same question' }),
-      cache: 'hit',
-    },
-    {
-      title: 'miss path: distinct deterministic chat completions through to an instant upstream',
-      path: '/v1/chat/completions',
-      body: () => ({
-        model: 'bench-chat',
-        temperature: 0,
-        messages: [{ role: 'user', content: `dashboard question ${asked++}` }],
-      }),
-      cache: 'miss',
-    },
-  ];
+  const paths = hitAndMissPaths('dashboard');
   console.log(
     `\n### Requests/s and CPU per request of each gateway process, its rounds with a dashboard open against its rounds without: ${REQUESTS.toLocaleString('en')} ` +
       `requests per round from ${CONNECTIONS} keep-alive connections, ${ROUNDS} rounds after ${WARMUP_ROUNDS} ` +

@@ -22,6 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
+import { hitAndMissPaths } from './fixtures/gateway-paths.ts';
 import { CPU_PROBE, cpuOf, startProcess } from './fixtures/processes.ts';
 
 /** Requests per round; warm-up rounds come first, interleaved like the timed ones (see bench/gateway.ts). */
@@ -84,25 +85,7 @@ async function main(): Promise<void> {
     await start('request log on (`--log-level info`, a JSON line per request to stderr, a file)', 'info'),
     await start('request log off (`--log-level warn`)', 'warn'),
   ];
-  let asked = 0;
-  const paths = [
-    {
-      title: 'cached answer: `/v1/embeddings`, one input asked again (an L1 hit)',
-      path: '/v1/embeddings',
-      body: () => ({ model: 'local-embed', input: 'the same question' }),
-      cache: 'hit',
-    },
-    {
-      title: 'miss path: distinct deterministic chat completions through to an instant upstream',
-      path: '/v1/chat/completions',
-      body: () => ({
-        model: 'bench-chat',
-        temperature: 0,
-        messages: [{ role: 'user', content: `log question ${asked++}` }],
-      }),
-      cache: 'miss',
-    },
-  ];
+  const paths = hitAndMissPaths('log');
   console.log(
     `\n### CPU per request of the gateway process, request log on and off: ${REQUESTS.toLocaleString('en')} ` +
       `requests per round from ${CONNECTIONS} keep-alive connections, ${ROUNDS} rounds after ${WARMUP_ROUNDS} ` +
