@@ -53,8 +53,6 @@ export const DEFAULT_QUEUE_TIMEOUT_MS = 30_000;
 export const DEFAULT_UPSTREAM_TIMEOUT_MS = 60_000;
 /** Retries of an upstream call that failed with 429, 5xx or a connection error. @default 2 */
 export const DEFAULT_UPSTREAM_RETRIES = 2;
-/** Keep-alive connections to the upstream. @default 64 */
-export const DEFAULT_UPSTREAM_CONNECTIONS = 64;
 /**
  * How long a Redis command may wait for its answer before the cache or the limiter takes its fallback, ms.
  * @default 100
@@ -122,7 +120,11 @@ export interface GatewayConfig {
   queueTimeoutMs: number;
   upstreamTimeoutMs: number;
   upstreamRetries: number;
-  upstreamConnections: number;
+  /**
+   * Connections to each upstream; `undefined` (the default) allows as many as `maxConcurrency`, so no
+   * connection pool below the gateway's own limit makes a call (a long stream above all) wait for another.
+   */
+  upstreamConnections: number | undefined;
   upstreamFailureThreshold: number;
   upstreamCooldownMs: number;
   batchMaxSize: number;
@@ -356,8 +358,8 @@ const SETTINGS: readonly Setting[] = [
     env: 'CLAWPERF_UPSTREAM_CONNECTIONS',
     kind: 'integer',
     min: 1,
-    help: 'keep-alive connections to the upstream',
-    defaultText: String(DEFAULT_UPSTREAM_CONNECTIONS),
+    help: 'connections to each upstream (fewer than --max-concurrency make calls wait for one another)',
+    defaultText: 'max concurrency',
   },
   {
     key: 'upstreamFailureThreshold',
@@ -500,7 +502,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): GatewayConf
     queueTimeoutMs: DEFAULT_QUEUE_TIMEOUT_MS,
     upstreamTimeoutMs: DEFAULT_UPSTREAM_TIMEOUT_MS,
     upstreamRetries: DEFAULT_UPSTREAM_RETRIES,
-    upstreamConnections: DEFAULT_UPSTREAM_CONNECTIONS,
+    upstreamConnections: undefined,
     upstreamFailureThreshold: DEFAULT_UPSTREAM_FAILURE_THRESHOLD,
     upstreamCooldownMs: DEFAULT_UPSTREAM_COOLDOWN_MS,
     batchMaxSize: DEFAULT_BATCH_MAX_SIZE,

@@ -83,7 +83,7 @@ export function buildDeployments(
     const deployment = new Deployment(d, {
       timeoutMs: config.upstreamTimeoutMs,
       retries: single ? config.upstreamRetries : 0,
-      connections: config.upstreamConnections,
+      connections: config.upstreamConnections ?? config.maxConcurrency,
       failureThreshold: config.upstreamFailureThreshold,
       cooldownMs: config.upstreamCooldownMs,
       maxQueueSize: config.maxQueueSize,
