@@ -69,8 +69,8 @@ export interface GatewayStats extends GatewayCounts {
 }
 
 /**
- * Without an OTLP endpoint nothing is recorded (sample ratio 0), but every request still gets a span
- * context, so every answer carries a `traceparent`; a span a caller's sampled trace forces is discarded.
+ * Without an OTLP endpoint nothing is recorded (sample ratio 0, and requests start no span: their answers
+ * carry a `traceparent` all the same); a span a caller's sampled trace forces is discarded.
  */
 const discardSpans = {
   export(_spans: unknown[], done: (result: { code: number }) => void): void {
