@@ -74,11 +74,15 @@ describe('concurrent streams', () => {
       let deadline: NodeJS.Timeout | undefined;
       const stalled = new Promise<never>((_, reject) => {
         deadline = setTimeout(
-          () => reject(new Error(`only ${upstream.most()} of ${streams} streams reached the upstream at once`)),
+          () =>
+            reject(new Error(`only ${upstream.most()} of ${streams} streams reached the upstream at once`)),
           20_000,
         );
       });
-      const texts = await Promise.race([Promise.all(Array.from({ length: streams }, (_, i) => read(i))), stalled]);
+      const texts = await Promise.race([
+        Promise.all(Array.from({ length: streams }, (_, i) => read(i))),
+        stalled,
+      ]);
       clearTimeout(deadline);
       assert.equal(upstream.most(), streams);
       assert.deepEqual(new Set(texts), new Set(['hi!']));
