@@ -118,34 +118,55 @@ function quota(limit: number | undefined, remaining: number | undefined, resetMs
   return q;
 }
 
+/** The header names of one quota, built once: a proxied answer reads them all. */
+interface QuotaNames {
+  limit: string;
+  remaining: string;
+  reset: string;
+}
+const OPENAI_QUOTAS = {
+  requests: {
+    limit: 'x-ratelimit-limit-requests',
+    remaining: 'x-ratelimit-remaining-requests',
+    reset: 'x-ratelimit-reset-requests',
+  },
+  tokens: {
+    limit: 'x-ratelimit-limit-tokens',
+    remaining: 'x-ratelimit-remaining-tokens',
+    reset: 'x-ratelimit-reset-tokens',
+  },
+} satisfies Record<'requests' | 'tokens', QuotaNames>;
+const anthropicNames = (name: string): QuotaNames => ({
+  limit: `anthropic-ratelimit-${name}-limit`,
+  remaining: `anthropic-ratelimit-${name}-remaining`,
+  reset: `anthropic-ratelimit-${name}-reset`,
+});
+/** Anthropic's quotas per dimension; for tokens all three, since a call spends from each. */
+const ANTHROPIC_QUOTAS = {
+  requests: [anthropicNames('requests')],
+  tokens: ['tokens', 'input-tokens', 'output-tokens'].map(anthropicNames),
+} satisfies Record<'requests' | 'tokens', QuotaNames[]>;
+
 /** One of Anthropic's quotas: `anthropic-ratelimit-<name>-{limit,remaining,reset}` (an RFC 3339 reset). */
 function anthropicQuota(
   header: (name: string) => string | undefined,
-  name: string,
+  names: QuotaNames,
   nowMs: number,
 ): ProviderQuota | undefined {
-  const reset = header(`anthropic-ratelimit-${name}-reset`);
+  const reset = header(names.reset);
   const at = reset === undefined ? Number.NaN : Date.parse(reset);
   return quota(
-    count(header(`anthropic-ratelimit-${name}-limit`)),
-    count(header(`anthropic-ratelimit-${name}-remaining`)),
+    count(header(names.limit)),
+    count(header(names.remaining)),
     Number.isNaN(at) ? undefined : Math.max(0, at - nowMs),
   );
 }
 
-/** The quota with the fewest remaining (the first reported when none says). */
-function tightest(quotas: (ProviderQuota | undefined)[]): ProviderQuota | undefined {
-  let best: ProviderQuota | undefined;
-  for (const q of quotas) {
-    if (q === undefined) continue;
-    if (
-      best === undefined ||
-      (q.remaining ?? Number.POSITIVE_INFINITY) < (best.remaining ?? Number.POSITIVE_INFINITY)
-    ) {
-      best = q;
-    }
-  }
-  return best;
+/** The quota with the fewer remaining (the first reported when neither says). */
+function tighter(best: ProviderQuota | undefined, q: ProviderQuota | undefined): ProviderQuota | undefined {
+  if (q === undefined) return best;
+  if (best === undefined) return q;
+  return (q.remaining ?? Number.POSITIVE_INFINITY) < (best.remaining ?? Number.POSITIVE_INFINITY) ? q : best;
 }
 
 /** Reads a provider's rate-limit headers. Missing or malformed headers are left out, never guessed. */
@@ -154,19 +175,17 @@ export function parseRateLimitHeaders(headers: HeadersLike, nowMs = Date.now()):
   const header = headerReader(headers);
   for (const dim of ['requests', 'tokens'] as const) {
     // OpenAI: x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests (duration).
-    const q =
-      quota(
-        count(header(`x-ratelimit-limit-${dim}`)),
-        count(header(`x-ratelimit-remaining-${dim}`)),
-        parseDuration(header(`x-ratelimit-reset-${dim}`)),
-      ) ??
-      // Anthropic: anthropic-ratelimit-requests-limit / -remaining / -reset (RFC 3339 time); for tokens the
-      // tightest of its tokens, input-tokens and output-tokens quotas, since a call spends from all of them.
-      tightest(
-        (dim === 'requests' ? ['requests'] : ['tokens', 'input-tokens', 'output-tokens']).map((name) =>
-          anthropicQuota(header, name, nowMs),
-        ),
-      );
+    const names = OPENAI_QUOTAS[dim];
+    let q = quota(
+      count(header(names.limit)),
+      count(header(names.remaining)),
+      parseDuration(header(names.reset)),
+    );
+    // Anthropic: anthropic-ratelimit-requests-limit / -remaining / -reset (RFC 3339 time); for tokens the
+    // tightest of its tokens, input-tokens and output-tokens quotas.
+    if (q === undefined) {
+      for (const anthropic of ANTHROPIC_QUOTAS[dim]) q = tighter(q, anthropicQuota(header, anthropic, nowMs));
+    }
     if (q !== undefined) out[dim] = q;
   }
   const ms = count(header('retry-after-ms'));
@@ -299,6 +318,15 @@ class Budget {
     if (this.tracked === false) return true;
     if (this.learning) return this.learners < learning;
     return this.remaining - this.inFlight >= Math.min(units, this.limit);
+  }
+
+  /**
+   * After a reset the new window's first answer says when it resets; with no call of it in flight, no
+   * answer will, so it is assumed to reset `fallbackMs` from now (else a window used up by answers of the
+   * old one would hold every caller until its wait ran out).
+   */
+  expectReset(now: number, fallbackMs: number): void {
+    if (this.resetAt === Number.POSITIVE_INFINITY && this.inFlight === 0) this.resetAt = now + fallbackMs;
   }
 
   /** When the clock alone can make room (`now` when only an answer can). */
@@ -607,6 +635,8 @@ export class OutboundLimiter {
 
   /** One timer, at the earliest moment budget can come back. */
   #schedule(now: number): void {
+    this.#requests.expectReset(now, this.#defaultResetMs);
+    this.#tokens.expectReset(now, this.#defaultResetMs);
     const wait = this.#waitEstimate(now, this.#head()?.tokens ?? 0);
     // Nothing to wait for on the clock (budget is held by calls in flight): their `done` pumps.
     if (wait <= 0) return;

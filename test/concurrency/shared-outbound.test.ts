@@ -310,6 +310,43 @@ describe('OutboundLimiter: learning, configured limits, failed calls', () => {
     for (const p of permits) p.done(figures(1, 90));
   });
 
+  it('answers of the old window that use up the new one, with nothing in flight, do not stall the callers', async () => {
+    let now = 0;
+    const outbound = new OutboundLimiter({
+      maxWaitMs: 5_000,
+      defaultResetMs: 10,
+      learningConcurrency: 2,
+      clock: { now: () => now },
+    });
+    const limit1 = {
+      status: 200,
+      headers: {
+        'x-ratelimit-limit-requests': '1',
+        'x-ratelimit-remaining-requests': '0',
+        'x-ratelimit-reset-requests': '100ms',
+      },
+    };
+    const first = await outbound.acquire();
+    const slow = await outbound.acquire();
+    first.done(limit1);
+    // The window resets while the slow call is still out; its answer counts in the new window, which it uses
+    // up: no call is in flight, so no answer will say when the new window resets.
+    now = 150;
+    let released = false;
+    const waiting = outbound.acquire().then((p) => {
+      released = true;
+      return p;
+    });
+    await tick();
+    slow.done(limit1);
+    await tick();
+    assert.equal(released, false, 'the new window is used up');
+    // The assumed reset (defaultResetMs) frees it, long before maxWaitMs.
+    now = 161;
+    const permit = await waiting;
+    permit.done(limit1);
+  });
+
   it('a call that fails without an answer does not turn pacing off', async () => {
     const outbound = new OutboundLimiter({ maxWaitMs: 1_000 });
     (await outbound.acquire()).done(); // a connection error: nothing learned
