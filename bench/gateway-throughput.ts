@@ -23,21 +23,23 @@
  * - Search: each contender first gets a closed-loop probe (PROBE_CONNECTIONS loops, 1 s untimed, then
  *   PROBE_MS timed), which warms it up and gives its rough saturation S. Then windows of WINDOW_MS at the
  *   offered rates STEPS x S, upward, until one fails; then one more window halfway between the last rate
- *   that held and the first that did not (if every step holds, the rate keeps rising by a quarter, up to
- *   MAX_WINDOWS windows in all). A rate whose window fails is tried RETRIES more times (1) before it counts
- *   as failed, and counts as held if any of its windows held. A window holds when p99 < 1 s and fewer than 0.1 % of its requests
- *   failed (a status other than 200, a missing miss header, a timeout after REQUEST_TIMEOUT_MS, or not sent
- *   because more than BACKLOG_S seconds of requests were outstanding). If the first step fails, the rate is
- *   halved up to twice. The contenders take their windows in rounds (clawperf, Portkey, floor, then again),
+ *   that held and the first that did not (if every step holds, the rate keeps rising by a quarter); at most
+ *   MAX_WINDOWS windows per contender in all, and when none failed for good the rate found is a lower bound
+ *   (printed with ≥). A rate whose window fails is tried RETRIES more times (1) before it counts as failed,
+ *   and counts as held if any of its windows held. A window holds when p99 < 1 s and fewer than 0.1 % of
+ *   its requests failed (a status other than 200, a missing miss header, a timeout after
+ *   REQUEST_TIMEOUT_MS, or not sent because more than BACKLOG_S seconds of requests were outstanding). If
+ *   the first step fails, the rate is halved up to twice. The contenders take their windows in rounds (clawperf, Portkey, floor, then again),
  *   so a noisy moment on a shared machine falls on all of them.
  * - CPU: each contender process reads its own `process.cpuUsage()` (fixtures/cpu-probe.mjs, loaded with
  *   `--import`) before and after a window; CPU cores used = its user + system CPU seconds / the window's wall
  *   seconds (start to last answer), and req/s per core = the sustained rate / those cores.
  *
  * Environment: BENCH_THROUGHPUT_WINDOW_MS (10000), BENCH_THROUGHPUT_STEPS (fractions of the probe,
- * `0.6,0.8,0.9,1,1.1,1.25`), BENCH_THROUGHPUT_RATES (absolute req/s steps for every contender instead),
+ * `0.6,0.8,1,1.2`), BENCH_THROUGHPUT_RATES (absolute req/s steps for every contender instead),
  * BENCH_THROUGHPUT_PROBE_MS (3000), BENCH_THROUGHPUT_CONNECTIONS (client connections, 1024),
- * BENCH_THROUGHPUT_RETRIES (1), BENCH_THROUGHPUT_ONLY (`clawperf,portkey,floor`: the contenders to run).
+ * BENCH_THROUGHPUT_RETRIES (1), BENCH_THROUGHPUT_MAX_WINDOWS (8), BENCH_THROUGHPUT_ONLY
+ * (`clawperf,portkey,floor`: the contenders to run). One run takes 4-6 minutes.
  * Each window's line also gives the longest event-loop stall of the client and of the gateway over it, so
  * a failed window shows whose stall it was.
  */
@@ -69,7 +71,7 @@ const listEnv = (name: string, fallback: string) =>
 const WINDOW_MS = numberEnv('BENCH_THROUGHPUT_WINDOW_MS', 10_000);
 const PROBE_MS = numberEnv('BENCH_THROUGHPUT_PROBE_MS', 3_000);
 const CLIENT_CONNECTIONS = numberEnv('BENCH_THROUGHPUT_CONNECTIONS', 1_024);
-const STEPS = listEnv('BENCH_THROUGHPUT_STEPS', '0.6,0.8,0.9,1,1.1,1.25').map(Number);
+const STEPS = listEnv('BENCH_THROUGHPUT_STEPS', '0.6,0.8,1,1.2').map(Number);
 const RATES = listEnv('BENCH_THROUGHPUT_RATES', '').map(Number);
 const ONLY = listEnv('BENCH_THROUGHPUT_ONLY', 'clawperf,portkey,floor');
 /** Closed-loop callers of the probe: enough to keep thousands of 20 ms requests a second in flight. */
@@ -89,8 +91,8 @@ const UPSTREAM_CONNECTIONS = 1_024;
  * process (the client's own event loop stopped for over a second in test runs) fails a 10 s window at any rate.
  */
 const RETRIES = numberEnv('BENCH_THROUGHPUT_RETRIES', 1, true);
-/** Windows one contender may take while every step holds (the steps, then a quarter higher each). */
-const MAX_WINDOWS = 9;
+/** Windows one contender may take in all (steps, retries and the halfway one), which bounds the run time. */
+const MAX_WINDOWS = numberEnv('BENCH_THROUGHPUT_MAX_WINDOWS', 8);
 /** Pause between windows, so one window's tail does not fall into the next. */
 const SETTLE_MS = 500;
 
@@ -396,6 +398,7 @@ class Search {
   }
 
   next(): number | undefined {
+    if (this.windows.length >= MAX_WINDOWS) return undefined;
     const last = this.windows.at(-1);
     if (last !== undefined && !last.ok && this.windows.filter((w) => w.rate === last.rate).length <= RETRIES)
       return last.rate;
@@ -405,7 +408,7 @@ class Search {
       const rates = RATES.length > 0 ? RATES : STEPS.map((s) => s * this.base);
       if (this.step < rates.length) return Math.round(rates[this.step++]!);
       // Every step held (the probe fell on a slow moment): keep climbing, a quarter higher each time.
-      return this.windows.length < MAX_WINDOWS ? Math.round(this.windows.at(-1)!.rate * 1.25) : undefined;
+      return Math.round(this.windows.at(-1)!.rate * 1.25);
     }
     const lowestFail = Math.min(...fails);
     if (best === undefined) return this.halvings++ < 2 ? Math.round(lowestFail / 2) : undefined;
