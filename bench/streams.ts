@@ -22,7 +22,7 @@
  *
  * Run with `npm run bench streams`; `BENCH_STREAMS=512,2048` picks the scenarios. The bench raises its own
  * open-file limit when it is too low for the streams asked (each stream holds a descriptor in each process).
- * `BENCH_STREAM_CPU_PROF=<dir>` writes a CPU profile of the gateway process there.
+ * `BENCH_STREAM_CPU_PROF=<dir>` writes a CPU profile of the gateway process there (the floor's in `<dir>/floor`).
  */
 import { execFileSync, fork, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
@@ -259,7 +259,11 @@ async function main(): Promise<void> {
     [String(upstream.port)],
     ['--expose-gc', ...(profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profile}`])],
   );
-  const floor = await child('floor', [String(upstream.port)]);
+  const floor = await child(
+    'floor',
+    [String(upstream.port)],
+    profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profile}/floor`],
+  );
   const served = () => ask<number>(upstream.child, 'served', 'served');
   const heap = () => ask<number>(gw.child, 'heap', 'heap');
   console.log(

@@ -5,7 +5,7 @@
  * @module
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Readable, Transform } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { FastifyReply } from 'fastify';
 import type { TokenUsage } from '../tracing/index.ts';
 import type { Endpoint } from './context.ts';
@@ -32,7 +32,7 @@ export interface ProtocolRequest {
 }
 
 /** The tap a live stream passes through on its way to the client. */
-export interface ProtocolTap extends Transform {
+export interface ProtocolTap extends Readable {
   /** Tokens the stream used, once its usage was seen. */
   readonly total: number | undefined;
   /** The stream's usage (with the provider's prompt-cache figures), once seen. */

@@ -1,13 +1,12 @@
 /**
  * The tap of a typed event stream (Anthropic's messages, OpenAI's Responses): whole events go to the client
- * as they came, byte for byte (backpressure is the pipe's), while a subclass reads each event on the side for
- * usage and to rebuild the answer for the cache. A source that fails, sends what is not server-sent events of
+ * as they came, byte for byte (at the client's pace: see {@link Relay}), while a subclass reads each event
+ * on the side for usage and to rebuild the answer for the cache. A source that fails, sends what is not server-sent events of
  * JSON, or ends before the subclass saw its last event (and without an error event of its own) ends the
  * stream with the API's error event, which the SDKs raise: the client never gets a silently cut answer.
  *
  * @module
  */
-import { type Readable, Transform } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { ClawperfError } from '../errors.ts';
 import { type TokenUsage, tokenUsage } from '../tracing/index.ts';
@@ -15,6 +14,7 @@ import { isObject, type Json } from './context.ts';
 import { errorAnswer } from './error-answers.ts';
 import { type ApiError, apiError } from './openai.ts';
 import type { ProtocolTap } from './protocol.ts';
+import { Relay } from './relay.ts';
 
 /** How much of a bad event an error message quotes. */
 export const QUOTED_CHARS = 80;
@@ -64,7 +64,7 @@ export interface EventTapOptions {
   maxBytes: number;
 }
 
-export abstract class EventTap extends Transform implements ProtocolTap {
+export abstract class EventTap extends Relay implements ProtocolTap {
   /** The answer's usage, once an event reported it. */
   usage: TokenUsage | undefined;
   /** The usage object as reported so far: later figures replace earlier ones (they are cumulative). */
@@ -76,11 +76,12 @@ export abstract class EventTap extends Transform implements ProtocolTap {
   /** Still rebuilding the answer for the cache. */
   protected assemble: boolean;
   readonly #decoder = new StringDecoder('utf8');
+  /** The decoder may hold the first bytes of a character split between reads. */
+  #held = false;
   readonly #maxBytes: number;
   #tail = '';
   #bytes = 0;
   #failure: ApiError | undefined;
-  #source: Readable | undefined;
 
   constructor(options: EventTapOptions) {
     super();
@@ -108,61 +109,60 @@ export abstract class EventTap extends Transform implements ProtocolTap {
     this.usage = tokenUsage(this.reported);
   }
 
-  relay(source: Readable): this {
-    this.#source = source;
-    source.on('error', (error) => this.#fail(brokeOff(error)));
-    source.pipe(this);
-    return this;
-  }
-
-  override _transform(chunk: Buffer | string, _encoding: BufferEncoding, callback: () => void): void {
-    if (this.#failure !== undefined) {
-      callback();
-      return;
-    }
-    const text = this.#tail + (typeof chunk === 'string' ? chunk : this.#decoder.write(chunk));
+  protected override piece(chunk: Buffer | string): void {
+    if (this.#failure !== undefined) return;
+    const fresh = this.#tail === '' && !this.#held;
+    const text = this.#tail + this.#decode(chunk, fresh);
     const end = lastEventEnd(text);
     if (end === -1) {
       this.#tail = text;
       if (text.length > this.#maxBytes) this.#fail(broken(`no event ends within ${this.#maxBytes} bytes`));
-      callback();
       return;
     }
     this.#tail = text.slice(end);
     const whole = text.slice(0, end);
     for (const event of whole.split(/\r?\n\r?\n/)) {
       if (event !== '') this.#event(event);
-      if (this.#failure !== undefined) {
-        callback();
-        return;
-      }
+      // A failure ended the stream with its error event, without this piece.
+      if (this.#failure !== undefined) return;
     }
-    this.push(whole);
-    callback();
+    // The common piece (whole events that came in one read) goes on as the very bytes that came.
+    this.give(fresh && this.#tail === '' && typeof chunk !== 'string' ? chunk : whole);
   }
 
-  override _flush(callback: () => void): void {
+  /**
+   * The text of `chunk`. A character split between two reads waits in the decoder for its other bytes; a
+   * chunk that ends in a newline (the usual piece: whole events) with nothing waiting needs no decoder.
+   */
+  #decode(chunk: Buffer | string, fresh: boolean): string {
+    if (typeof chunk === 'string') return chunk;
+    if (fresh && chunk[chunk.length - 1] === 0x0a) return chunk.toString('utf8');
+    this.#held = chunk.length > 0 && chunk[chunk.length - 1]! >= 0x80;
+    return this.#decoder.write(chunk);
+  }
+
+  protected override ended(): void {
     this.#tail += this.#decoder.end();
     if (this.#failure === undefined && this.#tail.trim() !== '') {
       this.#event(this.#tail);
-      if (this.#failure === undefined) this.push(this.#tail);
+      if (this.#failure === undefined) this.give(this.#tail);
     }
     if (this.#failure === undefined && !this.done && !this.upstreamError) {
       this.#failure = broken('it ended before the answer was complete');
     }
-    if (this.#failure !== undefined) this.push(this.errorEvent(this.#failure));
-    callback();
+    if (this.#failure !== undefined) this.give(this.errorEvent(this.#failure));
   }
 
+  protected override failed(error: unknown): void {
+    this.#fail(brokeOff(error));
+  }
+
+  /** Ends the stream with `failure` at once, and stops reading the source. */
   #fail(failure: ApiError): void {
-    if (this.#failure !== undefined || this.destroyed) return;
+    if (this.#failure !== undefined) return;
     this.#failure = failure;
     this.assemble = false;
-    if (this.#source !== undefined) {
-      this.#source.unpipe(this);
-      this.#source.destroy();
-    }
-    if (!this.writableEnded) this.end();
+    this.finish(this.errorEvent(failure));
   }
 
   #event(text: string): void {

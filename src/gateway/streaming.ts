@@ -4,9 +4,11 @@
  *
  * @module
  */
-import { type Readable, Transform } from 'node:stream';
+
+import { StringDecoder } from 'node:string_decoder';
 import { type TokenUsage, tokenUsage } from '../tracing/index.ts';
 import type { ApiError } from './openai.ts';
+import { Relay } from './relay.ts';
 import { broken, brokeOff, parseEvent, QUOTED_CHARS } from './sse-tap.ts';
 
 /** A cached chat completion as the server-sent events a streaming client expects. */
@@ -57,21 +59,25 @@ function parseChunk(json: string): Chunk | undefined {
 }
 
 /**
- * Sits between a streamed chat completion and the client, event by event (backpressure is the pipe's): it
- * reads `usage` (for the token limit's settlement), drops the usage-only chunk when the gateway asked for it
- * and the client did not, and, when `assemble` is set, rebuilds the whole `chat.completion` so the answer
- * can be cached like a non-streamed one. Anything it cannot rebuild exactly (tool calls, refusals, a stream
- * without `[DONE]`) is passed on untouched and not assembled.
+ * Sits between a streamed chat completion and the client, event by event (see {@link Relay}): it reads
+ * `usage` (for the token limit's settlement), drops the usage-only chunk when the gateway asked for it and
+ * the client did not, and, when `assemble` is set, rebuilds the whole `chat.completion` so the answer can be
+ * cached like a non-streamed one. Anything it cannot rebuild exactly (tool calls, refusals, a stream without
+ * `[DONE]`) is passed on untouched and not assembled. A piece of whole events, all passed on, goes to the
+ * client as the very bytes that came.
  *
  * A source that fails, sends what is not server-sent events of JSON chunks, or ends before any choice
  * finished (without `[DONE]`) ends the stream with an OpenAI-shaped error event, which the SDKs raise as
  * an API error: the client never gets a silent empty or cut stream. An error event of the upstream's own
  * is passed on as it is.
  */
-export class StreamTap extends Transform {
+export class StreamTap extends Relay {
   total: number | undefined;
   usage: TokenUsage | undefined;
   #tail = '';
+  readonly #decoder = new StringDecoder('utf8');
+  /** The decoder may hold the first bytes of a character split between reads. */
+  #held = false;
   #done = false;
   /** Some choice carried a `finish_reason`. */
   #finished = false;
@@ -79,7 +85,6 @@ export class StreamTap extends Transform {
   #upstreamError = false;
   /** The error the stream ends with, once it is known. */
   #failure: ApiError | undefined;
-  #source: Readable | undefined;
   #assemble: boolean;
   #bytes = 0;
   readonly #dropUsage: boolean;
@@ -95,62 +100,87 @@ export class StreamTap extends Transform {
     this.#maxBytes = options.maxBytes;
   }
 
-  /** Feeds `source` through the tap; a source that fails ends the stream with an error event. */
-  relay(source: Readable): this {
-    this.#source = source;
-    source.on('error', (error) => this.#fail(brokeOff(error)));
-    source.pipe(this);
-    return this;
-  }
-
-  override _transform(chunk: Buffer | string, _encoding: BufferEncoding, callback: () => void): void {
-    if (this.#failure !== undefined) {
-      callback();
-      return;
-    }
-    let text = this.#tail + (typeof chunk === 'string' ? chunk : chunk.toString('utf8'));
+  protected override piece(chunk: Buffer | string): void {
+    if (this.#failure !== undefined) return;
+    const fresh = this.#tail === '' && !this.#held;
+    let text = this.#tail + this.#decode(chunk, fresh);
     // Server-sent events may end lines with CRLF or CR; the client gets LF. A CR that ends the chunk waits
     // for the next, which may start with its LF.
-    if (text.includes('\r')) text = text.replace(/\r\n|\r(?!$)/g, '\n');
+    const cr = text.includes('\r');
+    if (cr) text = text.replace(/\r\n|\r(?!$)/g, '\n');
     const end = text.lastIndexOf('\n\n');
     if (end === -1) {
       this.#tail = text;
-      if (text.length > this.#maxBytes) this.#fail(broken(`no event ends within ${this.#maxBytes} bytes`));
-      callback();
+      if (text.length > this.#maxBytes) {
+        this.#fail(broken(`no event ends within ${this.#maxBytes} bytes`));
+        this.#stop();
+      }
       return;
     }
     this.#tail = text.slice(end + 2);
     let out = '';
+    let all = true;
     for (const event of text.slice(0, end).split('\n\n')) {
       if (this.#event(event)) out += `${event}\n\n`;
+      else all = false;
       if (this.#failure !== undefined) break;
     }
-    if (out !== '') this.push(out);
-    callback();
+    // The common piece (whole events that came in one read, all kept) goes on as it came.
+    if (
+      all &&
+      fresh &&
+      !cr &&
+      this.#tail === '' &&
+      this.#failure === undefined &&
+      typeof chunk !== 'string'
+    ) {
+      this.give(chunk);
+    } else if (out !== '') this.give(out);
+    if (this.#failure !== undefined) this.#stop();
   }
 
-  override _flush(callback: () => void): void {
+  /**
+   * The text of `chunk`. A character split between two reads waits in the decoder for its other bytes; a
+   * chunk that ends in a newline (the usual piece: whole events) with nothing waiting needs no decoder.
+   */
+  #decode(chunk: Buffer | string, fresh: boolean): string {
+    if (typeof chunk === 'string') return chunk;
+    if (fresh && chunk[chunk.length - 1] === 0x0a) return chunk.toString('utf8');
+    this.#held = chunk.length > 0 && chunk[chunk.length - 1]! >= 0x80;
+    return this.#decoder.write(chunk);
+  }
+
+  protected override ended(): void {
+    this.#tail += this.#decoder.end();
     if (this.#failure === undefined && this.#tail !== '') {
-      if (this.#event(this.#tail)) this.push(`${this.#tail}\n\n`);
+      if (this.#event(this.#tail)) this.give(`${this.#tail}\n\n`);
       this.#tail = '';
     }
     if (this.#failure === undefined && !this.#done && !this.#finished && !this.#upstreamError) {
       this.#failure = broken('it ended before the answer was complete');
     }
-    if (this.#failure !== undefined) this.push(`data: ${JSON.stringify(this.#failure.body)}\n\n`);
-    callback();
+    if (this.#failure !== undefined) this.give(this.#errorEvent(this.#failure));
   }
 
-  /** Ends the stream with `failure`, and stops reading the source. */
+  protected override failed(error: unknown): void {
+    this.#fail(brokeOff(error));
+    this.#stop();
+  }
+
+  #errorEvent(failure: ApiError): string {
+    return `data: ${JSON.stringify(failure.body)}\n\n`;
+  }
+
+  /** The stream is to end with `failure` (the first one found), after the events before it. */
   #fail(failure: ApiError): void {
-    if (this.#failure !== undefined || this.destroyed) return;
+    if (this.#failure !== undefined) return;
     this.#failure = failure;
     this.#assemble = false;
-    if (this.#source !== undefined) {
-      this.#source.unpipe(this);
-      this.#source.destroy();
-    }
-    if (!this.writableEnded) this.end();
+  }
+
+  /** Stops reading the source and ends the stream with its failure's error event. */
+  #stop(): void {
+    this.finish(this.#errorEvent(this.#failure!));
   }
 
   /** Reads one event; false when it is to be dropped. */

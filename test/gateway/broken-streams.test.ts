@@ -172,6 +172,28 @@ describe('a streamed chat from a broken upstream ends in an error the client see
     assert.equal(error, undefined);
     assert.equal(text, 'whole');
   });
+  it('a character split between two reads of the upstream arrives whole', async () => {
+    const event = (content: string, finish: string | null) =>
+      `data: ${JSON.stringify({ object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content }, finish_reason: finish }] })}\n\n`;
+    const bytes = Buffer.from(`${event('héllo 你好', null)}${event(' 🙂', 'stop')}data: [DONE]\n\n`);
+    // Cut inside the three bytes of 你, and inside the four of 🙂: each half goes in its own read.
+    const cuts = [bytes.indexOf(Buffer.from('你')) + 1, bytes.indexOf(Buffer.from('🙂')) + 2, bytes.length];
+    scripted.answer = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      let from = 0;
+      const next = () => {
+        const to = cuts.shift()!;
+        res.write(bytes.subarray(from, to));
+        from = to;
+        if (cuts.length === 0) res.end();
+        else setTimeout(next, 20);
+      };
+      next();
+    };
+    const { text, error } = await streamed(viaScripted, 'split');
+    assert.equal(error, undefined);
+    assert.equal(text, 'héllo 你好 🙂');
+  });
 });
 
 describe('the inFlight gauge returns to 0 however a request ends', () => {
