@@ -15,13 +15,16 @@
  * event-loop delay (monitorEventLoopDelay) and CPU time for each round; the CPU a scrape costs is the
  * difference between paired rounds, per scrape.
  *
- * `SCRAPE_BENCH_PROF=<dir>` runs the gateway process under `--cpu-prof` into that directory.
+ * `SCRAPE_BENCH_COMPARE=<dir>[,<dir>...]` also runs the gateways of other source trees (an earlier commit's
+ * `git archive`, with node_modules linked), each in its own process, in the same interleaved rounds.
+ * `SCRAPE_BENCH_PROF=<dir>` runs the gateway processes under `--cpu-prof` into that directory.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
+import { join, resolve } from 'node:path';
 import { createHistogram, monitorEventLoopDelay, type RecordableHistogram } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Client, Pool } from 'undici';
 import { ask, startProcess } from './fixtures/processes.ts';
 
@@ -29,7 +32,7 @@ const TENANTS = 200;
 const MODELS = 5;
 /** Cached answers asked per second during every round. */
 const RATE = 1_000;
-const ROUNDS = 10;
+const ROUNDS = 8;
 const WARMUP_ROUNDS = 2;
 const ROUND_MS = 3_000;
 /** A scrape starts this often during a scraped round (each takes tens of ms). */
@@ -44,10 +47,17 @@ const SCRAPE_HEADERS = {
 const keyOf = (t: number) => `bench-key-${t}`;
 const modelOf = (m: number) => `bench-model-${m}`;
 
-/** `serve <upstream port>`: the gateway alone in its process, reporting its event-loop delay over IPC. */
+/**
+ * `serve <source tree> <upstream port>`: the gateway of that tree alone in its process, reporting its
+ * event-loop delay and CPU time over IPC.
+ */
 async function serve(): Promise<void> {
-  const { createGateway, LISTEN_BACKLOG } = await import('../src/gateway/server.ts');
-  const upstreamPort = Number(process.argv[3]);
+  const root = process.argv[3]!;
+  const server: typeof import('../src/gateway/server.ts') = await import(
+    pathToFileURL(join(root, 'src/gateway/server.ts')).href
+  );
+  const { createGateway, LISTEN_BACKLOG } = server;
+  const upstreamPort = Number(process.argv[4]);
   const apiKeys: Record<string, string> = {};
   for (let t = 0; t < TENANTS; t++) apiKeys[keyOf(t)] = `tenant-${t}`;
   const prices: Record<string, { input: number; output: number }> = {};
@@ -108,65 +118,94 @@ interface RoundFigures {
   scrapeP50Ms: number;
 }
 
-async function main(): Promise<void> {
-  const upstream = await startProcess('upstream', 0);
+interface Gateway {
+  name: string;
+  child: ChildProcess;
+  pool: Pool;
+  scraper: Client;
+  series: number;
+  tenantSeries: number;
+  none: RoundFigures[];
+  scraped: RoundFigures[];
+}
+
+/** Starts the gateway of the source tree at `root` in its own process and gives it its 13,000 series. */
+async function startGateway(root: string, name: string, upstreamPort: number): Promise<Gateway> {
   const profDir = process.env.SCRAPE_BENCH_PROF;
-  const child: ChildProcess = fork(fileURLToPath(import.meta.url), ['serve', String(upstream.port)], {
+  const child: ChildProcess = fork(fileURLToPath(import.meta.url), ['serve', root, String(upstreamPort)], {
     execArgv: ['--import', 'tsx', ...(profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [])],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const [port] = (await once(child, 'message')) as [number];
   const base = `http://127.0.0.1:${port}`;
-  const pool = new Pool(base, { connections: 32 });
-  const scraper = new Client(base);
-
-  const chat = async (t: number, m: number, expect: 'hit' | 'miss' | undefined) => {
-    const r = await pool.request({
-      path: '/v1/chat/completions',
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${keyOf(t)}` },
-      body: JSON.stringify({
-        model: modelOf(m),
-        temperature: 0,
-        messages: [{ role: 'user', content: `tenant ${t} asks model ${m}` }],
-      }),
-    });
-    await r.body.dump();
-    if (r.statusCode !== 200) throw new Error(`chat: HTTP ${r.statusCode}`);
-    if (expect !== undefined && r.headers['x-clawperf-cache'] !== expect) {
-      throw new Error(`chat: expected a ${expect}, got ${String(r.headers['x-clawperf-cache'])}`);
-    }
+  const g: Gateway = {
+    name,
+    child,
+    pool: new Pool(base, { connections: 32 }),
+    scraper: new Client(base),
+    series: 0,
+    tenantSeries: 0,
+    none: [],
+    scraped: [],
   };
-
   // Every tenant asks every model one question twice: a miss, then the cached answer.
   for (const expect of ['miss', 'hit'] as const) {
     for (let t = 0; t < TENANTS; t += 20) {
       const asks: Promise<void>[] = [];
-      for (let u = t; u < t + 20; u++) for (let m = 0; m < MODELS; m++) asks.push(chat(u, m, expect));
+      for (let u = t; u < t + 20; u++) for (let m = 0; m < MODELS; m++) asks.push(chat(g, u, m, expect));
       await Promise.all(asks);
     }
   }
+  const page = await g.scraper.request({ path: '/metrics', method: 'GET' });
+  const lines = (await page.body.text()).split('\n');
+  g.series = lines.filter((l) => l !== '' && !l.startsWith('#')).length;
+  g.tenantSeries = lines.filter((l) => l.includes('tenant="tenant-')).length;
+  if (g.tenantSeries < 10_000) throw new Error(`${name}: only ${g.tenantSeries} per-tenant series`);
+  return g;
+}
 
-  const scrape = async (): Promise<number> => {
-    const t0 = performance.now();
-    const r = await scraper.request({ path: '/metrics', method: 'GET', headers: SCRAPE_HEADERS });
-    await r.body.dump({ limit: Number.POSITIVE_INFINITY });
-    if (r.statusCode !== 200) throw new Error(`/metrics: HTTP ${r.statusCode}`);
-    if (r.headers['content-encoding'] !== 'gzip') throw new Error('/metrics: not gzipped');
-    return performance.now() - t0;
-  };
-  const page = await scraper.request({ path: '/metrics', method: 'GET' });
-  const text = await page.body.text();
-  const series = text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length;
-  const tenantSeries = text.split('\n').filter((l) => l.includes('tenant="tenant-')).length;
-  if (tenantSeries < 10_000) throw new Error(`only ${tenantSeries} per-tenant series`);
+async function chat(g: Gateway, t: number, m: number, expect: 'hit' | 'miss'): Promise<void> {
+  const r = await g.pool.request({
+    path: '/v1/chat/completions',
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${keyOf(t)}` },
+    body: JSON.stringify({
+      model: modelOf(m),
+      temperature: 0,
+      messages: [{ role: 'user', content: `tenant ${t} asks model ${m}` }],
+    }),
+  });
+  await r.body.dump();
+  if (r.statusCode !== 200) throw new Error(`${g.name}: chat: HTTP ${r.statusCode}`);
+  if (r.headers['x-clawperf-cache'] !== expect) {
+    throw new Error(`${g.name}: expected a ${expect}, got ${String(r.headers['x-clawperf-cache'])}`);
+  }
+}
+
+/** One scrape as Prometheus 2.x makes it; resolves with its duration, ms. */
+async function scrape(g: Gateway): Promise<number> {
+  const t0 = performance.now();
+  const r = await g.scraper.request({ path: '/metrics', method: 'GET', headers: SCRAPE_HEADERS });
+  await r.body.dump({ limit: Number.POSITIVE_INFINITY });
+  if (r.statusCode !== 200) throw new Error(`${g.name}: /metrics: HTTP ${r.statusCode}`);
+  if (r.headers['content-encoding'] !== 'gzip') throw new Error(`${g.name}: /metrics: not gzipped`);
+  return performance.now() - t0;
+}
+
+async function main(): Promise<void> {
+  const upstream = await startProcess('upstream', 0);
+  const here = fileURLToPath(new URL('..', import.meta.url));
+  const others = (process.env.SCRAPE_BENCH_COMPARE ?? '').split(',').filter((d) => d !== '');
+  const gateways: Gateway[] = [];
+  gateways.push(await startGateway(here, 'this tree', upstream.port));
+  for (const root of others) gateways.push(await startGateway(resolve(root), root, upstream.port));
 
   /**
    * One round: cached answers at `RATE`/s for `ROUND_MS`, and when `scraping`, a scrape every
    * `SCRAPE_EVERY_MS`. A request that was in flight at any moment a scrape was goes into `during`.
    */
-  const round = async (scraping: boolean): Promise<RoundFigures> => {
-    await ask(child, 'start', 'started');
+  const round = async (g: Gateway, scraping: boolean): Promise<RoundFigures> => {
+    await ask(g.child, 'start', 'started');
     const during = createHistogram();
     const others = createHistogram();
     const scrapeMs: number[] = [];
@@ -177,7 +216,7 @@ async function main(): Promise<void> {
       ? setInterval(() => {
           scrapesInFlight++;
           scrapeEdges++;
-          scrape().then((ms) => {
+          scrape(g).then((ms) => {
             scrapeMs.push(ms);
             scrapesInFlight--;
             scrapeEdges++;
@@ -199,7 +238,7 @@ async function main(): Promise<void> {
           const t0 = performance.now();
           const overlapped = scrapesInFlight > 0;
           const edges = scrapeEdges;
-          const p = chat(0, 0, 'hit').then(() => {
+          const p = chat(g, 0, 0, 'hit').then(() => {
             const us = Math.max(1, Math.round((performance.now() - t0) * 1e3));
             (overlapped || edges !== scrapeEdges ? during : others).record(us);
             inFlight.delete(p);
@@ -216,7 +255,7 @@ async function main(): Promise<void> {
     await Promise.all(inFlight);
     while (scrapesInFlight > 0) await new Promise((r) => setTimeout(r, 5));
     if (failure !== undefined) throw failure;
-    const figures = await ask<{ p99Ms: number; maxMs: number; cpuMs: number }>(child, 'stop', 'loop');
+    const figures = await ask<{ p99Ms: number; maxMs: number; cpuMs: number }>(g.child, 'stop', 'loop');
     const of = (h: RecordableHistogram) =>
       h.count > 0 ? { p50Ms: h.percentile(50) / 1e3, p99Ms: h.percentile(99) / 1e3 } : undefined;
     return {
@@ -230,50 +269,68 @@ async function main(): Promise<void> {
     };
   };
 
-  const none: RoundFigures[] = [];
-  const scraped: RoundFigures[] = [];
   for (let r = 0; r < WARMUP_ROUNDS + ROUNDS; r++) {
-    // Each kind goes first in every other pair of rounds.
-    for (const scraping of r % 2 === 0 ? [false, true] : [true, false]) {
-      const figures = await round(scraping);
-      if (r >= WARMUP_ROUNDS) (scraping ? scraped : none).push(figures);
+    // Each gateway in turn, a different one first each time; each kind first in every other pair of rounds.
+    for (let i = 0; i < gateways.length; i++) {
+      const g = gateways[(r + i) % gateways.length]!;
+      for (const scraping of r % 2 === 0 ? [false, true] : [true, false]) {
+        const figures = await round(g, scraping);
+        if (r >= WARMUP_ROUNDS) (scraping ? g.scraped : g.none).push(figures);
+      }
     }
   }
 
   const med = (rounds: RoundFigures[], f: (x: RoundFigures) => number | undefined) =>
     median(rounds.map(f).filter((x): x is number => x !== undefined));
-  const cpuPerScrapeMs = median(scraped.map((s, i) => (s.cpuMs - none[i]!.cpuMs) / Math.max(1, s.scrapes)));
+  const first = gateways[0]!;
   console.log(
     `\n### Cached chat answers at ${RATE.toLocaleString('en')}/s (open loop) on a gateway holding ` +
-      `${series.toLocaleString('en')} series (${tenantSeries.toLocaleString('en')} of them for ${TENANTS} tenants x ` +
+      `${first.series.toLocaleString('en')} series (${first.tenantSeries.toLocaleString('en')} of them for ${TENANTS} tenants x ` +
       `${MODELS} models), in rounds without scrapes and rounds with a /metrics scrape every ${SCRAPE_EVERY_MS} ms ` +
       `(OpenMetrics, gzip, as Prometheus 2.x asks): ${ROUNDS} rounds of ${ROUND_MS / 1e3} s each, interleaved, ` +
       `after ${WARMUP_ROUNDS} untimed (median of rounds)\n`,
   );
   console.log(
-    '| requests | request p50 ms | request p99 ms | event-loop delay p99 ms | event-loop delay max ms |',
+    '| gateway | requests | request p50 ms | request p99 ms | event-loop delay p99 ms | event-loop delay max ms |',
   );
-  console.log('|---|---:|---:|---:|---:|');
-  const row = (name: string, rounds: RoundFigures[], pick: (x: RoundFigures) => RoundFigures['during']) =>
+  console.log('|---|---|---:|---:|---:|---:|');
+  const row = (
+    g: Gateway,
+    name: string,
+    rounds: RoundFigures[],
+    pick: (x: RoundFigures) => RoundFigures['during'],
+  ) =>
     console.log(
-      `| ${name} | ${med(rounds, (x) => pick(x)?.p50Ms).toFixed(2)} | ${med(rounds, (x) => pick(x)?.p99Ms).toFixed(2)} | ` +
+      `| ${g.name} | ${name} | ${med(rounds, (x) => pick(x)?.p50Ms).toFixed(2)} | ${med(rounds, (x) => pick(x)?.p99Ms).toFixed(2)} | ` +
         `${med(rounds, (x) => x.loopP99Ms).toFixed(1)} | ${med(rounds, (x) => x.loopMaxMs).toFixed(1)} |`,
     );
-  row('rounds without scrapes', none, (x) => x.others);
-  row('rounds with scrapes: requests in flight during a scrape', scraped, (x) => x.during);
-  row('rounds with scrapes: the other requests', scraped, (x) => x.others);
-  const added = (f: 'p50Ms' | 'p99Ms') =>
-    (med(scraped, (x) => x.during?.[f]) - med(none, (x) => x.others?.[f])).toFixed(2);
+  for (const g of gateways) {
+    row(g, 'rounds without scrapes', g.none, (x) => x.others);
+    row(g, 'rounds with scrapes: in flight during a scrape', g.scraped, (x) => x.during);
+    row(g, 'rounds with scrapes: the others', g.scraped, (x) => x.others);
+  }
   console.log(
-    `\nA scrape adds p50 ${added('p50Ms')} ms, p99 ${added('p99Ms')} ms to the requests in flight during it; ` +
-      `${med(scraped, (x) => x.scrapes)} scrapes per round, ${med(scraped, (x) => x.scrapeP50Ms).toFixed(1)} ms each (p50), ` +
-      `${cpuPerScrapeMs.toFixed(1)} ms of the gateway's CPU each.`,
+    '\n| gateway | series | added p50 ms | added p99 ms | scrapes / round | scrape p50 ms | CPU ms / scrape |',
   );
+  console.log('|---|---:|---:|---:|---:|---:|---:|');
+  for (const g of gateways) {
+    const added = (f: 'p50Ms' | 'p99Ms') =>
+      (med(g.scraped, (x) => x.during?.[f]) - med(g.none, (x) => x.others?.[f])).toFixed(2);
+    const cpuPerScrapeMs = median(
+      g.scraped.map((s, i) => (s.cpuMs - g.none[i]!.cpuMs) / Math.max(1, s.scrapes)),
+    );
+    console.log(
+      `| ${g.name} | ${g.series.toLocaleString('en')} | ${added('p50Ms')} | ${added('p99Ms')} | ${med(g.scraped, (x) => x.scrapes)} | ` +
+        `${med(g.scraped, (x) => x.scrapeP50Ms).toFixed(1)} | ${cpuPerScrapeMs.toFixed(1)} |`,
+    );
+  }
 
-  await pool.close();
-  await scraper.close();
-  child.disconnect();
-  await once(child, 'exit');
+  for (const g of gateways) {
+    await g.pool.close();
+    await g.scraper.close();
+    g.child.disconnect();
+    await once(g.child, 'exit');
+  }
   await upstream.stop();
 }
 
