@@ -16,58 +16,70 @@ export function readResult(
   policies: readonly CompiledPolicy[],
   fallbackReason: RateLimitReason | undefined,
 ): RateLimitResult {
-  const n = policies.length;
-  let pick = 0;
-  if (n > 1) {
-    let best = Number.NEGATIVE_INFINITY;
-    for (let i = 0; i < n; i++) {
-      const o = i * OUT_STRIDE;
-      // Refused: the longest wait decides. Admitted: the smallest share left decides.
-      const score = allowed ? -out[o]! / policies[i]!.limit : out[o + 2]!;
-      if (score > best) {
-        best = score;
-        pick = i;
-      }
-    }
-  }
-  const o = pick * OUT_STRIDE;
+  // Small enough for the optimizer to inline into the limiter's check, the one-policy case with it.
+  return policies.length === 1
+    ? readOne(allowed, out, 0, policies[0]!, fallbackReason)
+    : readMany(allowed, out, policies, fallbackReason);
+}
+
+/** The result as policy `p`, whose figures start at `out[o]`, tells it. */
+function readOne(
+  allowed: boolean,
+  out: CheckOutput,
+  o: number,
+  p: CompiledPolicy,
+  fallbackReason: RateLimitReason | undefined,
+): RateLimitResult {
   const r = allowed
-    ? result(
-        true,
-        'allowed',
-        policies[pick]!,
-        floorRemaining(out[o]!),
-        Math.ceil(out[o + 1]!),
-        undefined,
-        fallbackReason,
-      )
+    ? result(true, 'allowed', p, floorRemaining(out[o]!), Math.ceil(out[o + 1]!), undefined, fallbackReason)
     : result(
         false,
         'limited',
-        policies[pick]!,
+        p,
         floorRemaining(out[o]!),
         Math.ceil(out[o + 1]!),
         Math.max(1, Math.ceil(out[o + 2]!)),
         'limit-exceeded',
       );
   if (fallbackReason !== undefined) r.degraded = true;
-  if (n > 1) {
-    const all: Record<string, PolicyStatus> = {};
-    for (let i = 0; i < n; i++) {
-      const q = policies[i]!;
-      const k = i * OUT_STRIDE;
-      const s: PolicyStatus = {
-        limit: q.limit,
-        remaining: floorRemaining(out[k]!),
-        resetMs: Math.ceil(out[k + 1]!),
-        unit: q.unit,
-        windowMs: q.windowMs,
-      };
-      if (out[k + 2]! > 0) s.retryAfterMs = Math.max(1, Math.ceil(out[k + 2]!));
-      all[q.name] = s;
+  return r;
+}
+
+/** Several policies: the deciding one speaks for the result, and every one has its status. */
+function readMany(
+  allowed: boolean,
+  out: CheckOutput,
+  policies: readonly CompiledPolicy[],
+  fallbackReason: RateLimitReason | undefined,
+): RateLimitResult {
+  const n = policies.length;
+  let pick = 0;
+  let best = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < n; i++) {
+    const o = i * OUT_STRIDE;
+    // Refused: the longest wait decides. Admitted: the smallest share left decides.
+    const score = allowed ? -out[o]! / policies[i]!.limit : out[o + 2]!;
+    if (score > best) {
+      best = score;
+      pick = i;
     }
-    r.policies = all;
   }
+  const r = readOne(allowed, out, pick * OUT_STRIDE, policies[pick]!, fallbackReason);
+  const all: Record<string, PolicyStatus> = {};
+  for (let i = 0; i < n; i++) {
+    const q = policies[i]!;
+    const k = i * OUT_STRIDE;
+    const s: PolicyStatus = {
+      limit: q.limit,
+      remaining: floorRemaining(out[k]!),
+      resetMs: Math.ceil(out[k + 1]!),
+      unit: q.unit,
+      windowMs: q.windowMs,
+    };
+    if (out[k + 2]! > 0) s.retryAfterMs = Math.max(1, Math.ceil(out[k + 2]!));
+    all[q.name] = s;
+  }
+  r.policies = all;
   return r;
 }
 

@@ -69,6 +69,30 @@ describe('every algorithm admits its limit, refuses the rest, and says when to r
     await l.close();
   });
 
+  it('sliding log after the wall clock steps back: the wait it gives is enough (seed: it said 1 ms)', async () => {
+    let now = 10_000;
+    const l = new RateLimiter({
+      algorithm: 'sliding-log',
+      windowMs: 1_000,
+      maxRequests: 2,
+      sweepIntervalMs: 0,
+      clock: { now: () => now },
+    });
+    assert.equal((await l.allow('k')).allowed, true);
+    now = 9_000; // an NTP step back
+    assert.equal((await l.allow('k')).allowed, true);
+    now = 10_500;
+    const refused = await l.allow('k', { cost: 2 });
+    assert.equal(refused.allowed, false);
+    now += refused.retryAfterMs!;
+    assert.equal(
+      (await l.allow('k', { cost: 2 })).allowed,
+      true,
+      `admitted ${refused.retryAfterMs} ms later`,
+    );
+    await l.close();
+  });
+
   it('token bucket and GCRA refill continuously at limit per window', async () => {
     for (const algorithm of ['token-bucket', 'gcra'] as const) {
       const { clock, limiter: l } = limiter({ algorithm, windowMs: 1_000, maxRequests: 10 });
@@ -101,6 +125,54 @@ describe('the fixed window advances (seed: resetTime never advanced, Retry-After
     assert.equal(await admitted(l, 'client', 3), 2, 'a client is admitted again once its window has passed');
     await l.close();
   });
+});
+
+describe('a one-policy limiter answers as the same policy does among several', () => {
+  // The one-policy memory path is written apart from the general one (the fixed window in full); a policy
+  // that never binds beside it leaves the general path with the same decisions to report.
+  for (const algorithm of ALL) {
+    it(`${algorithm}: 2,000 random calls, the clock stepping forward and sometimes back`, async () => {
+      let now = 1_700_000_000_000;
+      const clock = { now: () => now };
+      const single = new RateLimiter({
+        algorithm,
+        windowMs: 1_000,
+        maxRequests: 5,
+        sweepIntervalMs: 0,
+        clock,
+      });
+      const several = new RateLimiter({
+        policies: [
+          { name: 'default', algorithm, windowMs: 1_000, limit: 5 },
+          { name: 'loose', windowMs: 1_000, limit: 1e12 },
+        ],
+        sweepIntervalMs: 0,
+        clock,
+      });
+      let seed = 42;
+      const random = () => {
+        seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+        return seed / 2 ** 31;
+      };
+      for (let i = 0; i < 2_000; i++) {
+        const step = random();
+        if (step < 0.05) now -= Math.floor(random() * 1_500);
+        else if (step < 0.5) now += Math.floor(random() * 400);
+        const key = `k${Math.floor(random() * 3)}`;
+        const cost = Math.floor(random() * 4);
+        const a = await single.allow(key, { cost });
+        const b = await several.allow(key, { cost });
+        const status = b.policies!.default!;
+        const at = `call ${i} (${key}, cost ${cost}, t ${now})`;
+        assert.equal(a.allowed, b.allowed, at);
+        assert.equal(a.remaining, status.remaining, at);
+        assert.equal(a.resetMs, status.resetMs, at);
+        assert.equal(a.retryAfterMs, status.retryAfterMs, at);
+      }
+      await single.close();
+      await several.close();
+    });
+  }
 });
 
 describe('several policies are checked all-or-nothing', () => {
