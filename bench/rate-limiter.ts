@@ -4,6 +4,9 @@
  * reads and writes state. On Redis each contender gets its own redis-server, both on ioredis with
  * auto-pipelining, and every round checks with `INFO stats` that Redis processed at least one command per
  * check (no answer from memory).
+ *
+ * `BENCH_RATE_LIMITER_RUNS=5` repeats the memory table five times in the process and prints each run's
+ * ratio and their median; `BENCH_RATE_LIMITER_ONLY=memory` (or `redis`) runs one half.
  */
 import { Redis } from 'ioredis';
 import { RateLimiterMemory, RateLimiterRedis } from 'rate-limiter-flexible';
@@ -22,16 +25,35 @@ function keyCycler() {
   };
 }
 
+const RUNS = Number(process.env.BENCH_RATE_LIMITER_RUNS ?? 1);
+const ONLY = process.env.BENCH_RATE_LIMITER_ONLY;
+if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error(`BENCH_RATE_LIMITER_RUNS: ${RUNS}`);
+
 async function memory(): Promise<void> {
-  const ours = new RateLimiter({ algorithm: 'fixed-window', windowMs: 60_000, maxRequests: LIMIT });
-  const theirs = new RateLimiterMemory({ points: LIMIT, duration: 60 });
-  const a = keyCycler();
-  const b = keyCycler();
-  await compare({ title: 'RateLimiter memory: admitted check, fixed window, 1,000 keys', concurrency: 1 }, [
-    { name: 'clawperf RateLimiter (memory)', op: () => ours.allow(a()) },
-    { name: 'rate-limiter-flexible RateLimiterMemory', op: () => theirs.consume(b()) },
-  ]);
-  await ours.close();
+  const ratios: number[] = [];
+  for (let run = 0; run < RUNS; run++) {
+    const ours = new RateLimiter({ algorithm: 'fixed-window', windowMs: 60_000, maxRequests: LIMIT });
+    const theirs = new RateLimiterMemory({ points: LIMIT, duration: 60 });
+    const a = keyCycler();
+    const b = keyCycler();
+    const [, peer] = await compare(
+      { title: 'RateLimiter memory: admitted check, fixed window, 1,000 keys', concurrency: 1 },
+      [
+        { name: 'clawperf RateLimiter (memory)', op: () => ours.allow(a()) },
+        { name: 'rate-limiter-flexible RateLimiterMemory', op: () => theirs.consume(b()) },
+      ],
+    );
+    ratios.push(peer!.subjectRatio);
+    await ours.close();
+  }
+  if (RUNS > 1) {
+    const sorted = [...ratios].sort((x, y) => x - y);
+    const mid = sorted.length >> 1;
+    const median = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+    console.log(
+      `\nMemory, clawperf ÷ rate-limiter-flexible over ${RUNS} runs: ${ratios.map((r) => `${r.toFixed(2)}x`).join(', ')}; median ${median.toFixed(2)}x`,
+    );
+  }
 
   const perOurs = await (async () => {
     const l = new RateLimiter({ algorithm: 'fixed-window', windowMs: 60_000, maxRequests: 100 });
@@ -142,5 +164,5 @@ async function redis(): Promise<void> {
   }
 }
 
-await memory();
-await redis();
+if (ONLY !== 'redis') await memory();
+if (ONLY !== 'memory') await redis();
