@@ -7,24 +7,22 @@
  *
  * @module
  */
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 
 export abstract class Relay extends Readable {
   #source: Readable | undefined;
   /** The source ended or was given up: nothing more is read from it. */
   #over = false;
+  #started = false;
 
   /** Reads `source` through the tap; a source that fails ends the stream through {@link failed}. */
   relay(source: Readable): this {
     this.#source = source;
-    source.on('data', (chunk: Buffer | string) => {
-      if (!this.#over) this.piece(chunk);
-    });
     source.once('end', () => {
       if (this.#over) return;
       this.#over = true;
       this.ended();
-      this.push(null);
+      this.#end();
     });
     source.on('error', (error) => {
       if (!this.#over) this.failed(error);
@@ -43,7 +41,13 @@ export abstract class Relay extends Readable {
 
   /** Passes `out` to the client; a client behind pauses the source until it reads again. */
   protected give(out: string | Buffer): void {
-    if (!this.push(out)) this.#source?.pause();
+    const to = this.#to;
+    if (to === undefined) {
+      if (!this.push(out)) this.#source?.pause();
+    } else if (!to.write(out)) {
+      this.#source?.pause();
+      to.once('drain', this.#resume);
+    }
   }
 
   /** Stops reading the source and ends the stream after `last` (an error event). */
@@ -51,11 +55,49 @@ export abstract class Relay extends Readable {
     if (this.#over || this.destroyed) return;
     this.#over = true;
     this.#source?.destroy();
-    this.push(last);
+    this.give(last);
+    this.#end();
+  }
+
+  /** The response the relay writes to directly, once piped to one. */
+  #to: Writable | undefined;
+  readonly #resume = () => {
+    if (!this.#over) this.#source?.resume();
+  };
+
+  /**
+   * Piped to a response (as the server does with a streamed answer), the relay writes each piece to it
+   * directly instead of through its own buffer: one stream's machinery per event instead of two. It still
+   * ends, fails and is destroyed as a Readable, which is what the server watches.
+   */
+  override pipe<T extends NodeJS.WritableStream>(destination: T, options?: { end?: boolean }): T {
+    if (this.#to !== undefined || this.readableLength > 0 || options?.end === false) {
+      return super.pipe(destination, options);
+    }
+    this.#to = destination as unknown as Writable;
+    // Flowing with nothing in its buffer, it emits 'end' as soon as it is ended.
+    this.resume();
+    this.#start();
+    return destination;
+  }
+
+  /** Ends the stream, and the response it writes to. */
+  #end(): void {
     this.push(null);
+    this.#to?.end();
+  }
+
+  /** Starts reading the source, once the client reads (or the relay is piped to it). */
+  #start(): void {
+    if (this.#started || this.#source === undefined) return;
+    this.#started = true;
+    this.#source.on('data', (chunk: Buffer | string) => {
+      if (!this.#over) this.piece(chunk);
+    });
   }
 
   override _read(): void {
+    this.#start();
     if (!this.#over) this.#source?.resume();
   }
 
