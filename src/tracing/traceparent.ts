@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { randomUUID } from 'node:crypto';
 import type { FastifyPluginCallback } from 'fastify';
 
 /** A valid version-00 `traceparent`, as the W3C Trace Context grammar gives it. */
@@ -14,15 +15,14 @@ const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 const ZERO_TRACE = '0'.repeat(32);
 const ZERO_SPAN = '0'.repeat(16);
 
-/** `n` random hex digits, not all zero (ids need not be unpredictable, only unique enough). */
-function randomHex(n: number): string {
-  let out = '';
-  while (out.length < n)
-    out += Math.floor(Math.random() * 0x100000000)
-      .toString(16)
-      .padStart(8, '0');
-  out = out.slice(0, n);
-  return /[^0]/.test(out) ? out : randomHex(n);
+/**
+ * A new trace id (32 hex digits) or span id (16), never all zero: a random UUID's digits, which Node draws
+ * from a cached pool of random bytes (ids need to be unique, not secret).
+ */
+function randomId(digits: 32 | 16): string {
+  const uuid = randomUUID();
+  const id = `${uuid.slice(0, 8)}${uuid.slice(9, 13)}${uuid.slice(14, 18)}${uuid.slice(19, 23)}${uuid.slice(24)}`;
+  return digits === 32 ? id : id.slice(16);
 }
 
 /** The caller's trace id and whether it sampled the trace, when `incoming` is a valid `traceparent`. */
@@ -37,7 +37,7 @@ function parentOf(
 /** The `traceparent` of a new span that continues `incoming` (a request's header), or starts a trace. */
 export function childTraceparent(incoming: string | string[] | undefined): string {
   const parent = parentOf(incoming);
-  return `00-${parent?.traceId ?? randomHex(32)}-${randomHex(16)}-${parent?.sampled === true ? '01' : '00'}`;
+  return `00-${parent?.traceId ?? randomId(32)}-${randomId(16)}-${parent?.sampled === true ? '01' : '00'}`;
 }
 
 /** Sends every answer a `traceparent`, and the caller's `tracestate` with it when it continues its trace. */
