@@ -1,8 +1,9 @@
 /**
  * `npm run bench [component...]`: runs bench/<component>.ts (or every benchmark) each in its own process,
- * with --expose-gc so memory figures can be taken. The TTL simulator, its bounds and the 10-minute gateway
- * soak are not quick benchmarks: they run only when named (`npm run simulate`, `npm run bench
- * simulate-bounds`, `npm run bench gateway-soak`).
+ * with --expose-gc so memory figures can be taken. The TTL simulator, its bounds, the 10-minute gateway
+ * soak and the sustained-throughput search (4-5 minutes) are not quick benchmarks: they run only when named
+ * (`npm run simulate`, `npm run bench simulate-bounds`, `npm run bench gateway-soak`, `npm run bench
+ * gateway-throughput`).
  */
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
@@ -15,7 +16,7 @@ const available = readdirSync(here)
   .filter((f) => f.endsWith('.ts') && !['harness.ts', 'run.ts'].includes(f))
   .map((f) => f.slice(0, -3))
   .sort();
-const ON_REQUEST = ['simulate', 'simulate-bounds', 'gateway-soak'];
+const ON_REQUEST = ['simulate', 'simulate-bounds', 'gateway-soak', 'gateway-throughput'];
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !available.includes(w));
 if (unknown.length > 0) {
