@@ -26,15 +26,23 @@
  *    what a proxy costs whoever runs it, and on a shared machine it holds much steadier than requests/s,
  *    which move with whatever else the cores are doing.
  *
- * The gateways run in a child process (this file with `serve`) and the upstreams and proxies in processes
- * of their own (fixtures/processes.ts), so no two of them share an event loop.
+ * 6. Cached answers apart (`cached-apart`): section 1 with the bare Fastify route and the gateway each in a
+ *    process of its own (`serve-bare`, `serve-cached`), so neither shares a heap or an event loop with the
+ *    other. Rounds interleaved in a rotating order (bare, gateway embeddings, gateway chat), each contender
+ *    hit with autocannon at 16 connections: requests/s, and the CPU time the server process itself spends
+ *    per completed request (fixtures/cpu-probe.mjs before and after each round). Each round first checks
+ *    that the gateway answers from its cache (`x-clawperf-cache: hit`); the bare route answers the same bytes
+ *    as the gateway's cached embedding, checked before the first round.
+ *
+ * The gateways of sections 1-4 run in a child process (this file with `serve`) and the upstreams and proxies
+ * in processes of their own (fixtures/processes.ts), so no two of them share an event loop.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Fastify from 'fastify';
@@ -50,7 +58,7 @@ const autocannon = createRequire(import.meta.url)('autocannon') as (options: {
   duration: number;
   headers: Record<string, string>;
   body: string;
-}) => Promise<{ non2xx: number; errors: number; requests: { average: number } }>;
+}) => Promise<{ non2xx: number; errors: number; requests: { average: number; total: number } }>;
 
 interface Ports {
   gateway: number;
@@ -70,7 +78,10 @@ interface Ports {
 /** How long the second upstream takes to answer: a fast model, so the machine is not saturated at 16. */
 const SLOW_UPSTREAM_MS = 20;
 
-/** `BENCH_GATEWAY_ONLY=overhead,burst` runs only those sections (cached, peer, overhead, burst, cpu). */
+/**
+ * `BENCH_GATEWAY_ONLY=overhead,burst` runs only those sections (cached, cached-apart, peer, overhead, burst,
+ * cpu).
+ */
 const only = process.env.BENCH_GATEWAY_ONLY?.split(',');
 const wanted = (section: string) => only === undefined || only.includes(section);
 
@@ -147,6 +158,48 @@ async function serveCpu(): Promise<void> {
   process.send?.((g.app.server.address() as AddressInfo).port);
   process.once('disconnect', async () => {
     await g.close();
+    process.exit(0);
+  });
+}
+
+/**
+ * `serve-cached <upstream port>`: the gateway of the cached section (memory L1 and a disk cache in a fresh
+ * directory, the defaults otherwise) alone in its process, for `cached-apart`.
+ */
+async function serveCached(): Promise<void> {
+  const { createGateway, LISTEN_BACKLOG } = await import('../src/gateway/server.ts');
+  const dir = await mkdtemp(join(tmpdir(), 'clawperf-bench-gw-'));
+  const g = await createGateway({
+    cacheDir: dir,
+    localChatLatencyMs: 0,
+    upstreamUrl: `http://127.0.0.1:${Number(process.argv[3])}/v1`,
+  });
+  await g.app.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG });
+  process.send?.((g.app.server.address() as AddressInfo).port);
+  process.once('disconnect', async () => {
+    await g.close();
+    await rm(dir, { recursive: true, force: true });
+    process.exit(0);
+  });
+}
+
+/**
+ * `serve-bare`: the bare Fastify route of the cached section alone in its process, for `cached-apart`. It
+ * says `'ready'`, waits for the JSON text to answer (`{ answer }` over IPC), parses it once and returns the parsed value
+ * from a POST route, as the cached section's route does.
+ */
+async function serveBare(): Promise<void> {
+  // Asked for only now: a message sent before this process listens for it would be lost.
+  const asked = once(process, 'message') as Promise<[{ answer: string }]>;
+  process.send?.('ready');
+  const [message] = await asked;
+  const answer: unknown = JSON.parse(message.answer);
+  const bare = Fastify({ logger: false });
+  bare.post('/v1/embeddings', async () => answer);
+  await bare.listen({ port: 0, host: '127.0.0.1' });
+  process.send?.((bare.server.address() as AddressInfo).port);
+  process.once('disconnect', async () => {
+    await bare.close();
     process.exit(0);
   });
 }
@@ -440,13 +493,181 @@ async function cpuPerRequest(
   await once(gatewayChild, 'exit');
 }
 
+/** The cached requests of sections 1 and 6. */
+const EMBED = { model: 'local-embed', input: 'hello' };
+const CHAT = {
+  model: 'bench-chat',
+  temperature: 0,
+  messages: [{ role: 'user', content: 'cached question' }],
+};
+
+/** Rounds of the cached-apart section: untimed ones first, all interleaved alike, each this long. */
+const APART_WARMUP_ROUNDS = 2;
+const APART_ROUNDS = 6;
+const APART_SECONDS = 4;
+
+/** POSTs `body` as JSON; resolves with the answer's text and its cache and content-type headers. */
+async function postJson(url: string, body: unknown) {
+  const r = await request(url, {
+    method: 'POST',
+    body: JSON.stringify(body),
+    headers: { 'content-type': 'application/json' },
+  });
+  const text = await r.body.text();
+  if (r.statusCode !== 200) throw new Error(`${url}: ${r.statusCode} ${text}`);
+  return { text, cache: r.headers['x-clawperf-cache'], contentType: r.headers['content-type'] };
+}
+
+/**
+ * Cached answers with the bare Fastify route and the gateway each in a process of its own: autocannon at 16
+ * connections against one contender at a time, rounds interleaved in a rotating order, and the CPU time the
+ * server process spends per request it completed.
+ */
+async function cachedApart(upstream: BenchProcess): Promise<void> {
+  const self = fileURLToPath(import.meta.url);
+  const options = { execArgv: ['--import', 'tsx', ...CPU_PROBE], stdio: 'inherit' as const };
+  const gatewayChild = fork(self, ['serve-cached', String(upstream.port)], options);
+  const [gatewayPort] = (await once(gatewayChild, 'message')) as [number];
+  const gateway = `http://127.0.0.1:${gatewayPort}`;
+  // The first request of each is a miss that goes upstream and fills the cache; the second must be a hit.
+  await postJson(`${gateway}/v1/embeddings`, EMBED);
+  await postJson(`${gateway}/v1/chat/completions`, CHAT);
+  const embedHit = await postJson(`${gateway}/v1/embeddings`, EMBED);
+  const chatHit = await postJson(`${gateway}/v1/chat/completions`, CHAT);
+  if (embedHit.cache !== 'hit' || chatHit.cache !== 'hit')
+    throw new Error(`cached-apart: warmed gateway answered ${embedHit.cache} and ${chatHit.cache}`);
+  const bareChild = fork(self, ['serve-bare'], options);
+  await once(bareChild, 'message');
+  bareChild.send({ answer: embedHit.text });
+  const [barePort] = (await once(bareChild, 'message')) as [number];
+  const bare = `http://127.0.0.1:${barePort}`;
+  const bareAnswer = await postJson(`${bare}/v1/embeddings`, EMBED);
+  if (bareAnswer.text !== embedHit.text || bareAnswer.contentType !== embedHit.contentType)
+    throw new Error('cached-apart: the bare route does not answer the bytes of the cached embedding');
+  const contenders = [
+    {
+      label: 'bare Fastify route, same JSON, own process (limit)',
+      short: 'bare',
+      url: `${bare}/v1/embeddings`,
+      body: EMBED as unknown,
+      child: bareChild,
+      gateway: false,
+    },
+    {
+      label: 'clawperf gateway, cached `/v1/embeddings` (1 input), own process',
+      short: 'embeddings',
+      url: `${gateway}/v1/embeddings`,
+      body: EMBED,
+      child: gatewayChild,
+      gateway: true,
+    },
+    {
+      label: 'clawperf gateway, cached deterministic `/v1/chat/completions`, own process',
+      short: 'chat',
+      url: `${gateway}/v1/chat/completions`,
+      body: CHAT,
+      child: gatewayChild,
+      gateway: true,
+    },
+  ];
+  /** One round against contender `i`: req/s, and CPU µs (user, system) per completed request. */
+  const round = async (i: number) => {
+    const c = contenders[i]!;
+    // One answer per round proves the round is served from the cache; it is sent before the CPU is read.
+    if (c.gateway) {
+      const check = await postJson(c.url, c.body);
+      if (check.cache !== 'hit') throw new Error(`${c.label}: x-clawperf-cache ${check.cache}`);
+    }
+    const cpu0 = await cpuOf(c.child);
+    const t0 = performance.now();
+    const result = await autocannon({
+      url: c.url,
+      method: 'POST',
+      connections: 16,
+      duration: APART_SECONDS,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(c.body),
+    });
+    const ms = performance.now() - t0;
+    const cpu1 = await cpuOf(c.child);
+    if (result.non2xx > 0 || result.errors > 0)
+      throw new Error(`${c.label}: ${result.non2xx} non-2xx, ${result.errors} errors`);
+    const done = result.requests.total;
+    const user = (cpu1.user - cpu0.user) / done;
+    const system = (cpu1.system - cpu0.system) / done;
+    return {
+      rps: result.requests.average,
+      done,
+      user,
+      system,
+      us: user + system,
+      cores: ((user + system) * done) / (ms * 1000),
+    };
+  };
+  const figures: Awaited<ReturnType<typeof round>>[][] = contenders.map(() => []);
+  const orders: string[] = [];
+  const loads: number[] = [];
+  for (let r = 0; r < APART_WARMUP_ROUNDS + APART_ROUNDS; r++) {
+    const order = contenders.map((_, k) => (k + r) % contenders.length);
+    for (const i of order) {
+      const f = await round(i);
+      if (r >= APART_WARMUP_ROUNDS) figures[i]!.push(f);
+    }
+    if (r >= APART_WARMUP_ROUNDS) {
+      orders.push(order.map((i) => contenders[i]!.short).join(', '));
+      loads.push(loadavg()[0]!);
+    }
+  }
+  const BARE = 0;
+  const rpsRatios = contenders.map((_, i) => figures[i]!.map((f, r) => f.rps / figures[BARE]![r]!.rps));
+  const cpuRatios = contenders.map((_, i) => figures[i]!.map((f, r) => figures[BARE]![r]!.us / f.us));
+  const med = (i: number, key: 'rps' | 'us' | 'user' | 'system' | 'cores') =>
+    median(figures[i]!.map((f) => f[key]));
+  console.log(
+    `\n### Cached answers, each server in its own process, autocannon, 16 connections, ${APART_ROUNDS} rounds ` +
+      `of ${APART_SECONDS} s after ${APART_WARMUP_ROUNDS} untimed ones, rotating order (median; each ratio the median of the rounds' ratios)\n`,
+  );
+  console.log(
+    '| contender | req/s | ÷ bare (req/s) | server CPU µs / request | user | system | bare CPU ÷ this | server cores busy |',
+  );
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
+  contenders.forEach((c, i) => {
+    console.log(
+      `| ${c.label} | ${Math.round(med(i, 'rps'))} | ${median(rpsRatios[i]!).toFixed(2)}x | ${med(i, 'us').toFixed(1)} | ` +
+        `${med(i, 'user').toFixed(1)} | ${med(i, 'system').toFixed(1)} | ${median(cpuRatios[i]!).toFixed(2)}x | ` +
+        `${med(i, 'cores').toFixed(2)} |`,
+    );
+  });
+  console.log(
+    '\nPer round (bare, gateway embeddings, gateway chat): req/s, ratios to bare; server CPU µs / request, ' +
+      'bare ÷ gateway; requests completed; 1-minute load average after the round:\n',
+  );
+  for (let r = 0; r < APART_ROUNDS; r++) {
+    const all = (pick: (f: Awaited<ReturnType<typeof round>>) => string) =>
+      contenders.map((_, i) => pick(figures[i]![r]!)).join(' / ');
+    console.log(
+      `- round ${r + 1} (${orders[r]}): ${all((f) => String(Math.round(f.rps)))} req/s ` +
+        `(${rpsRatios[1]![r]!.toFixed(2)}x, ${rpsRatios[2]![r]!.toFixed(2)}x); ` +
+        `${all((f) => f.us.toFixed(1))} µs (${cpuRatios[1]![r]!.toFixed(2)}x, ${cpuRatios[2]![r]!.toFixed(2)}x); ` +
+        `${all((f) => String(f.done))} requests; load ${loads[r]!.toFixed(2)}`,
+    );
+  }
+  for (const child of [bareChild, gatewayChild]) {
+    child.disconnect();
+    if (child.exitCode === null) await once(child, 'exit');
+  }
+}
+
 async function main(): Promise<void> {
   const fast = await startProcess('upstream', 0);
-  if (only?.every((section) => section === 'cpu')) {
-    // The CPU section alone needs no other gateway, upstream or proxy running beside it.
-    const portkey = await startPortkey(`http://127.0.0.1:${fast.port}`);
-    await cpuPerRequest(fast, portkey);
-    await portkey.stop();
+  if (only?.every((section) => section === 'cpu' || section === 'cached-apart')) {
+    // These two sections alone need no other gateway, upstream or proxy running beside them.
+    if (wanted('cached-apart')) await cachedApart(fast);
+    if (wanted('cpu')) {
+      const portkey = await startPortkey(`http://127.0.0.1:${fast.port}`);
+      await cpuPerRequest(fast, portkey);
+      await portkey.stop();
+    }
     await fast.stop();
     return;
   }
@@ -463,12 +684,8 @@ async function main(): Promise<void> {
   const memoryOnly = `http://127.0.0.1:${ports.memoryOnly}`;
   const bare = `http://127.0.0.1:${ports.bare}`;
   const upstream = `http://127.0.0.1:${ports.upstream}`;
-  const embed = { model: 'local-embed', input: 'hello' };
-  const chat = {
-    model: 'bench-chat',
-    temperature: 0,
-    messages: [{ role: 'user', content: 'cached question' }],
-  };
+  const embed = EMBED;
+  const chat = CHAT;
   await request(`${gateway}/v1/chat/completions`, {
     method: 'POST',
     body: JSON.stringify(chat),
@@ -496,6 +713,8 @@ async function main(): Promise<void> {
       'bare',
     );
   }
+
+  if (wanted('cached-apart')) await cachedApart(fast);
 
   const portkey = await startPortkey(upstream);
   if (wanted('peer')) {
@@ -632,4 +851,6 @@ async function main(): Promise<void> {
 
 if (process.argv[2] === 'serve') await serve();
 else if (process.argv[2] === 'serve-cpu') await serveCpu();
+else if (process.argv[2] === 'serve-cached') await serveCached();
+else if (process.argv[2] === 'serve-bare') await serveBare();
 else await main();
