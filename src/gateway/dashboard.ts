@@ -13,7 +13,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { createHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { Counter, type Registry } from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
 import { type TokenUsage, tokenUsage } from '../tracing/index.ts';
 import type { GatewayCounts } from './context.ts';
 import { dashboardPage, FAVICON_SVG } from './dashboard-page.ts';
@@ -398,22 +398,27 @@ export class DashboardFeed {
   /** The usage counts on `/metrics`, read from the same rows the page shows. */
   #registerMetrics(registry: Registry): void {
     const rows = () => this.#rows.values();
+    /**
+     * A counter family built from the rows at each scrape: the samples are made straight from the rows (a
+     * prom-client Counter would be reset and filled label set by label set, hashing each: most of a scrape's
+     * time with a few hundred tenants, in one stretch the scrape cannot split). Each row gives distinct labels.
+     */
     const counter = (
       name: string,
       help: string,
-      labelNames: string[],
       each: (row: UsageRow, inc: (labels: Record<string, string>, value: number) => void) => void,
     ) => {
-      const metric: Counter = new Counter({
-        name,
-        help,
-        labelNames,
-        registers: [registry],
-        collect() {
-          metric.reset();
-          for (const row of rows()) each(row, (labels, value) => metric.inc(labels, value));
+      const family = { name, help, type: 'counter', aggregator: 'sum' };
+      const metric = {
+        ...family,
+        get: () => {
+          const values: { labels: Record<string, string>; value: number }[] = [];
+          for (const row of rows()) each(row, (labels, value) => values.push({ labels, value }));
+          return { ...family, values };
         },
-      });
+        reset: () => {},
+      };
+      registry.registerMetric(metric as unknown as Counter);
     };
     const OUTCOMES = [
       ['hit', 'hits'],
@@ -427,7 +432,6 @@ export class DashboardFeed {
     counter(
       'clawperf_gateway_tenant_requests_total',
       'API requests of each tenant and model, by outcome: the cache outcome of an answer, rate_limited (429), error (other 4xx/5xx), other',
-      ['tenant', 'model', 'outcome'],
       (row, inc) => {
         for (const [outcome, field] of OUTCOMES) {
           const n = row[field];
@@ -438,7 +442,6 @@ export class DashboardFeed {
     counter(
       'clawperf_gateway_tenant_tokens_total',
       "Tokens of the answers the provider produced for each tenant and model (a cached answer's are saved, not used)",
-      ['tenant', 'model', 'direction'],
       (row, inc) => {
         inc({ tenant: row.tenant, model: row.model, direction: 'input' }, row.tokensIn);
         inc({ tenant: row.tenant, model: row.model, direction: 'output' }, row.tokensOut);
@@ -447,7 +450,6 @@ export class DashboardFeed {
     counter(
       'clawperf_gateway_tenant_tokens_saved_total',
       "Tokens of answers no upstream call was made for: from the gateway's cache, or another request's call",
-      ['tenant', 'model', 'by'],
       (row, inc) => {
         inc({ tenant: row.tenant, model: row.model, by: 'cache' }, row.tokensSavedByCache);
         inc({ tenant: row.tenant, model: row.model, by: 'coalescing' }, row.tokensSavedByCoalescing);
@@ -458,7 +460,6 @@ export class DashboardFeed {
     counter(
       'clawperf_gateway_spend_total',
       'What the answers the provider produced cost at the configured prices, by tenant and model',
-      ['tenant', 'model'],
       (row, inc) => {
         inc({ tenant: row.tenant, model: row.model }, row.spend);
       },
@@ -466,7 +467,6 @@ export class DashboardFeed {
     counter(
       'clawperf_gateway_savings_total',
       "What was not spent at the configured prices: answers from the gateway's cache or another request's call, and input read from the provider's prompt cache",
-      ['tenant', 'model', 'by'],
       (row, inc) => {
         inc({ tenant: row.tenant, model: row.model, by: 'cache' }, row.savedByCache);
         inc({ tenant: row.tenant, model: row.model, by: 'coalescing' }, row.savedByCoalescing);
