@@ -132,6 +132,34 @@ describe('SharedOutboundLimiter: one budget for every node', () => {
     await Promise.all(calls);
   });
 
+  it('answers of the old window that use up the new one, with nothing in flight, do not stall the nodes', async () => {
+    const [node] = nodes(1, { learningConcurrency: 2, defaultResetMs: 50, maxWaitMs: 10_000 });
+    const limit1 = {
+      status: 200,
+      headers: {
+        'x-ratelimit-limit-requests': '1',
+        'x-ratelimit-remaining-requests': '0',
+        'x-ratelimit-reset-requests': '100ms',
+      },
+    };
+    const first = await node!.acquire();
+    const slow = await node!.acquire();
+    first.done(limit1);
+    // The window resets (Redis time) while the slow call is out; its answer then uses the new window up,
+    // with no call in flight whose answer would say when that window resets.
+    await new Promise((r) => setTimeout(r, 150));
+    const waiting = node!.acquire();
+    slow.done(limit1);
+    let deadline: NodeJS.Timeout | undefined;
+    const stalled = new Promise<never>((_, reject) => {
+      deadline = setTimeout(() => reject(new Error('still waiting 3 s later')), 3_000);
+    });
+    // The assumed reset (defaultResetMs) frees it, long before maxWaitMs.
+    const permit = await Promise.race([waiting, stalled]);
+    clearTimeout(deadline);
+    permit.done(limit1);
+  });
+
   it("a 429 cools the key down on every node until the provider's stated time", async () => {
     const [a, b] = nodes(2, { maxWaitMs: 200, random: () => 0 });
     await a!.run(async () => ({ status: 429, headers: { 'retry-after': '3' } }));

@@ -72,6 +72,12 @@ local function roll(d, window)
   end
 end
 
+-- After a reset the new window's first answer says when it resets; with no call of it in flight (on any
+-- node) none will, so it is assumed to reset the default time from now.
+local function expect_reset(d, fallback)
+  if s[d .. 'z'] == -1 and s[d .. 'f'] <= 0 then s[d .. 'z'] = now + fallback end
+end
+
 local function fits(d, units, cap)
   if s[d .. 'k'] == 0 then return true end
   if s[d .. 'p'] == 1 then return s[d .. 'q'] < cap end
@@ -175,6 +181,7 @@ if ARGV[1] == 'a' then
     redis.call('ZADD', leases, now + lease, id)
     reply = {1, 0, 0, remaining('r'), remaining('t'), s.rk, s.tk}
   else
+    expect_reset('r', fallback); expect_reset('t', fallback)
     local at = math.max(wait_until('r', 1), wait_until('t', tokens))
     reply = {0, 0, at - now, remaining('r'), remaining('t')}
   end
