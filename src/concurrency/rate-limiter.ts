@@ -436,6 +436,8 @@ export class RateLimiter extends EventEmitter {
       let cost = 1;
       let tokens = 0;
       if (options !== undefined) {
+        // null, a number or a string instead of the options: a typed error, not a check at cost 1.
+        if (typeof options !== 'object' || options === null) check.object('options', options);
         if (options.cost !== undefined) cost = check.number('options.cost', options.cost);
         if (options.tokens !== undefined) tokens = check.number('options.tokens', options.tokens);
       }

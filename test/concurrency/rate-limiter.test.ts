@@ -309,6 +309,18 @@ describe('bad input gets a clear answer and never corrupts a counter', () => {
     await l.close();
   });
 
+  it('options that are not an object (null, a number, a string) reject with TypeError and charge nothing', async () => {
+    const { limiter: l } = limiter({ windowMs: 1_000, maxRequests: 5 });
+    for (const options of [null, 3, 'cost']) {
+      await assert.rejects(
+        l.allow('k', options as never),
+        (e: unknown) => e instanceof TypeError && /^options must be an object/.test(e.message),
+      );
+    }
+    assert.equal((await l.allow('k')).remaining, 4, 'none of them was counted');
+    await l.close();
+  });
+
   it('a cost above the limit is refused with a reason and no retry time, charging nothing', async () => {
     const { limiter: l } = limiter({ windowMs: 1_000, maxRequests: 5 });
     const r = await l.allow('k', { cost: 6 });
