@@ -125,14 +125,23 @@ before(async () => {
     ],
   });
   await traffic();
-  // The history holds the traffic once a point after it was taken: the page embeds it.
+  const trafficEnded = Date.now();
+  // The history holds the traffic once a point after it was taken: the page embeds it. The usage rows are
+  // live, so the wait is for a point too (its `t` is rounded to the second: one a second after is surely
+  // later).
   const done = total(await metrics(), 'clawperf_gateway_tenant_requests_total');
   await waitFor(
     async () => {
       const page = await (await request(`${base}/`)).body.text();
       const json = page.match(/<script id="snapshot" type="application\/json">(.*?)<\/script>/s)?.[1];
-      const usage = (JSON.parse(json ?? '{"usage":[]}') as { usage: { requests: number }[] }).usage;
-      return usage.reduce((n, r) => n + r.requests, 0) === done;
+      const snapshot = JSON.parse(json ?? '{"usage":[],"points":[]}') as {
+        usage: { requests: number }[];
+        points: { t: number }[];
+      };
+      return (
+        snapshot.usage.reduce((n, r) => n + r.requests, 0) === done &&
+        snapshot.points.some((p) => p.t * 1000 >= trafficEnded + 1000)
+      );
     },
     { what: 'a dashboard point after the traffic', timeoutMs: 20_000 },
   );
