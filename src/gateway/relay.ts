@@ -1,9 +1,10 @@
 /**
  * The readable end of a streamed answer's tap: it reads the upstream's body as it arrives and gives the
  * client what the tap makes of each piece, with the client's pace as backpressure (the source pauses while
- * the client is behind). A Readable fed from the source's `data` events rather than a Transform piped from
- * it: each event of a stream crosses one stream's machinery instead of two, which is most of what a tap adds
- * to a stream's CPU beyond the bytes' own system calls.
+ * the client is behind). Piped to the response, as the server pipes a streamed answer, it writes each piece
+ * to the response itself; read otherwise, it is an ordinary Readable. Either way no Transform sits between
+ * the upstream and the client: through one, each event crossed two more streams' machinery, most of what a
+ * tap added to a stream's CPU beyond the bytes' own system calls.
  *
  * @module
  */
@@ -14,6 +15,11 @@ export abstract class Relay extends Readable {
   /** The source ended or was given up: nothing more is read from it. */
   #over = false;
   #started = false;
+  /** The response the relay writes to directly, once piped to one. */
+  #to: Writable | undefined;
+  readonly #resume = () => {
+    if (!this.#over) this.#source?.resume();
+  };
 
   /** Reads `source` through the tap; a source that fails ends the stream through {@link failed}. */
   relay(source: Readable): this {
@@ -58,12 +64,6 @@ export abstract class Relay extends Readable {
     this.give(last);
     this.#end();
   }
-
-  /** The response the relay writes to directly, once piped to one. */
-  #to: Writable | undefined;
-  readonly #resume = () => {
-    if (!this.#over) this.#source?.resume();
-  };
 
   /**
    * Piped to a response (as the server does with a streamed answer), the relay writes each piece to it
