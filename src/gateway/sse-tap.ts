@@ -31,6 +31,34 @@ export function brokeOff(error: unknown): ApiError {
   return apiError(502, `the upstream's stream broke off: ${message}`, 'server_error', 'upstream_error');
 }
 
+/**
+ * The text of a stream's pieces as they are read. A character split between two reads waits in the decoder
+ * for its other bytes; a piece that ends in a newline (the usual one: whole events) while nothing waits
+ * needs no decoder.
+ */
+export class PieceText {
+  readonly #decoder = new StringDecoder('utf8');
+  /** The decoder may hold the first bytes of a character split between reads. */
+  #held = false;
+
+  /** Nothing waits from the pieces before: the next piece's text is its bytes' alone. */
+  get clear(): boolean {
+    return !this.#held;
+  }
+
+  of(chunk: Buffer | string): string {
+    if (typeof chunk === 'string') return chunk;
+    if (!this.#held && chunk[chunk.length - 1] === 0x0a) return chunk.toString('utf8');
+    this.#held = chunk.length > 0 && chunk[chunk.length - 1]! >= 0x80;
+    return this.#decoder.write(chunk);
+  }
+
+  /** What is left when the stream ends (a cut character as U+FFFD). */
+  end(): string {
+    return this.#decoder.end();
+  }
+}
+
 /** The end of the last whole event in `text` (after its blank line), or -1. */
 function lastEventEnd(text: string): number {
   const lf = text.lastIndexOf('\n\n');
@@ -75,9 +103,7 @@ export abstract class EventTap extends Relay implements ProtocolTap {
   protected upstreamError = false;
   /** Still rebuilding the answer for the cache. */
   protected assemble: boolean;
-  readonly #decoder = new StringDecoder('utf8');
-  /** The decoder may hold the first bytes of a character split between reads. */
-  #held = false;
+  readonly #text = new PieceText();
   readonly #maxBytes: number;
   #tail = '';
   #bytes = 0;
@@ -111,8 +137,8 @@ export abstract class EventTap extends Relay implements ProtocolTap {
 
   protected override piece(chunk: Buffer | string): void {
     if (this.#failure !== undefined) return;
-    const fresh = this.#tail === '' && !this.#held;
-    const text = this.#tail + this.#decode(chunk, fresh);
+    const fresh = this.#tail === '' && this.#text.clear;
+    const text = this.#tail + this.#text.of(chunk);
     const end = lastEventEnd(text);
     if (end === -1) {
       this.#tail = text;
@@ -127,22 +153,11 @@ export abstract class EventTap extends Relay implements ProtocolTap {
       if (this.#failure !== undefined) return;
     }
     // The common piece (whole events that came in one read) goes on as the very bytes that came.
-    this.give(fresh && this.#tail === '' && typeof chunk !== 'string' ? chunk : whole);
-  }
-
-  /**
-   * The text of `chunk`. A character split between two reads waits in the decoder for its other bytes; a
-   * chunk that ends in a newline (the usual piece: whole events) with nothing waiting needs no decoder.
-   */
-  #decode(chunk: Buffer | string, fresh: boolean): string {
-    if (typeof chunk === 'string') return chunk;
-    if (fresh && chunk[chunk.length - 1] === 0x0a) return chunk.toString('utf8');
-    this.#held = chunk.length > 0 && chunk[chunk.length - 1]! >= 0x80;
-    return this.#decoder.write(chunk);
+    this.give(fresh && this.#text.clear && this.#tail === '' && typeof chunk !== 'string' ? chunk : whole);
   }
 
   protected override ended(): void {
-    this.#tail += this.#decoder.end();
+    this.#tail += this.#text.end();
     if (this.#failure === undefined && this.#tail.trim() !== '') {
       this.#event(this.#tail);
       if (this.#failure === undefined) this.give(this.#tail);

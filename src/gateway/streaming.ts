@@ -5,11 +5,10 @@
  * @module
  */
 
-import { StringDecoder } from 'node:string_decoder';
 import { type TokenUsage, tokenUsage } from '../tracing/index.ts';
 import type { ApiError } from './openai.ts';
 import { Relay } from './relay.ts';
-import { broken, brokeOff, parseEvent, QUOTED_CHARS } from './sse-tap.ts';
+import { broken, brokeOff, PieceText, parseEvent, QUOTED_CHARS } from './sse-tap.ts';
 
 /** A cached chat completion as the server-sent events a streaming client expects. */
 export function* replayStream(answer: unknown, streamOptions: unknown): Generator<string> {
@@ -75,9 +74,7 @@ export class StreamTap extends Relay {
   total: number | undefined;
   usage: TokenUsage | undefined;
   #tail = '';
-  readonly #decoder = new StringDecoder('utf8');
-  /** The decoder may hold the first bytes of a character split between reads. */
-  #held = false;
+  readonly #text = new PieceText();
   #done = false;
   /** Some choice carried a `finish_reason`. */
   #finished = false;
@@ -102,8 +99,8 @@ export class StreamTap extends Relay {
 
   protected override piece(chunk: Buffer | string): void {
     if (this.#failure !== undefined) return;
-    const fresh = this.#tail === '' && !this.#held;
-    let text = this.#tail + this.#decode(chunk, fresh);
+    const fresh = this.#tail === '' && this.#text.clear;
+    let text = this.#tail + this.#text.of(chunk);
     // Server-sent events may end lines with CRLF or CR; the client gets LF. A CR that ends the chunk waits
     // for the next, which may start with its LF.
     const cr = text.includes('\r');
@@ -125,10 +122,12 @@ export class StreamTap extends Relay {
       else all = false;
       if (this.#failure !== undefined) break;
     }
-    // The common piece (whole events that came in one read, all kept) goes on as it came.
+    // The common piece (whole events that came in one read, all kept, no character cut at its end) goes on
+    // as it came.
     if (
       all &&
       fresh &&
+      this.#text.clear &&
       !cr &&
       this.#tail === '' &&
       this.#failure === undefined &&
@@ -139,19 +138,8 @@ export class StreamTap extends Relay {
     if (this.#failure !== undefined) this.#stop();
   }
 
-  /**
-   * The text of `chunk`. A character split between two reads waits in the decoder for its other bytes; a
-   * chunk that ends in a newline (the usual piece: whole events) with nothing waiting needs no decoder.
-   */
-  #decode(chunk: Buffer | string, fresh: boolean): string {
-    if (typeof chunk === 'string') return chunk;
-    if (fresh && chunk[chunk.length - 1] === 0x0a) return chunk.toString('utf8');
-    this.#held = chunk.length > 0 && chunk[chunk.length - 1]! >= 0x80;
-    return this.#decoder.write(chunk);
-  }
-
   protected override ended(): void {
-    this.#tail += this.#decoder.end();
+    this.#tail += this.#text.end();
     if (this.#failure === undefined && this.#tail !== '') {
       if (this.#event(this.#tail)) this.give(`${this.#tail}\n\n`);
       this.#tail = '';
