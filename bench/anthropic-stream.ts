@@ -39,6 +39,7 @@ import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { ask, CPU_PROBE, cpuOf } from './fixtures/processes.ts';
+import { serveStreamFloor } from './fixtures/stream-floor.ts';
 
 /** `content_block_delta` events per stream. */
 const DELTAS = 20;
@@ -190,38 +191,16 @@ async function gateway(): Promise<void> {
 }
 
 /**
- * `floor <fake port>`: the thinnest streaming proxy, the floor for any process in the path. (Not `proxy`:
- * fixtures/processes.ts, imported here, starts its own proxy under that name.)
+ * `floor <fake port>`: the thinnest streaming proxy (fixtures/stream-floor.ts), the floor for any process in
+ * the path. (Not `proxy`: fixtures/processes.ts, imported here, starts its own proxy under that name.)
  */
 async function floorProxy(): Promise<void> {
-  const pool = new Pool(`http://127.0.0.1:${Number(process.argv[3])}`, { connections: 64 });
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      pool
-        .request({
-          method: 'POST',
-          path: req.url ?? '/',
-          headers: {
-            'content-type': 'application/json',
-            'anthropic-version': String(req.headers['anthropic-version']),
-            'x-api-key': API_KEY,
-          },
-          body: Buffer.concat(chunks),
-        })
-        .then((r) => {
-          res.writeHead(r.statusCode, { 'content-type': String(r.headers['content-type']) });
-          r.body.pipe(res);
-        })
-        .catch(() => {
-          res.writeHead(502);
-          res.end();
-        });
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  process.send?.((server.address() as AddressInfo).port);
+  const port = await serveStreamFloor(Number(process.argv[3]), 64, (req) => ({
+    'content-type': 'application/json',
+    'anthropic-version': String(req.headers['anthropic-version']),
+    'x-api-key': API_KEY,
+  }));
+  process.send?.(port);
   process.once('disconnect', () => process.exit(0));
 }
 

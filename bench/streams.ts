@@ -33,6 +33,7 @@ import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { ask, CPU_PROBE, cpuOf } from './fixtures/processes.ts';
+import { serveStreamFloor } from './fixtures/stream-floor.ts';
 
 /** Chunks per stream and the time between two of them, ms. */
 const CHUNKS = 50;
@@ -102,33 +103,12 @@ async function gateway(): Promise<void> {
   });
 }
 
-/** `floor <fake port>`: the thinnest streaming proxy (node:http + undici, the body piped), the floor for any proxy. */
+/** `floor <fake port>`: the thinnest streaming proxy (fixtures/stream-floor.ts), the floor for any proxy. */
 async function floorProxy(): Promise<void> {
-  const pool = new Pool(`http://127.0.0.1:${Number(process.argv[3])}`, { connections: 4096 });
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      pool
-        .request({
-          method: 'POST',
-          path: req.url ?? '/',
-          headers: { 'content-type': 'application/json' },
-          body: Buffer.concat(chunks),
-        })
-        .then((r) => {
-          res.writeHead(r.statusCode, { 'content-type': String(r.headers['content-type']) });
-          r.body.pipe(res);
-        })
-        .catch(() => {
-          res.writeHead(502);
-          res.end();
-        });
-    });
-  });
-  server.keepAliveTimeout = 60_000;
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', 4096, r));
-  process.send?.((server.address() as AddressInfo).port);
+  const port = await serveStreamFloor(Number(process.argv[3]), 4096, () => ({
+    'content-type': 'application/json',
+  }));
+  process.send?.(port);
   process.once('disconnect', () => process.exit(0));
 }
 
