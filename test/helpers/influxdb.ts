@@ -8,7 +8,7 @@
  * after(() => influx.stop());
  * await influx.query('CREATE DATABASE clawperf');
  */
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, requireBinary, startRestartable } from './servers.ts';
@@ -37,6 +37,18 @@ export interface InfluxServer {
 
 export async function startInfluxDB(): Promise<InfluxServer> {
   requireBinary('influxd', 'influxdb');
+  // A free port can be taken by another process before influxd binds it: then it exits at once, and the
+  // next attempt takes new ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startInfluxDBOnce();
+    } catch (error) {
+      if (attempt === 3 || !String((error as Error).message).includes('address already in use')) throw error;
+    }
+  }
+}
+
+async function startInfluxDBOnce(): Promise<InfluxServer> {
   const [httpPort, rpcPort] = [await freePort(), await freePort()];
   const dir = await mkdtemp(join(tmpdir(), 'clawperf-influxdb-'));
   const config = join(dir, 'influxdb.conf');
@@ -69,6 +81,9 @@ export async function startInfluxDB(): Promise<InfluxServer> {
     probe: async () => (await fetch(`${url}/ping`)).status === 204,
     what: `influxd on port ${httpPort}`,
     timeoutMs: 30_000,
+  }).catch(async (error: unknown) => {
+    await rm(dir, { recursive: true, force: true });
+    throw error;
   });
   return {
     port: httpPort,

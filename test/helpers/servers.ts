@@ -89,7 +89,14 @@ export function startProcess(command: string, args: string[], options: StartOpti
 /** Polls `probe` until it resolves true, failing after `timeoutMs` with `describe()` in the message. */
 export async function waitFor(
   probe: () => Promise<boolean> | boolean,
-  options: { timeoutMs?: number; intervalMs?: number; what?: string; describe?: () => string } = {},
+  options: {
+    timeoutMs?: number;
+    intervalMs?: number;
+    what?: string;
+    describe?: () => string;
+    /** Why waiting longer is pointless (a server that exited), checked each round: fails at once. */
+    hopeless?: () => string | undefined;
+  } = {},
 ): Promise<void> {
   const { timeoutMs = 15_000, intervalMs = 50, what = 'condition', describe = () => '' } = options;
   const deadline = Date.now() + timeoutMs;
@@ -99,6 +106,8 @@ export async function waitFor(
     } catch {
       // not ready yet
     }
+    const hopeless = options.hopeless?.();
+    if (hopeless !== undefined) throw new Error(`${what}: ${hopeless}\n${describe()}`);
     if (Date.now() > deadline)
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${describe()}`);
     await new Promise((r) => setTimeout(r, intervalMs));
@@ -134,6 +143,10 @@ export async function startRestartable(
     await waitFor(ready.probe, {
       what: ready.what,
       describe: () => p.output(),
+      hopeless: () =>
+        p.child.exitCode !== null || p.child.signalCode !== null
+          ? `the server exited (${p.child.exitCode ?? p.child.signalCode})`
+          : undefined,
       ...(ready.timeoutMs === undefined ? {} : { timeoutMs: ready.timeoutMs }),
     });
   };
