@@ -1,9 +1,10 @@
 /**
  * The tap of a typed event stream (Anthropic's messages, OpenAI's Responses): whole events go to the client
  * as they came, byte for byte (at the client's pace: see {@link Relay}), while a subclass reads each event
- * on the side for usage and to rebuild the answer for the cache. A source that fails, sends what is not server-sent events of
- * JSON, or ends before the subclass saw its last event (and without an error event of its own) ends the
- * stream with the API's error event, which the SDKs raise: the client never gets a silently cut answer.
+ * on the side for usage and to rebuild the answer for the cache. A source that fails, sends what is not
+ * server-sent events of JSON, or ends before the subclass saw its last event (and without an error event of
+ * its own) ends the stream with the API's error event, which the SDKs raise: the client never gets a
+ * silently cut answer.
  *
  * @module
  */
@@ -153,7 +154,7 @@ export abstract class EventTap extends Relay implements ProtocolTap {
       if (this.#failure !== undefined) return;
     }
     // The common piece (whole events that came in one read) goes on as the very bytes that came.
-    this.give(fresh && this.#text.clear && this.#tail === '' && typeof chunk !== 'string' ? chunk : whole);
+    this.give(fresh && this.#text.clear && this.#tail === '' ? chunk : whole);
   }
 
   protected override ended(): void {

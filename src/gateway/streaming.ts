@@ -4,7 +4,6 @@
  *
  * @module
  */
-
 import { type TokenUsage, tokenUsage } from '../tracing/index.ts';
 import type { ApiError } from './openai.ts';
 import { Relay } from './relay.ts';
@@ -124,17 +123,9 @@ export class StreamTap extends Relay {
     }
     // The common piece (whole events that came in one read, all kept, no character cut at its end) goes on
     // as it came.
-    if (
-      all &&
-      fresh &&
-      this.#text.clear &&
-      !cr &&
-      this.#tail === '' &&
-      this.#failure === undefined &&
-      typeof chunk !== 'string'
-    ) {
-      this.give(chunk);
-    } else if (out !== '') this.give(out);
+    // (An event that fails is not kept, so `all` also says none failed.)
+    if (all && fresh && this.#text.clear && !cr && this.#tail === '') this.give(chunk);
+    else if (out !== '') this.give(out);
     if (this.#failure !== undefined) this.#stop();
   }
 

@@ -34,21 +34,23 @@ function parentOf(
   return { traceId: match[1]!, sampled: (Number.parseInt(match[3]!, 16) & 1) === 1 };
 }
 
+/** The `traceparent` of a new span under `parent`, or of one that starts a trace. */
+function childOf(parent: { traceId: string; sampled: boolean } | undefined): string {
+  return `00-${parent?.traceId ?? randomId(32)}-${randomId(16)}-${parent?.sampled === true ? '01' : '00'}`;
+}
+
 /** The `traceparent` of a new span that continues `incoming` (a request's header), or starts a trace. */
 export function childTraceparent(incoming: string | string[] | undefined): string {
-  const parent = parentOf(incoming);
-  return `00-${parent?.traceId ?? randomId(32)}-${randomId(16)}-${parent?.sampled === true ? '01' : '00'}`;
+  return childOf(parentOf(incoming));
 }
 
 /** Sends every answer a `traceparent`, and the caller's `tracestate` with it when it continues its trace. */
 export const fastifyTraceparent: FastifyPluginCallback = (fastify, _options, done) => {
   fastify.addHook('onRequest', (request, reply, next) => {
-    const incoming = request.headers.traceparent;
-    reply.header('traceparent', childTraceparent(incoming));
+    const parent = parentOf(request.headers.traceparent);
+    reply.header('traceparent', childOf(parent));
     const state = request.headers.tracestate;
-    if (typeof state === 'string' && state !== '' && parentOf(incoming) !== undefined) {
-      reply.header('tracestate', state);
-    }
+    if (parent !== undefined && typeof state === 'string' && state !== '') reply.header('tracestate', state);
     next();
   });
   done();
