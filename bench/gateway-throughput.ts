@@ -45,12 +45,12 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
-import { createRequire } from 'node:module';
-import { type AddressInfo, createServer as createNetServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { cpus, loadavg } from 'node:os';
 import { createHistogram, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { Pool, request } from 'undici';
+import { Pool } from 'undici';
+import { startPortkey } from './fixtures/portkey.ts';
 import { ask, type BenchProcess, CPU_PROBE, cpuOf, startProcess } from './fixtures/processes.ts';
 import { machine } from './harness.ts';
 
@@ -127,14 +127,6 @@ async function serve(): Promise<void> {
   });
 }
 
-async function freePort(): Promise<number> {
-  const server = createNetServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((r) => server.close(r));
-  return port;
-}
-
 interface Contender {
   key: string;
   name: string;
@@ -148,49 +140,10 @@ interface Contender {
   stop(): Promise<void>;
 }
 
-/** Portkey's gateway as bench/gateway.ts starts it, ready once it proxies a chat completion to `upstream`. */
-async function startPortkey(upstream: string): Promise<Contender> {
-  const port = await freePort();
-  const script = createRequire(import.meta.url).resolve('@portkey-ai/gateway/build/start-server.js');
-  const child = fork(script, ['--headless', `--port=${port}`], { stdio: 'ignore', execArgv: CPU_PROBE });
-  // Portkey does not exit when its parent does; a bench that fails half-way must not leave it running.
-  const orphan = () => child.kill('SIGKILL');
-  process.once('exit', orphan);
-  const url = `http://127.0.0.1:${port}`;
-  const headers = {
-    'x-portkey-provider': 'openai',
-    'x-portkey-custom-host': `${upstream}/v1`,
-    authorization: 'Bearer bench',
-  };
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      const r = await request(`${url}/v1/chat/completions`, {
-        method: 'POST',
-        body: JSON.stringify({ model: 'bench-chat', messages: [{ role: 'user', content: 'ready?' }] }),
-        headers: { 'content-type': 'application/json', ...headers },
-      });
-      await r.body.dump();
-      if (r.statusCode === 200) break;
-      throw new Error(`Portkey answered ${r.statusCode}`);
-    } catch (error) {
-      if (Date.now() > deadline || child.exitCode !== null) throw error;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-  return {
-    key: 'portkey',
-    name: 'Portkey gateway 1.15.2 (`--headless`)',
-    url,
-    headers,
-    cpu: () => cpuOf(child),
-    check: () => true,
-    stop: async () => {
-      process.removeListener('exit', orphan);
-      child.kill('SIGTERM');
-      if (child.exitCode === null) await once(child, 'exit');
-    },
-  };
+/** Portkey (fixtures/portkey.ts) as a contender. */
+async function startPortkeyContender(upstream: string): Promise<Contender> {
+  const portkey = await startPortkey(upstream);
+  return { key: 'portkey', name: 'Portkey gateway 1.15.2 (`--headless`)', check: () => true, ...portkey };
 }
 
 async function startClawperf(upstreamPort: number): Promise<Contender> {
@@ -434,7 +387,7 @@ async function main(): Promise<void> {
   const upstream = await startProcess('upstream', UPSTREAM_MS);
   const starters: Record<string, () => Promise<Contender>> = {
     clawperf: () => startClawperf(upstream.port),
-    portkey: () => startPortkey(`http://127.0.0.1:${upstream.port}`),
+    portkey: () => startPortkeyContender(`http://127.0.0.1:${upstream.port}`),
     floor: () => startFloor(upstream.port),
   };
   const contenders: Contender[] = [];

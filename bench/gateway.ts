@@ -41,12 +41,13 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { type AddressInfo, createServer as createNetServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Fastify from 'fastify';
 import { Agent, Pool, request } from 'undici';
+import { startPortkey } from './fixtures/portkey.ts';
 import { type BenchProcess, CPU_PROBE, cpuOf, startProcess } from './fixtures/processes.ts';
 import { compare } from './harness.ts';
 
@@ -236,66 +237,6 @@ function rpsTable(
     const rps = median(rows[key]!);
     console.log(`| ${label} | ${Math.round(rps)} | ${(rps / baseRps).toFixed(2)}x |`);
   }
-}
-
-async function freePort(): Promise<number> {
-  const server = createNetServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((r) => server.close(r));
-  return port;
-}
-
-/**
- * Starts Portkey's gateway (`build/start-server.js --headless --port=N`, what its `start:node` script runs)
- * and waits until it proxies a chat completion to `upstream`.
- */
-async function startPortkey(upstream: string): Promise<{
-  url: string;
-  headers: Record<string, string>;
-  cpu(): Promise<NodeJS.CpuUsage>;
-  stop(): Promise<void>;
-}> {
-  const port = await freePort();
-  const script = createRequire(import.meta.url).resolve('@portkey-ai/gateway/build/start-server.js');
-  // The CPU probe only answers a message the other sections never send.
-  const child = fork(script, ['--headless', `--port=${port}`], { stdio: 'ignore', execArgv: CPU_PROBE });
-  // Portkey does not exit when its parent does; a bench that fails half-way must not leave it running.
-  const orphan = () => child.kill('SIGKILL');
-  process.once('exit', orphan);
-  const url = `http://127.0.0.1:${port}`;
-  // Portkey routes by headers: the provider whose request shape to use, and the OpenAI-compatible base URL.
-  const headers = {
-    'x-portkey-provider': 'openai',
-    'x-portkey-custom-host': `${upstream}/v1`,
-    authorization: 'Bearer bench',
-  };
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      const r = await request(`${url}/v1/chat/completions`, {
-        method: 'POST',
-        body: JSON.stringify({ model: 'bench-chat', messages: [{ role: 'user', content: 'ready?' }] }),
-        headers: { 'content-type': 'application/json', ...headers },
-      });
-      await r.body.dump();
-      if (r.statusCode === 200) break;
-      throw new Error(`Portkey answered ${r.statusCode}`);
-    } catch (error) {
-      if (Date.now() > deadline || child.exitCode !== null) throw error;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-  return {
-    url,
-    headers,
-    cpu: () => cpuOf(child),
-    stop: async () => {
-      process.removeListener('exit', orphan);
-      child.kill('SIGTERM');
-      if (child.exitCode === null) await once(child, 'exit');
-    },
-  };
 }
 
 /** Asks the server process how many upstream calls its first gateway has made. */
