@@ -4,6 +4,7 @@
  *
  * @module
  */
+import * as crypto from 'node:crypto';
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { RateLimitResult } from '../concurrency/index.ts';
@@ -116,9 +117,14 @@ export function isObject(value: unknown): value is Json {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
+/** Node's one-shot digest (from 20.12): no Hash object per call. */
+const oneShotHash = (crypto as { hash?: typeof crypto.hash }).hash;
+
 /** SHA-256 of `text`, base64url: the input part of cache keys. */
 export function sha256(text: string): string {
-  return createHash('sha256').update(text).digest('base64url');
+  return oneShotHash === undefined
+    ? createHash('sha256').update(text).digest('base64url')
+    : oneShotHash('sha256', text, 'base64url');
 }
 
 /** SHA-256 of `text`, raw: compared in constant time for API keys and the admin token. */

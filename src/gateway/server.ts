@@ -141,8 +141,15 @@ export async function createGateway(
   const tracer = new Tracer({
     serviceName: 'clawperf-gateway',
     ...(config.otlpUrl === undefined
-      ? // Nothing is recorded, so nothing needs the active span across awaits: no AsyncLocalStorage.
-        { exporter: discardSpans as never, processor: 'simple' as const, sampleRatio: 0, asyncContext: false }
+      ? // Nothing is recorded, so nothing needs the active span across awaits (no AsyncLocalStorage), and
+        // the library's own spans (cache loads and writes) stay the API's no-ops: not registered globally.
+        {
+          exporter: discardSpans as never,
+          processor: 'simple' as const,
+          sampleRatio: 0,
+          asyncContext: false,
+          registerGlobal: false,
+        }
       : { exporter: 'otlp' as const, otlpUrl: config.otlpUrl }),
   });
   const counts: GatewayCounts = {
