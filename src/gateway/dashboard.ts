@@ -401,19 +401,39 @@ export class DashboardFeed {
     /**
      * A counter family built from the rows at each scrape: the samples are made straight from the rows (a
      * prom-client Counter would be reset and filled label set by label set, hashing each: most of a scrape's
-     * time with a few hundred tenants, in one stretch the scrape cannot split). Each row gives distinct labels.
+     * time with a few hundred tenants, in one stretch the scrape cannot split). Each row gives distinct labels:
+     * its tenant and model, and `label` when the family has one, set to the value `each` gives. A row's label
+     * objects are made once and kept, so a scrape renders only the series that are new (exposition.ts).
      */
     const counter = (
       name: string,
       help: string,
-      each: (row: UsageRow, inc: (labels: Record<string, string>, value: number) => void) => void,
+      label: string | undefined,
+      each: (row: UsageRow, inc: (value: string, n: number) => void) => void,
     ) => {
       const family = { name, help, type: 'counter', aggregator: 'sum' };
+      const kept = new WeakMap<UsageRow, Map<string, Record<string, string>>>();
       const metric = {
         ...family,
         get: () => {
           const values: { labels: Record<string, string>; value: number }[] = [];
-          for (const row of rows()) each(row, (labels, value) => values.push({ labels, value }));
+          for (const row of rows()) {
+            let labelsOf = kept.get(row);
+            if (labelsOf === undefined) {
+              labelsOf = new Map();
+              kept.set(row, labelsOf);
+            }
+            const mine = labelsOf;
+            each(row, (value, n) => {
+              let labels = mine.get(value);
+              if (labels === undefined) {
+                labels = { tenant: row.tenant, model: row.model };
+                if (label !== undefined) labels[label] = value;
+                mine.set(value, labels);
+              }
+              values.push({ labels, value: n });
+            });
+          }
           return { ...family, values };
         },
         reset: () => {},
@@ -432,27 +452,30 @@ export class DashboardFeed {
     counter(
       'clawperf_gateway_tenant_requests_total',
       'API requests of each tenant and model, by outcome: the cache outcome of an answer, rate_limited (429), error (other 4xx/5xx), other',
+      'outcome',
       (row, inc) => {
         for (const [outcome, field] of OUTCOMES) {
           const n = row[field];
-          if (n > 0) inc({ tenant: row.tenant, model: row.model, outcome }, n);
+          if (n > 0) inc(outcome, n);
         }
       },
     );
     counter(
       'clawperf_gateway_tenant_tokens_total',
       "Tokens of the answers the provider produced for each tenant and model (a cached answer's are saved, not used)",
+      'direction',
       (row, inc) => {
-        inc({ tenant: row.tenant, model: row.model, direction: 'input' }, row.tokensIn);
-        inc({ tenant: row.tenant, model: row.model, direction: 'output' }, row.tokensOut);
+        inc('input', row.tokensIn);
+        inc('output', row.tokensOut);
       },
     );
     counter(
       'clawperf_gateway_tenant_tokens_saved_total',
       "Tokens of answers no upstream call was made for: from the gateway's cache, or another request's call",
+      'by',
       (row, inc) => {
-        inc({ tenant: row.tenant, model: row.model, by: 'cache' }, row.tokensSavedByCache);
-        inc({ tenant: row.tenant, model: row.model, by: 'coalescing' }, row.tokensSavedByCoalescing);
+        inc('cache', row.tokensSavedByCache);
+        inc('coalescing', row.tokensSavedByCoalescing);
       },
     );
     // Off means free: without prices there is no spend to export.
@@ -460,17 +483,19 @@ export class DashboardFeed {
     counter(
       'clawperf_gateway_spend_total',
       'What the answers the provider produced cost at the configured prices, by tenant and model',
+      undefined,
       (row, inc) => {
-        inc({ tenant: row.tenant, model: row.model }, row.spend);
+        inc('', row.spend);
       },
     );
     counter(
       'clawperf_gateway_savings_total',
       "What was not spent at the configured prices: answers from the gateway's cache or another request's call, and input read from the provider's prompt cache",
+      'by',
       (row, inc) => {
-        inc({ tenant: row.tenant, model: row.model, by: 'cache' }, row.savedByCache);
-        inc({ tenant: row.tenant, model: row.model, by: 'coalescing' }, row.savedByCoalescing);
-        inc({ tenant: row.tenant, model: row.model, by: 'prompt_cache' }, row.savedByPromptCache);
+        inc('cache', row.savedByCache);
+        inc('coalescing', row.savedByCoalescing);
+        inc('prompt_cache', row.savedByPromptCache);
       },
     );
   }

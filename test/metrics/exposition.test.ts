@@ -48,6 +48,29 @@ describe('the exposition text', () => {
   }
 });
 
+describe('a series scraped again', () => {
+  it('keeps its labels and shows its new value; a series added since shows too', async () => {
+    const registry = new Registry();
+    const requests = new Counter({
+      name: 'app_requests_total',
+      help: 'Requests',
+      labelNames: ['tenant'],
+      registers: [registry],
+    });
+    const scrape = async () => {
+      const families = (await registry.getMetricsAsJSON()) as Parameters<typeof renderFamilies>[0];
+      return (await renderFamilies(families, 'prometheus')).join('');
+    };
+    requests.inc({ tenant: 'a"b' }, 2);
+    assert.match(await scrape(), /^app_requests_total\{tenant="a\\"b"\} 2$/m);
+    requests.inc({ tenant: 'a"b' }, 3);
+    requests.inc({ tenant: 'c' });
+    const again = await scrape();
+    assert.match(again, /^app_requests_total\{tenant="a\\"b"\} 5$/m);
+    assert.match(again, /^app_requests_total\{tenant="c"\} 1$/m);
+  });
+});
+
 describe('a scrape yields to the event loop', () => {
   it('between the metrics it reads, within a family of many samples, and between tracked fields', async () => {
     const registry = new Registry();
