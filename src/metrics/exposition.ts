@@ -18,7 +18,7 @@ export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8
 export const OPENMETRICS_CONTENT_TYPE = 'application/openmetrics-text; version=1.0.0; charset=utf-8';
 
 /** A large scrape yields to the event loop after this much work, ms, so it never stalls requests for long. */
-export const YIELD_EVERY_MS = 1;
+export const YIELD_EVERY_MS = 0.5;
 
 /** Samples rendered between two looks at the clock. */
 const SAMPLES_PER_CHECK = 64;
