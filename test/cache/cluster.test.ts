@@ -31,6 +31,23 @@ async function node(): Promise<MultiLevelCache<unknown>> {
 }
 
 describe('on a 3-master Redis Cluster', () => {
+  it("a tag's index, in the tag's own slot, drops the keys whose entries expired", async () => {
+    const a = await node();
+    const redis = clients.at(-1)!;
+    const redisNow = async () => {
+      const [s, us] = (await redis.nodes('master')[0]!.time()).map(Number);
+      return s! * 1000 + us! / 1000;
+    };
+    await a.set('p:kept', 1, { tags: ['pruned'], ttlMs: 60_000 });
+    await a.set('p:gone', 1, { tags: ['pruned'], ttlMs: 1 });
+    const expires = (await redisNow()) + 1;
+    // Redis's clock cannot be injected: wait until it has passed the entry's end.
+    await waitFor(async () => (await redisNow()) > expires, { timeoutMs: 2000 });
+    await a.set('p:alive', 1, { tags: ['pruned'], ttlMs: 60_000 });
+    assert.deepEqual((await redis.zrange('clawperf:t:{pruned}:z', 0, -1)).sort(), ['p:alive', 'p:kept']);
+    await a.clear();
+  });
+
   it('entries spread over more than one master, and set/get/tags/invalidate work across slots', async () => {
     const a = await node();
     const b = await node();

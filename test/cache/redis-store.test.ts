@@ -167,8 +167,44 @@ describe('versioned writes', () => {
     const cache = await make();
     await cache.set('k', 'v', { tags: ['a', 'b'] });
     assert.match(redis.cli('get', 'clawperf:e:{k}'), /\|\["a","b"\]\n"v"$/);
-    assert.equal(redis.cli('smembers', 'clawperf:t:{a}:k'), 'k');
-    assert.equal(redis.cli('smembers', 'clawperf:t:{b}:k'), 'k');
+    assert.equal(redis.cli('zrange', 'clawperf:t:{a}:z', '0', '-1'), 'k');
+    assert.equal(redis.cli('zrange', 'clawperf:t:{b}:z', '0', '-1'), 'k');
+  });
+
+  it("a tag's index drops the keys whose entries expired when the tag is written again", async () => {
+    const cache = await make({ l1: false });
+    const redisNow = () => {
+      const [s, us] = redis.cli('time').split('\n').map(Number);
+      return s! * 1000 + us! / 1000;
+    };
+    await cache.set('kept', 'v', { tags: ['tenant:a'], ttlMs: 60_000 });
+    await cache.set('gone', 'v', { tags: ['tenant:a'], ttlMs: 1 });
+    const expires = redisNow() + 1;
+    // Redis's clock cannot be injected: wait until it has passed the entry's end.
+    await waitFor(() => redisNow() > expires, { timeoutMs: 2000 });
+    await cache.set('alive', 'v', { tags: ['tenant:a'], ttlMs: 60_000 });
+    // Every key any index of the tag holds, whatever its layout.
+    const indexed = redis
+      .cli('keys', 'clawperf:t:{tenant:a}:*')
+      .split('\n')
+      .flatMap((name) => {
+        const type = redis.cli('type', name);
+        if (type === 'zset') return redis.cli('zrange', name, '0', '-1').split('\n');
+        return type === 'set' ? redis.cli('smembers', name).split('\n') : [];
+      });
+    assert.deepEqual(indexed.sort(), ['alive', 'kept']);
+    await cache.invalidateByTag('tenant:a');
+    assert.equal(await cache.get('alive'), undefined);
+    assert.equal(await cache.get('kept'), undefined);
+  });
+
+  it('invalidating a tag also reaches the keys an earlier version indexed in a plain set', async () => {
+    const cache = await make({ l1: false });
+    await cache.set('old', 'v', { ttlMs: 60_000 });
+    redis.cli('sadd', 'clawperf:t:{tenant:a}:k', 'old');
+    await cache.invalidateByTag('tenant:a');
+    assert.equal(await cache.get('old'), undefined);
+    assert.equal(redis.cli('exists', 'clawperf:t:{tenant:a}:k'), '0');
   });
 
   it('a slow back-fill or write cannot bring back a value deleted meanwhile', async () => {

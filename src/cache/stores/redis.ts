@@ -78,23 +78,34 @@ local minVersion = tonumber(ARGV[6])
 ${WRITE}`);
 
 /**
+ * Puts `key` in a tag's index (KEYS[i]) until its entry expires `ttl` ms after `t`, and drops the keys whose
+ * entries have expired: the index of a tag written to without pause (a tenant's, a model's) holds the keys
+ * alive now, not every key ever tagged. The index itself expires with its last entry.
+ */
+const INDEX = `local function index(i, key, t, ttl)
+  redis.call('ZADD', KEYS[i], ms(t + ttl), key)
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ms(t))
+  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], math.ceil(ttl)) end
+end
+`;
+
+/**
  * SET on a single server, where one script reaches every key: each tag's index and invalidation marker are
  * handled first (as TAG does), then the entry, in one command and one round trip. KEYS: entry, lock, then
  * per tag its index and marker. ARGV: as SET's, then key, tag index ttl.
  */
-const SET_TAGGED = new RedisScript(`${VERSION}
+const SET_TAGGED = new RedisScript(`${VERSION}${INDEX}
 local minVersion = 0
+local at = now()
 for i = 3, #KEYS, 2 do
-  redis.call('SADD', KEYS[i], ARGV[9])
-  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[10]) then redis.call('PEXPIRE', KEYS[i], ARGV[10]) end
+  index(i, ARGV[9], at, tonumber(ARGV[10]))
   minVersion = math.max(minVersion, tonumber(redis.call('GET', KEYS[i + 1]) or '0'))
 end
 ${WRITE}`);
 
 /** KEYS: tag index, tag invalidation marker. ARGV: key, ttlMs. Returns the tag's last invalidation time. */
-const TAG = new RedisScript(`redis.call('SADD', KEYS[1], ARGV[1])
-local ttl = tonumber(ARGV[2])
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+const TAG = new RedisScript(`${VERSION}${INDEX}
+index(1, ARGV[1], now(), tonumber(ARGV[2]))
 return redis.call('GET', KEYS[2]) or '0'`);
 
 /** KEYS: entry. ARGV: tombstoneMs. */
@@ -103,12 +114,16 @@ local t = ms(now())
 redis.call('SET', KEYS[1], t, 'PX', ARGV[1])
 return t`);
 
-/** KEYS: tag index, tag invalidation marker. ARGV: tombstoneMs. Returns { time, members }. */
+/**
+ * KEYS: tag index, tag invalidation marker, the index as a plain set (as earlier versions kept it, read so
+ * that their entries are invalidated too). ARGV: tombstoneMs. Returns { time, members }.
+ */
 const INVALIDATE_TAG = new RedisScript(`${VERSION}
 local t = ms(now())
 redis.call('SET', KEYS[2], t, 'PX', ARGV[1])
-local members = redis.call('SMEMBERS', KEYS[1])
-redis.call('DEL', KEYS[1])
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[3])) do table.insert(members, key) end
+redis.call('DEL', KEYS[1], KEYS[3])
 return {t, members}`);
 
 /** KEYS: entries of one slot. ARGV: invalidation time, tombstoneMs. Tombstones every entry older than it. */
@@ -375,9 +390,12 @@ export class RedisStore implements CacheStore {
 
   async invalidateTag(tag: string): Promise<void> {
     if (this.#client.status !== 'ready') await this.#ready();
-    const [at, members] = (await INVALIDATE_TAG.run(this.#client, this.#tagKeys(tag), [
-      this.#tombstoneMs,
-    ])) as [string, string[]];
+    const t = tagged(tag);
+    const [at, members] = (await INVALIDATE_TAG.run(
+      this.#client,
+      [...this.#tagKeys(tag), `${this.#prefix}:t:${t}:k`],
+      [this.#tombstoneMs],
+    )) as [string, string[]];
     this.#sync(at);
     const bySlot = new Map<number, string[]>();
     for (const member of members) {
@@ -429,9 +447,10 @@ export class RedisStore implements CacheStore {
     return `${this.#prefix}:l:${tagged(key)}`;
   }
 
+  /** A tag's index of keys (a sorted set: each key scored by when its entry expires) and its marker. */
   #tagKeys(tag: string): string[] {
     const t = tagged(tag);
-    return [`${this.#prefix}:t:${t}:k`, `${this.#prefix}:t:${t}:i`];
+    return [`${this.#prefix}:t:${t}:z`, `${this.#prefix}:t:${t}:i`];
   }
 
   #sync(redisTime: string): void {
