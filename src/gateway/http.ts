@@ -20,7 +20,7 @@ import { CACHE_HEADER, type GatewayCounts, type RequestState } from './context.t
 import type { DashboardFeed } from './dashboard.ts';
 import { clientErrorAnswer, errorAnswer, requestErrorAnswer, sendErrorFor } from './error-answers.ts';
 import { apiError } from './openai.ts';
-import { REQUEST_ID_HEADER, RequestLog, requestId } from './request-log.ts';
+import { REQUEST_ID_HEADER, RequestLog, requestId, requestLogger } from './request-log.ts';
 
 /** The worker that answered (its process id), on every answer of a gateway with several workers. */
 export const WORKER_HEADER = 'x-clawperf-worker';
@@ -48,6 +48,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     loggerInstance: logger as FastifyBaseLogger,
     logController: requestLog,
     genReqId: requestId,
+    childLoggerFactory: requestLogger as never,
     clientErrorHandler: answerClientError,
     frameworkErrors: (error, request, reply) => {
       sendErrorFor(

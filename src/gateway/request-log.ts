@@ -17,7 +17,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { type FastifyReply, type FastifyRequest, LogController } from 'fastify';
-import { type DestinationStream, type Logger, pino } from 'pino';
+import { type ChildLoggerOptions, type DestinationStream, type Logger, pino } from 'pino';
 import { ConfigError } from '../errors.ts';
 import { type TokenUsage, tokenUsage } from '../tracing/index.ts';
 import { DEPLOYMENT_HEADER, type RequestState } from './context.ts';
@@ -211,16 +211,22 @@ export function requestLine(request: FastifyRequest, reply: FastifyReply, error?
   };
 }
 
+/** The label of the request's id in every line logged for a request. */
+const REQUEST_ID_LABEL = 'requestId';
+
 /**
- * Fastify's per-request log lines, replaced by one {@link requestLine} per request at `info`. The level is
- * read once: below `info` nothing per request is built.
+ * Fastify's per-request log lines, replaced by one {@link requestLine} per request at `info`, written through
+ * the gateway's logger with the request's id in it (no per-request logger is made for it: see
+ * {@link requestLogger}). The level is read once: below `info` nothing per request is built.
  */
 export class RequestLog extends LogController {
   /** Whether request lines are written. */
   readonly on: boolean;
+  readonly #logger: Logger;
 
   constructor(logger: Logger) {
-    super({ requestIdLogLabel: 'requestId' });
+    super({ requestIdLogLabel: REQUEST_ID_LABEL });
+    this.#logger = logger;
     this.on = logger.isLevelEnabled('info');
   }
 
@@ -231,7 +237,7 @@ export class RequestLog extends LogController {
     request: FastifyRequest,
     reply: FastifyReply,
   ): void {
-    if (this.on) reply.log.info(requestLine(request, reply, error), 'request');
+    if (this.on) this.#write(request, requestLine(request, reply, error));
   }
 
   /** The line of a request whose client left before its response was complete (Fastify completes none). */
@@ -239,6 +245,93 @@ export class RequestLog extends LogController {
     if (!this.on) return;
     const line = requestLine(request, reply);
     line.aborted = true;
-    reply.log.info(line, 'request');
+    this.#write(request, line);
   }
+
+  #write(request: FastifyRequest, line: RequestLine): void {
+    this.#logger.info({ [REQUEST_ID_LABEL]: request.id, ...line }, 'request');
+  }
+}
+
+type LogMethod = (...args: unknown[]) => void;
+type Method = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+
+/**
+ * A request's logger (`request.log`), which Fastify makes for every request: pino's child logger, with the
+ * request's id bound, is built the first time something logs through it at an enabled level. Most requests
+ * log nothing of their own (their request line is written by {@link RequestLog}), and building the child
+ * was about a tenth of a cached answer's instructions.
+ */
+class RequestLogger {
+  readonly #parent: Logger;
+  readonly #bindings: Record<string, unknown>;
+  #child: Logger | undefined;
+
+  constructor(parent: Logger, bindings: Record<string, unknown>) {
+    this.#parent = parent;
+    this.#bindings = bindings;
+  }
+
+  get level(): string {
+    return (this.#child ?? this.#parent).level;
+  }
+
+  set level(level: string) {
+    this.#logger().level = level;
+  }
+
+  fatal(...args: unknown[]): void {
+    this.#log('fatal', args);
+  }
+
+  error(...args: unknown[]): void {
+    this.#log('error', args);
+  }
+
+  warn(...args: unknown[]): void {
+    this.#log('warn', args);
+  }
+
+  info(...args: unknown[]): void {
+    this.#log('info', args);
+  }
+
+  debug(...args: unknown[]): void {
+    this.#log('debug', args);
+  }
+
+  trace(...args: unknown[]): void {
+    this.#log('trace', args);
+  }
+
+  silent(): void {}
+
+  child(bindings: Record<string, unknown>, options?: object): Logger {
+    return this.#logger().child(bindings, options);
+  }
+
+  #log(method: Method, args: unknown[]): void {
+    if (this.#child === undefined && !this.#parent.isLevelEnabled(method)) return;
+    const logger = this.#logger();
+    (logger[method] as LogMethod).apply(logger, args);
+  }
+
+  #logger(): Logger {
+    this.#child ??= this.#parent.child(this.#bindings);
+    return this.#child;
+  }
+}
+
+/**
+ * Fastify's `childLoggerFactory`: a {@link RequestLogger}, or pino's child at once when the route sets its
+ * own level or serializers.
+ */
+export function requestLogger(
+  logger: Logger,
+  bindings: Record<string, unknown>,
+  options: ChildLoggerOptions,
+): Logger {
+  if (options.level !== undefined || options.serializers !== undefined)
+    return logger.child(bindings, options);
+  return new RequestLogger(logger, bindings) as unknown as Logger;
 }

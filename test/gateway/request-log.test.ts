@@ -3,10 +3,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import Fastify from 'fastify';
 import type { Logger } from 'pino';
 import { request } from 'undici';
 import { ConfigError } from '../../src/errors.ts';
-import { createLogger, type LogLevel } from '../../src/gateway/request-log.ts';
+import { createLogger, type LogLevel, requestLogger } from '../../src/gateway/request-log.ts';
 import { createGateway, type Gateway } from '../../src/gateway/server.ts';
 import { freePort, waitFor } from '../helpers/servers.ts';
 import { type FakeAnthropic, startFakeAnthropic } from './fake-anthropic.ts';
@@ -318,6 +319,74 @@ describe('a request line', () => {
     ]) {
       assert.ok(!log.text.includes(secret), `the log holds ${secret}`);
     }
+  });
+});
+
+describe("a request's own logger", () => {
+  /** A logger writing into a Capture, counting the child loggers made from it. */
+  async function counted(logLevel: LogLevel = 'info') {
+    const log = new Capture();
+    const logger = await createLogger({ logLevel, logFormat: 'json' }, { destination: log });
+    const made = { children: 0 };
+    const child = logger.child.bind(logger);
+    logger.child = ((...args: Parameters<Logger['child']>) => {
+      made.children++;
+      return child(...args);
+    }) as Logger['child'];
+    return { log, logger, made };
+  }
+
+  it('is not built for requests that log nothing but their request line', async () => {
+    const { log, logger, made } = await counted();
+    const gw = await createGateway({ cacheDir: false, localChatLatencyMs: 0 }, { logger });
+    gateways.push(gw);
+    await gw.app.ready();
+    const before = made.children;
+    for (let i = 0; i < 3; i++) {
+      const res = await gw.app.inject({
+        method: 'POST',
+        url: '/v1/chat/completions',
+        payload: chat('local-chat'),
+      });
+      assert.equal(res.statusCode, 200);
+      assert.equal((await log.request(String(res.headers['x-request-id']))).status, 200);
+    }
+    assert.equal(made.children, before);
+  });
+
+  it("is built once something logs through it, and its lines carry the request's id", async () => {
+    const { log, logger, made } = await counted();
+    const app = Fastify({
+      loggerInstance: logger,
+      childLoggerFactory: requestLogger as never,
+      disableRequestLogging: true,
+      genReqId: () => 'r-1',
+    });
+    app.get('/quiet', async (request) => {
+      request.log.debug('below the level: nothing is built');
+      return 'ok';
+    });
+    app.get('/loud', async (request) => {
+      request.log.warn({ n: 1 }, 'hello');
+      request.log.warn({ n: 2 }, 'again');
+      return 'ok';
+    });
+    await app.ready();
+    const before = made.children;
+    await app.inject({ method: 'GET', url: '/quiet' });
+    assert.equal(made.children, before);
+    const res = await app.inject({ method: 'GET', url: '/loud' });
+    assert.equal(res.statusCode, 200);
+    assert.equal(made.children, before + 1);
+    const hello = log.lines.filter((l) => l.msg === 'hello' || l.msg === 'again');
+    assert.deepEqual(
+      hello.map((l) => [l.msg, l.n, l.reqId]),
+      [
+        ['hello', 1, 'r-1'],
+        ['again', 2, 'r-1'],
+      ],
+    );
+    await app.close();
   });
 });
 
