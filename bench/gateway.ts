@@ -28,11 +28,12 @@
  *
  * 6. Cached answers apart (`cached-apart`): section 1 with the bare Fastify route and the gateway each in a
  *    process of its own (`serve-bare`, `serve-cached`), so neither shares a heap or an event loop with the
- *    other. Rounds interleaved in a rotating order (bare, gateway embeddings, gateway chat), each contender
- *    hit with autocannon at 16 connections: requests/s, and the CPU time the server process itself spends
- *    per completed request (fixtures/cpu-probe.mjs before and after each round). Each round first checks
- *    that the gateway answers from its cache (`x-clawperf-cache: hit`); the bare route answers the same bytes
- *    as the gateway's cached embedding, checked before the first round.
+ *    other, and the same route without a framework (`serve-bare node`: node:http), which shows what Fastify
+ *    itself costs. Rounds interleaved in a rotating order (bare, gateway embeddings, gateway chat,
+ *    node:http), each contender hit with autocannon at 16 connections: requests/s, and the CPU time the
+ *    server process itself spends per completed request (fixtures/cpu-probe.mjs before and after each
+ *    round). Each round first checks that the gateway answers from its cache (`x-clawperf-cache: hit`); both
+ *    bare routes answer the same bytes as the gateway's cached embedding, checked before the first round.
  *
  * The gateways of sections 1-4 run in a child process (this file with `serve`) and the upstreams and proxies
  * in processes of their own (fixtures/processes.ts), so no two of them share an event loop.
@@ -40,6 +41,7 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
@@ -195,6 +197,7 @@ async function serveBare(): Promise<void> {
   process.send?.('ready');
   const [message] = await asked;
   const answer: unknown = JSON.parse(message.answer);
+  if (process.argv[3] === 'node') return serveBareNode(answer);
   const bare = Fastify({ logger: false });
   bare.post('/v1/embeddings', async () => answer);
   await bare.listen({ port: 0, host: '127.0.0.1' });
@@ -203,6 +206,32 @@ async function serveBare(): Promise<void> {
     await bare.close();
     process.exit(0);
   });
+}
+
+/**
+ * `serve-bare node`: the same route without a framework, a node:http handler that reads and parses the JSON
+ * body and answers the value's JSON with Fastify's content type: what Fastify itself costs a request.
+ */
+async function serveBareNode(answer: unknown): Promise<void> {
+  const server = createServer((req, res) => {
+    let text = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => {
+      text += chunk;
+    });
+    req.on('end', () => {
+      JSON.parse(text);
+      const body = JSON.stringify(answer);
+      res.writeHead(200, {
+        'content-type': 'application/json; charset=utf-8',
+        'content-length': Buffer.byteLength(body),
+      });
+      res.end(body);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  process.send?.((server.address() as AddressInfo).port);
+  process.once('disconnect', () => process.exit(0));
 }
 
 async function cannon(url: string, body: unknown, headers: Record<string, string> = {}): Promise<number> {
@@ -482,9 +511,16 @@ async function cachedApart(upstream: BenchProcess): Promise<void> {
   bareChild.send({ answer: embedHit.text });
   const [barePort] = (await once(bareChild, 'message')) as [number];
   const bare = `http://127.0.0.1:${barePort}`;
-  const bareAnswer = await postJson(`${bare}/v1/embeddings`, EMBED);
-  if (bareAnswer.text !== embedHit.text || bareAnswer.contentType !== embedHit.contentType)
-    throw new Error('cached-apart: the bare route does not answer the bytes of the cached embedding');
+  const nodeChild = fork(self, ['serve-bare', 'node'], options);
+  await once(nodeChild, 'message');
+  nodeChild.send({ answer: embedHit.text });
+  const [nodePort] = (await once(nodeChild, 'message')) as [number];
+  const node = `http://127.0.0.1:${nodePort}`;
+  for (const url of [bare, node]) {
+    const bareAnswer = await postJson(`${url}/v1/embeddings`, EMBED);
+    if (bareAnswer.text !== embedHit.text || bareAnswer.contentType !== embedHit.contentType)
+      throw new Error(`cached-apart: ${url} does not answer the bytes of the cached embedding`);
+  }
   const contenders = [
     {
       label: 'bare Fastify route, same JSON, own process (limit)',
@@ -509,6 +545,14 @@ async function cachedApart(upstream: BenchProcess): Promise<void> {
       body: CHAT,
       child: gatewayChild,
       gateway: true,
+    },
+    {
+      label: 'bare node:http handler, same JSON, own process (no framework)',
+      short: 'node',
+      url: `${node}/v1/embeddings`,
+      body: EMBED,
+      child: nodeChild,
+      gateway: false,
     },
   ];
   /** One round against contender `i`: req/s, and CPU µs (user, system) per completed request. */
@@ -580,20 +624,20 @@ async function cachedApart(upstream: BenchProcess): Promise<void> {
     );
   });
   console.log(
-    '\nPer round (bare, gateway embeddings, gateway chat): req/s, ratios to bare; server CPU µs / request, ' +
-      'bare ÷ gateway; requests completed; 1-minute load average after the round:\n',
+    '\nPer round (bare, gateway embeddings, gateway chat, node:http): req/s, ratios to bare; server CPU µs / ' +
+      'request, bare ÷ this; requests completed; 1-minute load average after the round:\n',
   );
   for (let r = 0; r < APART_ROUNDS; r++) {
     const all = (pick: (f: Awaited<ReturnType<typeof round>>) => string) =>
       contenders.map((_, i) => pick(figures[i]![r]!)).join(' / ');
     console.log(
       `- round ${r + 1} (${orders[r]}): ${all((f) => String(Math.round(f.rps)))} req/s ` +
-        `(${rpsRatios[1]![r]!.toFixed(2)}x, ${rpsRatios[2]![r]!.toFixed(2)}x); ` +
-        `${all((f) => f.us.toFixed(1))} µs (${cpuRatios[1]![r]!.toFixed(2)}x, ${cpuRatios[2]![r]!.toFixed(2)}x); ` +
+        `(${[1, 2, 3].map((i) => `${rpsRatios[i]![r]!.toFixed(2)}x`).join(', ')}); ` +
+        `${all((f) => f.us.toFixed(1))} µs (${[1, 2, 3].map((i) => `${cpuRatios[i]![r]!.toFixed(2)}x`).join(', ')}); ` +
         `${all((f) => String(f.done))} requests; load ${loads[r]!.toFixed(2)}`,
     );
   }
-  for (const child of [bareChild, gatewayChild]) {
+  for (const child of [bareChild, nodeChild, gatewayChild]) {
     child.disconnect();
     if (child.exitCode === null) await once(child, 'exit');
   }
