@@ -39,6 +39,7 @@ import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { ask, CPU_PROBE, cpuOf } from './fixtures/processes.ts';
+import { onRequestText } from './fixtures/request-text.ts';
 import { serveStreamFloor } from './fixtures/stream-floor.ts';
 
 /** `content_block_delta` events per stream. */
@@ -122,12 +123,7 @@ async function fake(): Promise<void> {
   let served = 0;
   let paceMs = 2;
   const server = createServer((req, res) => {
-    let text = '';
-    req.setEncoding('utf8');
-    req.on('data', (chunk: string) => {
-      text += chunk;
-    });
-    req.on('end', () => {
+    onRequestText(req, (text) => {
       const body = JSON.parse(text) as { stream?: unknown };
       if (req.url !== '/v1/messages' || body.stream !== true || req.headers['x-api-key'] !== API_KEY) {
         res.writeHead(400, { 'content-type': 'application/json' });

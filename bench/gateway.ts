@@ -51,6 +51,7 @@ import Fastify from 'fastify';
 import { Agent, Pool, request } from 'undici';
 import { startPortkey } from './fixtures/portkey.ts';
 import { type BenchProcess, CPU_PROBE, cpuOf, startProcess } from './fixtures/processes.ts';
+import { onRequestText } from './fixtures/request-text.ts';
 import { compare } from './harness.ts';
 
 /** The part of autocannon's API used here (the package ships no types). */
@@ -214,12 +215,7 @@ async function serveBare(): Promise<void> {
  */
 async function serveBareNode(answer: unknown): Promise<void> {
   const server = createServer((req, res) => {
-    let text = '';
-    req.setEncoding('utf8');
-    req.on('data', (chunk: string) => {
-      text += chunk;
-    });
-    req.on('end', () => {
+    onRequestText(req, (text) => {
       JSON.parse(text);
       const body = JSON.stringify(answer);
       res.writeHead(200, {

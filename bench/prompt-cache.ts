@@ -20,6 +20,7 @@ import { request } from 'undici';
 import { promptBlocks } from '../src/gateway/prompt-blocks.ts';
 import { createGateway, type Gateway } from '../src/gateway/server.ts';
 import { SimulatedPromptCache } from '../src/gateway/simulated-prompt-cache.ts';
+import { onRequestText } from './fixtures/request-text.ts';
 import { machine } from './harness.ts';
 
 type Json = Record<string, unknown>;
@@ -28,12 +29,7 @@ type Json = Record<string, unknown>;
 async function fakeUpstream(rules: boolean): Promise<{ url: string; server: Server }> {
   const cache = new SimulatedPromptCache();
   const server = createServer((req, res) => {
-    let text = '';
-    req.setEncoding('utf8');
-    req.on('data', (c: string) => {
-      text += c;
-    });
-    req.on('end', () => {
+    onRequestText(req, (text) => {
       const body = JSON.parse(text) as Json;
       const figures = rules
         ? cache.anthropic(promptBlocks('anthropic', body))

@@ -84,6 +84,25 @@ export interface GatewayCounts {
   inFlight: number;
 }
 
+/** Counts of a gateway that has served nothing yet. */
+export function noCounts(): GatewayCounts {
+  return {
+    requests: 0,
+    errors4xx: 0,
+    errors5xx: 0,
+    cacheHits: 0,
+    cacheMisses: 0,
+    cacheBypass: 0,
+    cacheCoalesced: 0,
+    rateLimited: 0,
+    overloaded: 0,
+    upstreamCalls: 0,
+    upstreamItems: 0,
+    servedItems: 0,
+    inFlight: 0,
+  };
+}
+
 /** What a route handler is given: the request steps and the components they share. */
 export type GatewayContext = RequestSteps;
 

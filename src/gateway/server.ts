@@ -11,7 +11,7 @@ import { Tracer } from '../tracing/index.ts';
 import { bannerLines } from './banner.ts';
 import { chatHandler } from './chat.ts';
 import { type GatewayConfig, resolveConfig } from './config.ts';
-import type { GatewayContext, GatewayCounts } from './context.ts';
+import { type GatewayContext, type GatewayCounts, noCounts } from './context.ts';
 import { DashboardFeed, type DashboardSnapshot } from './dashboard.ts';
 import { buildDeployments } from './deployments.ts';
 import { WriteBehindDiskStore } from './disk-writer.ts';
@@ -152,21 +152,7 @@ export async function createGateway(
         }
       : { exporter: 'otlp' as const, otlpUrl: config.otlpUrl }),
   });
-  const counts: GatewayCounts = {
-    requests: 0,
-    errors4xx: 0,
-    errors5xx: 0,
-    cacheHits: 0,
-    cacheMisses: 0,
-    cacheBypass: 0,
-    cacheCoalesced: 0,
-    rateLimited: 0,
-    overloaded: 0,
-    upstreamCalls: 0,
-    upstreamItems: 0,
-    servedItems: 0,
-    inFlight: 0,
-  };
+  const counts = noCounts();
   const stats = (): GatewayStats => ({
     ...counts,
     upstreamCallsSaved: Math.max(0, counts.servedItems - counts.upstreamCalls),

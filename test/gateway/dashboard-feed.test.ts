@@ -6,24 +6,10 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { Registry } from 'prom-client';
-import type { GatewayCounts } from '../../src/gateway/context.ts';
+import { type GatewayCounts, noCounts } from '../../src/gateway/context.ts';
 import { DASHBOARD_HISTORY, DashboardFeed, mergeSnapshots } from '../../src/gateway/dashboard.ts';
 
-const counts = (): GatewayCounts => ({
-  requests: 0,
-  errors4xx: 0,
-  errors5xx: 0,
-  cacheHits: 0,
-  cacheMisses: 0,
-  cacheBypass: 0,
-  cacheCoalesced: 0,
-  rateLimited: 0,
-  overloaded: 0,
-  upstreamCalls: 0,
-  upstreamItems: 0,
-  servedItems: 0,
-  inFlight: 0,
-});
+const counts = noCounts;
 
 const feeds: DashboardFeed[] = [];
 after(() => {
