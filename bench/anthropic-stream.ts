@@ -40,6 +40,7 @@ import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { ask, CPU_PROBE, cpuOf } from './fixtures/processes.ts';
 import { onRequestText } from './fixtures/request-text.ts';
+import { serveToParent } from './fixtures/serve-to-parent.ts';
 import { serveStreamFloor } from './fixtures/stream-floor.ts';
 
 /** `content_block_delta` events per stream. */
@@ -178,12 +179,7 @@ async function gateway(): Promise<void> {
     redisUrl: undefined,
     upstreamConnections: 64,
   });
-  await g.app.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG });
-  process.send?.((g.app.server.address() as AddressInfo).port);
-  process.once('disconnect', async () => {
-    await g.close();
-    process.exit(0);
-  });
+  await serveToParent(g, LISTEN_BACKLOG);
 }
 
 /**

@@ -17,11 +17,11 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Pool, request } from 'undici';
 import { hitAndMissPaths } from './fixtures/gateway-paths.ts';
 import { CPU_PROBE, cpuOf, startProcess } from './fixtures/processes.ts';
+import { serveToParent } from './fixtures/serve-to-parent.ts';
 
 /** Requests per round; warm-up rounds come first, interleaved like the timed ones. */
 const REQUESTS = 2_500;
@@ -44,12 +44,7 @@ async function serve(): Promise<void> {
     upstreamUrl: `http://127.0.0.1:${Number(upstreamPort)}/v1`,
     logLevel: 'warn',
   });
-  await g.app.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG });
-  process.send?.((g.app.server.address() as AddressInfo).port);
-  process.once('disconnect', async () => {
-    await g.close();
-    process.exit(0);
-  });
+  await serveToParent(g, LISTEN_BACKLOG);
 }
 
 interface Gateway {

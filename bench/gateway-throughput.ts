@@ -45,13 +45,13 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
 import { cpus, loadavg } from 'node:os';
 import { createHistogram, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { startPortkey } from './fixtures/portkey.ts';
 import { ask, type BenchProcess, CPU_PROBE, cpuOf, startProcess } from './fixtures/processes.ts';
+import { serveToParent } from './fixtures/serve-to-parent.ts';
 import { machine } from './harness.ts';
 
 /** How long the upstream takes to answer a chat completion, ms. */
@@ -111,7 +111,6 @@ async function serve(): Promise<void> {
     upstreamConnections: UPSTREAM_CONNECTIONS,
     upstreamUrl: `http://127.0.0.1:${Number(process.argv[3])}/v1`,
   });
-  await g.app.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG });
   // The longest event-loop stall since the last question: whether a slow tail was this process's own.
   const eld = monitorEventLoopDelay({ resolution: 10 });
   eld.enable();
@@ -120,11 +119,7 @@ async function serve(): Promise<void> {
     process.send?.({ stall: eld.max / 1e6 });
     eld.reset();
   });
-  process.send?.((g.app.server.address() as AddressInfo).port);
-  process.once('disconnect', async () => {
-    await g.close();
-    process.exit(0);
-  });
+  await serveToParent(g, LISTEN_BACKLOG);
 }
 
 interface Contender {

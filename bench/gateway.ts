@@ -52,6 +52,7 @@ import { Agent, Pool, request } from 'undici';
 import { startPortkey } from './fixtures/portkey.ts';
 import { type BenchProcess, CPU_PROBE, cpuOf, startProcess } from './fixtures/processes.ts';
 import { onRequestText } from './fixtures/request-text.ts';
+import { serveToParent } from './fixtures/serve-to-parent.ts';
 import { compare } from './harness.ts';
 
 /** The part of autocannon's API used here (the package ships no types). */
@@ -158,12 +159,7 @@ async function serveCpu(): Promise<void> {
     localChatLatencyMs: 0,
     upstreamUrl: `http://127.0.0.1:${Number(process.argv[3])}/v1`,
   });
-  await g.app.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG });
-  process.send?.((g.app.server.address() as AddressInfo).port);
-  process.once('disconnect', async () => {
-    await g.close();
-    process.exit(0);
-  });
+  await serveToParent(g, LISTEN_BACKLOG);
 }
 
 /**
@@ -178,13 +174,7 @@ async function serveCached(): Promise<void> {
     localChatLatencyMs: 0,
     upstreamUrl: `http://127.0.0.1:${Number(process.argv[3])}/v1`,
   });
-  await g.app.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG });
-  process.send?.((g.app.server.address() as AddressInfo).port);
-  process.once('disconnect', async () => {
-    await g.close();
-    await rm(dir, { recursive: true, force: true });
-    process.exit(0);
-  });
+  await serveToParent(g, LISTEN_BACKLOG, () => rm(dir, { recursive: true, force: true }));
 }
 
 /**

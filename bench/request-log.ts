@@ -17,13 +17,13 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { hitAndMissPaths } from './fixtures/gateway-paths.ts';
 import { CPU_PROBE, cpuOf, startProcess } from './fixtures/processes.ts';
+import { serveToParent } from './fixtures/serve-to-parent.ts';
 
 /** Requests per round; warm-up rounds come first, interleaved like the timed ones (see bench/gateway.ts). */
 const REQUESTS = 2_500;
@@ -43,12 +43,7 @@ async function serve(): Promise<void> {
     upstreamUrl: `http://127.0.0.1:${Number(upstreamPort)}/v1`,
     logLevel: level as 'info' | 'warn',
   });
-  await g.app.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG });
-  process.send?.((g.app.server.address() as AddressInfo).port);
-  process.once('disconnect', async () => {
-    await g.close();
-    process.exit(0);
-  });
+  await serveToParent(g, LISTEN_BACKLOG);
 }
 
 interface Gateway {

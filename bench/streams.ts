@@ -33,6 +33,7 @@ import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { ask, CPU_PROBE, cpuOf } from './fixtures/processes.ts';
+import { serveToParent } from './fixtures/serve-to-parent.ts';
 import { serveStreamFloor } from './fixtures/stream-floor.ts';
 
 /** Chunks per stream and the time between two of them, ms. */
@@ -90,17 +91,12 @@ async function gateway(): Promise<void> {
     redisUrl: undefined,
     maxConcurrency: 1024,
   });
-  await g.app.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG });
   process.on('message', (message) => {
     if (message !== 'heap') return;
     (globalThis as { gc?: () => void }).gc?.();
     process.send?.({ heap: process.memoryUsage().heapUsed });
   });
-  process.send?.((g.app.server.address() as AddressInfo).port);
-  process.once('disconnect', async () => {
-    await g.close();
-    process.exit(0);
-  });
+  await serveToParent(g, LISTEN_BACKLOG);
 }
 
 /** `floor <fake port>`: the thinnest streaming proxy (fixtures/stream-floor.ts), the floor for any proxy. */
