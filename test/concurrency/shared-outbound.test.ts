@@ -89,6 +89,15 @@ async function waitForSpent(l: SharedOutboundLimiter): Promise<void> {
   assert.equal(l.stats().remainingRequests, 0);
 }
 
+/** An answer saying the window allows one request, none is left, and it resets in 100 ms. */
+const LIMIT_ONE_SPENT = {
+  status: 200,
+  headers: {
+    'x-ratelimit-limit-requests': '1',
+    'x-ratelimit-remaining-requests': '0',
+    'x-ratelimit-reset-requests': '100ms',
+  },
+};
 describe('SharedOutboundLimiter: one budget for every node', () => {
   it('three nodes sending 60 calls for one key stay within the provider limit of each window', async () => {
     const quota = fakeQuota(20, 1_000);
@@ -134,22 +143,14 @@ describe('SharedOutboundLimiter: one budget for every node', () => {
 
   it('answers of the old window that use up the new one, with nothing in flight, do not stall the nodes', async () => {
     const [node] = nodes(1, { learningConcurrency: 2, defaultResetMs: 50, maxWaitMs: 10_000 });
-    const limit1 = {
-      status: 200,
-      headers: {
-        'x-ratelimit-limit-requests': '1',
-        'x-ratelimit-remaining-requests': '0',
-        'x-ratelimit-reset-requests': '100ms',
-      },
-    };
     const first = await node!.acquire();
     const slow = await node!.acquire();
-    first.done(limit1);
+    first.done(LIMIT_ONE_SPENT);
     // The window resets (Redis time) while the slow call is out; its answer then uses the new window up,
     // with no call in flight whose answer would say when that window resets.
     await new Promise((r) => setTimeout(r, 150));
     const waiting = node!.acquire();
-    slow.done(limit1);
+    slow.done(LIMIT_ONE_SPENT);
     let deadline: NodeJS.Timeout | undefined;
     const stalled = new Promise<never>((_, reject) => {
       deadline = setTimeout(() => reject(new Error('still waiting 3 s later')), 3_000);
@@ -157,7 +158,7 @@ describe('SharedOutboundLimiter: one budget for every node', () => {
     // The assumed reset (defaultResetMs) frees it, long before maxWaitMs.
     const permit = await Promise.race([waiting, stalled]);
     clearTimeout(deadline);
-    permit.done(limit1);
+    permit.done(LIMIT_ONE_SPENT);
   });
 
   it("a 429 cools the key down on every node until the provider's stated time", async () => {
@@ -346,17 +347,9 @@ describe('OutboundLimiter: learning, configured limits, failed calls', () => {
       learningConcurrency: 2,
       clock: { now: () => now },
     });
-    const limit1 = {
-      status: 200,
-      headers: {
-        'x-ratelimit-limit-requests': '1',
-        'x-ratelimit-remaining-requests': '0',
-        'x-ratelimit-reset-requests': '100ms',
-      },
-    };
     const first = await outbound.acquire();
     const slow = await outbound.acquire();
-    first.done(limit1);
+    first.done(LIMIT_ONE_SPENT);
     // The window resets while the slow call is still out; its answer counts in the new window, which it uses
     // up: no call is in flight, so no answer will say when the new window resets.
     now = 150;
@@ -366,13 +359,13 @@ describe('OutboundLimiter: learning, configured limits, failed calls', () => {
       return p;
     });
     await tick();
-    slow.done(limit1);
+    slow.done(LIMIT_ONE_SPENT);
     await tick();
     assert.equal(released, false, 'the new window is used up');
     // The assumed reset (defaultResetMs) frees it, long before maxWaitMs.
     now = 161;
     const permit = await waiting;
-    permit.done(limit1);
+    permit.done(LIMIT_ONE_SPENT);
   });
 
   it('a call that fails without an answer does not turn pacing off', async () => {

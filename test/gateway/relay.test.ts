@@ -38,6 +38,18 @@ function sink(capacity: number) {
   return { writable, got, drain };
 }
 
+/** A relay piped to a sink with room, whose source has sent `a` (passed on as `A`). */
+async function flowing() {
+  const source = new PassThrough();
+  const relay = new Upper().relay(source);
+  const { writable, got, drain } = sink(16);
+  relay.pipe(writable);
+  source.write('a');
+  await new Promise((r) => setImmediate(r));
+  drain();
+  return { source, relay, got, drain };
+}
+
 describe('Relay', () => {
   it('piped, writes each piece to the destination and pauses the source while the destination is full', async () => {
     const source = new PassThrough();
@@ -71,13 +83,7 @@ describe('Relay', () => {
   });
 
   it('a source that fails ends the stream with the failure event, and the source is destroyed', async () => {
-    const source = new PassThrough();
-    const relay = new Upper().relay(source);
-    const { writable, got, drain } = sink(16);
-    relay.pipe(writable);
-    source.write('a');
-    await new Promise((r) => setImmediate(r));
-    drain();
+    const { source, relay, got, drain } = await flowing();
     source.destroy(new Error('reset'));
     await finished(relay);
     drain();
@@ -86,13 +92,7 @@ describe('Relay', () => {
   });
 
   it('destroyed (the client went away), it destroys the source and reads no more', async () => {
-    const source = new PassThrough();
-    const relay = new Upper().relay(source);
-    const { writable, got, drain } = sink(16);
-    relay.pipe(writable);
-    source.write('a');
-    await new Promise((r) => setImmediate(r));
-    drain();
+    const { source, relay, got } = await flowing();
     relay.destroy();
     source.write('b');
     await new Promise((r) => setImmediate(r));
