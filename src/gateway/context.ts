@@ -5,7 +5,6 @@
  * @module
  */
 import * as crypto from 'node:crypto';
-import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { RateLimitResult } from '../concurrency/index.ts';
 import type { TokenUsage } from '../tracing/index.ts';
@@ -140,15 +139,14 @@ export function isObject(value: unknown): value is Json {
 const oneShotHash = (crypto as { hash?: typeof crypto.hash }).hash;
 
 /** SHA-256 of `text`, base64url: the input part of cache keys. */
-export function sha256(text: string): string {
-  return oneShotHash === undefined
-    ? createHash('sha256').update(text).digest('base64url')
-    : oneShotHash('sha256', text, 'base64url');
-}
+export const sha256: (text: string) => string =
+  oneShotHash === undefined
+    ? (text) => crypto.createHash('sha256').update(text).digest('base64url')
+    : (text) => oneShotHash('sha256', text, 'base64url');
 
 /** SHA-256 of `text`, raw: compared in constant time for API keys and the admin token. */
 export function digest(text: string): Buffer {
-  return createHash('sha256').update(text).digest();
+  return crypto.createHash('sha256').update(text).digest();
 }
 
 /** The bearer token of `Authorization`, if any. */

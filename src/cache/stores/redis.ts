@@ -390,10 +390,9 @@ export class RedisStore implements CacheStore {
 
   async invalidateTag(tag: string): Promise<void> {
     if (this.#client.status !== 'ready') await this.#ready();
-    const t = tagged(tag);
     const [at, members] = (await INVALIDATE_TAG.run(
       this.#client,
-      [...this.#tagKeys(tag), `${this.#prefix}:t:${t}:k`],
+      [...this.#tagKeys(tag), this.#tagKey(tag, 'k')],
       [this.#tombstoneMs],
     )) as [string, string[]];
     this.#sync(at);
@@ -449,8 +448,12 @@ export class RedisStore implements CacheStore {
 
   /** A tag's index of keys (a sorted set: each key scored by when its entry expires) and its marker. */
   #tagKeys(tag: string): string[] {
-    const t = tagged(tag);
-    return [`${this.#prefix}:t:${t}:z`, `${this.#prefix}:t:${t}:i`];
+    return [this.#tagKey(tag, 'z'), this.#tagKey(tag, 'i')];
+  }
+
+  /** One of a tag's keys: its index `z`, its invalidation marker `i`, or `k`, the index earlier versions kept. */
+  #tagKey(tag: string, part: 'z' | 'i' | 'k'): string {
+    return `${this.#prefix}:t:${tagged(tag)}:${part}`;
   }
 
   #sync(redisTime: string): void {
